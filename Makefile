@@ -1,0 +1,51 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what
+# they need: a virtualenv in .venv and the Debian packages listed below.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Debian packages: lshw is the peer bench/discovery.py measures against.
+APT_PACKAGES := lshw
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all test demo lint format protos bench deps-system clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+deps-system:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: $(STAMP) deps-system
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m nodeagent.testbed.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check nodeagent tests bench tools
+	$(VENV)/bin/mypy nodeagent tools bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format nodeagent tests bench tools
+
+protos: $(STAMP)
+	$(PY) tools/gen_protos.py
+
+bench: $(STAMP) deps-system
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,147 @@
+"""Text renderings of an inventory: JSON, YAML, a table for people, topo -m."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from nodeagent.api.v1 import hardware_pb2 as pb
+
+HEALTH = {pb.HEALTH_UNSPECIFIED: "-", pb.HEALTH_OK: "ok", pb.HEALTH_DEGRADED: "degraded",
+          pb.HEALTH_FAILED: "failed"}  # fmt: skip
+
+
+def to_dict(msg: Message) -> dict[str, Any]:
+    """Protobuf JSON mapping with snake_case names and every field present."""
+    return json_format.MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def to_json(msg: Message) -> str:
+    return json_format.MessageToJson(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=2
+    )
+
+
+def to_yaml(msg: Message) -> str:
+    import yaml  # only this output needs it
+
+    return str(yaml.safe_dump(to_dict(msg), sort_keys=False, width=120))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    return "\n".join(lines)
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.0f} GiB" if n else "-"
+
+
+def _tb(n: int) -> str:
+    return f"{n / 1e12:.2f} TB" if n else "-"
+
+
+def _link(link: pb.PcieLink) -> str:
+    if not link.max_width:
+        return "-"
+    text = f"Gen{link.current_generation or '?'} x{link.current_width}"
+    return text + (f" (max x{link.max_width}, degraded)" if link.degraded else "")
+
+
+def inventory_table(inv: pb.HardwareInventory) -> str:
+    s, c = inv.system, inv.cpu
+    out = [
+        f"Host      {s.hostname or '-'}   ({s.vendor} {s.product}, serial {s.serial or '-'}, "
+        f"BIOS {s.bios_version or '-'}, {s.boot_mode})",
+        f"OS        {inv.software.os_pretty_name or '-'}, kernel {inv.software.kernel_release}",
+        f"CPU       {c.sockets} x {c.model_name} ({c.cores_per_socket} cores x "
+        f"{c.threads_per_core} threads; {c.logical_cpus} logical)",
+        f"Memory    {_gib(inv.memory.total_bytes)} over {len(inv.numa_nodes)} NUMA node(s)"
+        + "".join(f"; node{n.id} {n.cpulist}" for n in inv.numa_nodes),
+    ]
+    if inv.software.nvidia_driver_version:
+        cuda = inv.software.cuda_driver_version
+        out.append(f"Driver    NVIDIA {inv.software.nvidia_driver_version}"
+                   f" ({inv.software.nvidia_kernel_module or '?'} module)"
+                   + (f", CUDA {cuda}" if cuda else ""))  # fmt: skip
+    if inv.gpus:
+        out += ["", f"GPUs ({len(inv.gpus)})", table(
+            [[str(g.index), g.pci_address, g.model, _gib(g.memory_bytes), str(g.numa_node),
+              _link(g.pcie), ",".join(g.nearest_rdma_devices) or "-", HEALTH[g.health]
+              + (f": {'; '.join(g.health_reasons)}" if g.health_reasons else "")]
+             for g in inv.gpus],
+            ["#", "PCI", "MODEL", "MEMORY", "NUMA", "PCIE", "NEAREST NIC", "HEALTH"])]  # fmt: skip
+    if inv.nvswitches:
+        out += ["", f"NVSwitches ({len(inv.nvswitches)})", table(
+            [[n.pci_address, n.model, str(n.numa_node)] for n in inv.nvswitches],
+            ["PCI", "MODEL", "NUMA"])]  # fmt: skip
+    if inv.rdma_devices:
+        rows = []
+        for d in inv.rdma_devices:
+            for p in d.ports or [pb.RdmaPort()]:
+                rows.append([d.name, d.pci_address or "-", d.model, d.fw_version, str(p.port),
+                             p.link_layer, f"{p.state}/{p.phys_state}",
+                             f"{p.rate_gbps:g} Gb/s {p.speed}".strip(), p.netdev or "-",
+                             str(d.numa_node)])  # fmt: skip
+        out += ["", f"RDMA devices ({len(inv.rdma_devices)})", table(
+            rows, ["DEVICE", "PCI", "MODEL", "FIRMWARE", "PORT", "LINK", "STATE", "RATE",
+                   "NETDEV", "NUMA"])]  # fmt: skip
+    if inv.nvme_controllers:
+        out += ["", f"NVMe ({len(inv.nvme_controllers)})", table(
+            [[n.name, n.pci_address or n.address or "-", n.model, n.firmware,
+              _tb(sum(ns.size_bytes for ns in n.namespaces)), str(n.numa_node), n.subsystem or "-"]
+             for n in inv.nvme_controllers],
+            ["NAME", "PCI", "MODEL", "FIRMWARE", "CAPACITY", "NUMA", "SUBSYSTEM"])]  # fmt: skip
+    phys = [n for n in inv.network_interfaces if n.physical]
+    if phys:
+        out += ["", f"Network interfaces ({len(phys)} physical)", table(
+            [[n.name, n.pci_address or "-", n.kind, n.driver, n.operstate,
+              f"{n.speed_mbps // 1000} Gb/s" if n.HasField("speed_mbps") else "-",
+              n.rdma_device or "-", str(n.numa_node)] for n in phys],
+            ["NAME", "PCI", "KIND", "DRIVER", "STATE", "SPEED", "RDMA", "NUMA"])]  # fmt: skip
+    failed = [col for col in inv.collectors if not col.success]
+    if failed:
+        out += ["", "Collector errors"]
+        out += [f"  {col.name}: {e}" for col in failed for e in col.errors]
+    return "\n".join(out) + "\n"
+
+
+TOPO_LEGEND = """
+Legend:
+
+  X    = Self
+  SYS  = Connection traversing PCIe as well as the SMP interconnect between NUMA nodes (e.g., QPI/UPI)
+  NODE = Connection traversing PCIe as well as the interconnect between PCIe Host Bridges within a NUMA node
+  PHB  = Connection traversing PCIe as well as a PCIe Host Bridge (typically the CPU)
+  PXB  = Connection traversing multiple PCIe bridges (without traversing the PCIe Host Bridge)
+  PIX  = Connection traversing at most a single PCIe bridge
+  NV#  = Connection traversing a bonded set of # NVLinks
+"""  # noqa: E501
+
+
+def topo_matrix(inv: pb.HardwareInventory) -> str:
+    """The affinity matrix in the layout of `nvidia-smi topo -m`."""
+    matrix = inv.pcie_affinity
+    if not matrix.devices:
+        return "No GPUs or RDMA devices with a PCI address.\n"
+    labels = [d.label for d in matrix.devices]
+    lines = ["\t" + "\t".join(labels) + "\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID"]
+    for dev, row in zip(matrix.devices, matrix.rows, strict=True):
+        cells = [" X " if c == "X" else c for c in row.cells]
+        tail = ""
+        if dev.label.startswith("GPU"):
+            numa = str(dev.numa_node) if dev.numa_node >= 0 else "N/A"
+            tail = f"\t{dev.cpu_affinity}\t{numa}\t\tN/A"
+        lines.append(f"{dev.label}\t" + "\t".join(cells) + tail)
+    nics = [d for d in matrix.devices if d.label.startswith("NIC")]
+    out = "\n".join(lines) + "\n" + TOPO_LEGEND
+    if nics:
+        out += "\nNIC Legend:\n\n" + "\n".join(f"  {d.label}: {d.name}" for d in nics) + "\n"
+    return out

@@ -1,0 +1,52 @@
+"""Network interfaces from /sys/class/net.
+
+sysfs is read on every root, the live one included: it has everything here
+(the PCI parent, driver, NUMA node, speed) and costs no import, while pyroute2
+alone takes longer to import than a whole discovery (see README, "Performance").
+"""
+
+from __future__ import annotations
+
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.hardware import parse
+from nodeagent.hardware.scan import Scan
+
+NET_CLASS = "sys/class/net"
+_KINDS = {1: "ethernet", 32: "infiniband", 772: "loopback"}
+
+
+def collect(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -> None:
+    for name in scan.root.listdir(NET_CLASS):
+        try:
+            inv.network_interfaces.append(_interface(scan, name))
+        except (OSError, ValueError) as exc:
+            errors.append(f"{NET_CLASS}/{name}: {exc}")
+
+
+def _interface(scan: Scan, name: str) -> pb.NetworkInterface:
+    root = scan.root
+    base = f"{NET_CLASS}/{name}"
+    nic = pb.NetworkInterface(name=name, numa_node=-1)
+    nic.mac = root.attr(f"{base}/address").lower()
+    mtu = root.attr(f"{base}/mtu")
+    nic.mtu = parse.parse_int(mtu, f"{base}/mtu") if mtu else 0
+    nic.operstate = root.attr(f"{base}/operstate")
+    link_type = root.attr(f"{base}/type")
+    nic.kind = _KINDS.get(parse.parse_int(link_type, f"{base}/type"), "other") if link_type else ""
+    nic.carrier = root.attr(f"{base}/carrier") == "1"  # EINVAL while down
+    speed = root.attr(f"{base}/speed")  # EINVAL while down, -1 with no link
+    if speed and speed.lstrip("-").isdigit() and int(speed) > 0:
+        nic.speed_mbps = int(speed)
+    parent = root.readlink_name(f"{base}/device")
+    if parent:
+        nic.physical = True
+        nic.driver = root.readlink_name(f"{base}/device/driver")
+        if not parse.is_bdf(parent):  # virtio0 and the like sit below their PCI function
+            real = root.resolve(f"{base}/device").split("/")
+            parent = next((p for p in reversed(real) if parse.is_bdf(p)), "")
+        if parent:
+            nic.pci_address = parent
+            nic.numa_node = scan.numa_node(f"sys/bus/pci/devices/{parent}")
+            ib = root.listdir(f"{base}/device/infiniband")
+            nic.rdma_device = ib[0] if ib else ""
+    return nic

@@ -1,0 +1,3 @@
+"""Sources beyond sysfs. Each probe reads live hardware only on the live root and
+otherwise replays the recording stored in the root at `.nodeagent/probes/<name>.json`.
+"""
