@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"nodeagent: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as exc:  # noqa: BLE001 - one clear line, traceback with --debug
+    except Exception as exc:
         if args.debug:
             traceback.print_exc()
         print(f"nodeagent: error: {type(exc).__name__}: {exc} (rerun with --debug)",

@@ -75,9 +75,7 @@ def _gpu(scan: Scan, fn: PciFunction) -> pb.Gpu:
             gpu.health_reasons.append("excluded by the NVIDIA driver")
 
     if gpu.pcie.degraded:
-        gpu.health_reasons.append(
-            f"PCIe link x{gpu.pcie.current_width} of x{gpu.pcie.max_width}"
-        )
+        gpu.health_reasons.append(f"PCIe link x{gpu.pcie.current_width} of x{gpu.pcie.max_width}")
     if gpu.health_reasons:
         gpu.health = pb.HEALTH_DEGRADED
     return gpu

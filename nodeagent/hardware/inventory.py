@@ -62,6 +62,7 @@ def discover(
         if name in selected:
             _run(inv, name, lambda errors, c=collect: c(scan, inv, errors))  # type: ignore[misc]
     if "gpu" in selected:
+
         def nvml_step(errors: list[str]) -> None:
             data = nvml.probe(root)
             if recordings is not None and data is not None:
@@ -86,7 +87,7 @@ def _run(inv: pb.HardwareInventory, name: str, body: Callable[[list[str]], None]
     start = time.perf_counter()
     try:
         body(errors)
-    except Exception as exc:  # noqa: BLE001 - a strange machine must not stop discovery
+    except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError | OSError)
                       else str(exc))  # fmt: skip
     inv.collectors.add(
@@ -183,8 +184,12 @@ def compute_affinity(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -
     n_gpus = len(members)
     for dev in inv.rdma_devices:
         if dev.pci_address:
-            entry = pb.AffinityDevice(label=f"NIC{len(members) - n_gpus}", name=dev.name,
-                                      pci_address=dev.pci_address, numa_node=dev.numa_node)
+            entry = pb.AffinityDevice(
+                label=f"NIC{len(members) - n_gpus}",
+                name=dev.name,
+                pci_address=dev.pci_address,
+                numa_node=dev.numa_node,
+            )
             members.append((entry, _chain(scan, dev.pci_address, errors)))
     if not members:
         return
@@ -195,9 +200,13 @@ def compute_affinity(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -
         for j, (b, chain_b) in enumerate(members):
             if i == j:
                 row.cells.append("X")
-            elif i < n_gpus and j < n_gpus and meshed and gpus[i].nvlinks_active and gpus[
-                j
-            ].nvlinks_active:
+            elif (
+                i < n_gpus
+                and j < n_gpus
+                and meshed
+                and gpus[i].nvlinks_active
+                and gpus[j].nvlinks_active
+            ):
                 row.cells.append(f"NV{min(gpus[i].nvlinks_active, gpus[j].nvlinks_active)}")
             elif not chain_a or not chain_b:
                 row.cells.append("SYS" if a.numa_node != b.numa_node else "NODE")

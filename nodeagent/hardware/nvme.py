@@ -81,7 +81,7 @@ def _namespace(scan: Scan, name: str, ns_dir: str) -> pb.NvmeNamespace:
     ns.nsid = parse.parse_int(nsid, f"{ns_dir}/nsid") if nsid else int(name.rpartition("n")[2])
     lbs = root.attr(f"{ns_dir}/queue/logical_block_size")
     pbs = root.attr(f"{ns_dir}/queue/physical_block_size")
-    ns.logical_block_size = parse.parse_int(lbs, f"{ns_dir}/queue/logical_block_size") if lbs else 0
-    ns.physical_block_size = parse.parse_int(pbs, f"{ns_dir}/queue/physical_block_size") if pbs else 0
+    ns.logical_block_size = parse.parse_int(lbs, f"{ns_dir}/logical_block_size") if lbs else 0
+    ns.physical_block_size = parse.parse_int(pbs, f"{ns_dir}/physical_block_size") if pbs else 0
     ns.wwid = root.attr(f"{ns_dir}/wwid")
     return ns

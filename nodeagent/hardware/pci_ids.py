@@ -24,9 +24,9 @@ ACCELERATOR_VENDORS = {
 
 
 class GpuModel(NamedTuple):
-    name: str                 # as nvmlDeviceGetName returns it
+    name: str  # as nvmlDeviceGetName returns it
     architecture: str
-    compute_capability: str   # major.minor; "" for non-CUDA parts
+    compute_capability: str  # major.minor; "" for non-CUDA parts
 
 
 NVIDIA_GPUS: dict[str, GpuModel] = {

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nodeagent.api.v1 import hardware_pb2 as pb
-from nodeagent.host import HostReadError, HostRoot
 from nodeagent.hardware import parse
+from nodeagent.host import HostReadError, HostRoot
 
 PCI_DEVICES = "sys/bus/pci/devices"
 
@@ -21,10 +21,10 @@ class PciFunction:
     """One PCI function as the bus lists it (a scan record, not part of the model)."""
 
     address: str
-    vendor: str = ""       # 10de
-    device: str = ""       # 2330
-    subsystem: str = ""    # 10de:16c1
-    pci_class: str = ""    # 030200
+    vendor: str = ""  # 10de
+    device: str = ""  # 2330
+    subsystem: str = ""  # 10de:16c1
+    pci_class: str = ""  # 030200
     driver: str = ""
 
     @property

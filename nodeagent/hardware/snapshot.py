@@ -143,4 +143,3 @@ def capture(root: HostRoot, out_path: str) -> CaptureResult:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return CaptureResult(out_path, members, os.path.getsize(out_path), sorted(recordings))
-

@@ -31,9 +31,7 @@ def collect(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -> None:
         for field_name, attr in _DMI_FIELDS.items():
             setattr(system, field_name, _printable(root.attr(f"{DMI}/{attr}")))
         system.uuid = _printable(root.attr(f"{DMI}/product_uuid")).lower()
-    system.hostname = _printable(
-        root.attr("proc/sys/kernel/hostname") or root.attr("etc/hostname")
-    )
+    system.hostname = _printable(root.attr("proc/sys/kernel/hostname") or root.attr("etc/hostname"))
     arch = root.attr("proc/sys/kernel/arch")
     if not arch and root.is_live:
         arch = os.uname().machine

@@ -61,7 +61,8 @@ def test_ib_rate(text: str, expected: tuple[float, int, str]) -> None:
 
 
 def test_os_release_quoting() -> None:
-    fields = parse.parse_os_release('ID=ubuntu\nVERSION_ID="22.04"\nPRETTY_NAME=\'Ubuntu 22.04.4 LTS\'\n# c\n')
+    text = "ID=ubuntu\nVERSION_ID=\"22.04\"\nPRETTY_NAME='Ubuntu 22.04.4 LTS'\n# c\n"
+    fields = parse.parse_os_release(text)
     assert fields == {"ID": "ubuntu", "VERSION_ID": "22.04", "PRETTY_NAME": "Ubuntu 22.04.4 LTS"}
 
 

@@ -14,6 +14,7 @@ A field NVML does not support on a GPU is left out. No library or no driver is
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -43,9 +44,10 @@ def read_live(nvml: Any = None) -> dict[str, Any]:
     """Read NVML now. `nvml` is the pynvml module (a replaying stand-in in tests)."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError as exc:  # the package is a dependency; a broken install is possible
             return _unavailable(f"pynvml not importable: {exc}")
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:
@@ -59,10 +61,8 @@ def read_live(nvml: Any = None) -> dict[str, Any]:
         data["devices"] = [_device(nvml, i) for i in range(nvml.nvmlDeviceGetCount())]
         return data
     finally:
-        try:
+        with contextlib.suppress(nvml.NVMLError):
             nvml.nvmlShutdown()
-        except nvml.NVMLError:
-            pass
 
 
 def _unavailable(error: str) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def _device(nvml: Any, index: int) -> dict[str, Any]:
 
 
 def _fill_device(nvml: Any, h: Any, dev: dict[str, Any]) -> None:
-    def get(key: str, fn: Callable[..., Any], *args: Any, conv: Callable[[Any], Any] = _text) -> Any:
+    def get(key: str, fn: Callable[..., Any], *args: Any, conv: Callable[..., Any] = _text) -> Any:
         value = _optional(nvml, fn, h, *args)
         if value is not None:
             dev[key] = conv(value)
@@ -123,7 +123,8 @@ def _fill_device(nvml: Any, h: Any, dev: dict[str, Any]) -> None:
         counts = {}
         for key, err, counter in (
             ("corrected_volatile", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC),
-            ("uncorrected_volatile", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC),
+            ("uncorrected_volatile", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+             nvml.NVML_VOLATILE_ECC),
             ("corrected_aggregate", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_AGGREGATE_ECC),
             ("uncorrected_aggregate", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
              nvml.NVML_AGGREGATE_ECC),
