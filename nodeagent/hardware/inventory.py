@@ -22,6 +22,7 @@ from nodeagent.hardware import (
     nvme,
     nvswitch,
     parse,
+    pci_ids,
     rdma,
     software,
     system,
@@ -107,8 +108,16 @@ def merge_nvml(inv: pb.HardwareInventory, data: dict[str, Any] | None, errors: l
     sw.cuda_driver_version = str(data.get("cuda_driver_version") or "")
     sw.nvml_version = str(data.get("nvml_version") or "")
     by_address = {g.pci_address: g for g in inv.gpus}
+    by_index = {g.index: g for g in inv.gpus if g.vendor_id == pci_ids.NVIDIA}
     for dev in data.get("devices") or []:
         try:
+            if "pci_bus_id" not in dev:  # lost before NVML could say where it is
+                target = by_index.get(int(dev["index"]))
+                if target is None:
+                    errors.append(f"NVML GPU index {dev['index']} is lost and not in sysfs")
+                    continue
+                _apply_nvml_device(target, dev)
+                continue
             address = parse.normalize_bdf(str(dev["pci_bus_id"]))
             target = by_address.get(address)
             if target is None:

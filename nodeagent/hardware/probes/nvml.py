@@ -87,8 +87,11 @@ def _optional(nvml: Any, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _device(nvml: Any, index: int) -> dict[str, Any]:
-    handle = nvml.nvmlDeviceGetHandleByIndex(index)
-    pci = nvml.nvmlDeviceGetPciInfo(handle)
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        pci = nvml.nvmlDeviceGetPciInfo(handle)
+    except nvml.NVMLError_GpuIsLost:
+        return {"index": index, "lost": True}  # no bus id: merged by NVML index (PCI order)
     dev: dict[str, Any] = {"index": index, "pci_bus_id": parse.normalize_bdf(_text(pci.busId))}
     try:
         _fill_device(nvml, handle, dev)
