@@ -17,15 +17,15 @@ class NVMLError(Exception):
     value = 999
 
 
-class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's names
+class NVMLError_NotSupported(NVMLError):
     value = 3
 
 
-class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801
+class NVMLError_LibraryNotFound(NVMLError):
     value = 12
 
 
-class NVMLError_GpuIsLost(NVMLError):  # noqa: N801
+class NVMLError_GpuIsLost(NVMLError):
     value = 15
 
 
@@ -65,30 +65,30 @@ class ReplayNvml:
         self.initialised = False
 
     # --- system ---
-    def nvmlInit(self) -> None:  # noqa: N802
+    def nvmlInit(self) -> None:
         if self.init_error:
             raise NVMLError_LibraryNotFound("NVML Shared Library Not Found")
         self.initialised = True
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         self.initialised = False
 
-    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+    def nvmlSystemGetDriverVersion(self) -> str:
         return str(self.rec["driver_version"])
 
-    def nvmlSystemGetCudaDriverVersion_v2(self) -> int:  # noqa: N802
+    def nvmlSystemGetCudaDriverVersion_v2(self) -> int:
         major, minor = str(self.rec["cuda_driver_version"]).split(".")
         return int(major) * 1000 + int(minor) * 10
 
-    def nvmlSystemGetNVMLVersion(self) -> str:  # noqa: N802
+    def nvmlSystemGetNVMLVersion(self) -> str:
         if not self.rec.get("nvml_version"):
             raise NVMLError_NotSupported()
         return str(self.rec["nvml_version"])
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         return len(self.rec["devices"])
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
         return index
 
     # --- per device ---
@@ -103,74 +103,74 @@ class ReplayNvml:
             raise NVMLError_NotSupported("Not Supported")
         return dev[key]
 
-    def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:  # noqa: N802
+    def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:
         bus = str(self.rec["devices"][h]["pci_bus_id"])  # answered even for a lost GPU
         domain, _, rest = bus.partition(":")
         return SimpleNamespace(busId=f"{int(domain, 16):08X}:{rest.upper()}")
 
-    def nvmlDeviceGetName(self, h: int) -> str:  # noqa: N802
+    def nvmlDeviceGetName(self, h: int) -> str:
         return str(self._dev(h, "name"))
 
-    def nvmlDeviceGetUUID(self, h: int) -> str:  # noqa: N802
+    def nvmlDeviceGetUUID(self, h: int) -> str:
         return str(self._dev(h, "uuid"))
 
-    def nvmlDeviceGetSerial(self, h: int) -> str:  # noqa: N802
+    def nvmlDeviceGetSerial(self, h: int) -> str:
         return str(self._dev(h, "serial"))
 
-    def nvmlDeviceGetBoardPartNumber(self, h: int) -> str:  # noqa: N802
+    def nvmlDeviceGetBoardPartNumber(self, h: int) -> str:
         return str(self._dev(h, "board_part_number"))
 
-    def nvmlDeviceGetVbiosVersion(self, h: int) -> bytes:  # noqa: N802
+    def nvmlDeviceGetVbiosVersion(self, h: int) -> bytes:
         return str(self._dev(h, "vbios_version")).encode()  # older pynvml returned bytes
 
-    def nvmlDeviceGetModuleId(self, h: int) -> int:  # noqa: N802
+    def nvmlDeviceGetModuleId(self, h: int) -> int:
         return int(self._dev(h, "module_id"))
 
-    def nvmlDeviceGetArchitecture(self, h: int) -> int:  # noqa: N802
+    def nvmlDeviceGetArchitecture(self, h: int) -> int:
         return _ARCH[self._dev(h, "architecture")]
 
-    def nvmlDeviceGetCudaComputeCapability(self, h: int) -> tuple[int, int]:  # noqa: N802
+    def nvmlDeviceGetCudaComputeCapability(self, h: int) -> tuple[int, int]:
         major, minor = str(self._dev(h, "compute_capability")).split(".")
         return int(major), int(minor)
 
-    def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
         return SimpleNamespace(total=self._dev(h, "memory_total_bytes"), free=0, used=0)
 
-    def nvmlDeviceGetPersistenceMode(self, h: int) -> int:  # noqa: N802
+    def nvmlDeviceGetPersistenceMode(self, h: int) -> int:
         return int(self._dev(h, "persistence_mode"))
 
-    def nvmlDeviceGetMigMode(self, h: int) -> list[int]:  # noqa: N802
+    def nvmlDeviceGetMigMode(self, h: int) -> list[int]:
         mode = int(self._dev(h, "mig_mode"))
         return [mode, mode]
 
-    def nvmlDeviceGetEccMode(self, h: int) -> list[int]:  # noqa: N802
+    def nvmlDeviceGetEccMode(self, h: int) -> list[int]:
         mode = int(self._dev(h, "ecc_mode"))
         return [mode, mode]
 
-    def nvmlDeviceGetTotalEccErrors(self, h: int, err: int, counter: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTotalEccErrors(self, h: int, err: int, counter: int) -> int:
         counts = self._dev(h, "ecc_errors")
         key = _ECC_KEYS[(err, counter)]
         if key not in counts:
             raise NVMLError_NotSupported()
         return int(counts[key])
 
-    def nvmlDeviceGetRemappedRows(self, h: int) -> tuple[int, int, int, int]:  # noqa: N802
+    def nvmlDeviceGetRemappedRows(self, h: int) -> tuple[int, int, int, int]:
         r = self._dev(h, "remapped_rows")
         return r["correctable"], r["uncorrectable"], int(r["pending"]), int(r["failure"])
 
-    def nvmlDeviceGetNvLinkState(self, h: int, link: int) -> int:  # noqa: N802
+    def nvmlDeviceGetNvLinkState(self, h: int, link: int) -> int:
         states = self._dev(h, "nvlink_states")
         if link >= len(states):
             raise NVMLError_NotSupported()
         return int(states[link])
 
-    def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
         return int(self._dev(h, "temperature_celsius"))
 
-    def nvmlDeviceGetPowerUsage(self, h: int) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, h: int) -> int:
         return round(float(self._dev(h, "power_draw_watts")) * 1000)
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, h: int) -> int:  # noqa: N802
+    def nvmlDeviceGetEnforcedPowerLimit(self, h: int) -> int:
         return round(float(self._dev(h, "power_limit_watts")) * 1000)
 
     def _pcie(self, h: int, key: str) -> int:
@@ -179,27 +179,27 @@ class ReplayNvml:
             raise NVMLError_NotSupported()
         return int(pcie[key])
 
-    def nvmlDeviceGetCurrPcieLinkGeneration(self, h: int) -> int:  # noqa: N802
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, h: int) -> int:
         return self._pcie(h, "current_generation")
 
-    def nvmlDeviceGetMaxPcieLinkGeneration(self, h: int) -> int:  # noqa: N802
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, h: int) -> int:
         return self._pcie(h, "max_generation")
 
-    def nvmlDeviceGetCurrPcieLinkWidth(self, h: int) -> int:  # noqa: N802
+    def nvmlDeviceGetCurrPcieLinkWidth(self, h: int) -> int:
         return self._pcie(h, "current_width")
 
-    def nvmlDeviceGetMaxPcieLinkWidth(self, h: int) -> int:  # noqa: N802
+    def nvmlDeviceGetMaxPcieLinkWidth(self, h: int) -> int:
         return self._pcie(h, "max_width")
 
     # --- NVSwitch fabric (pynvml fills a ctypes struct passed by reference) ---
-    class c_nvmlGpuFabricInfo_t:  # noqa: N801
+    class c_nvmlGpuFabricInfo_t:
         state = 0
 
     @staticmethod
     def byref(obj: Any) -> Any:
         return obj
 
-    def nvmlDeviceGetGpuFabricInfo(self, h: int, info: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetGpuFabricInfo(self, h: int, info: Any) -> int:
         states = {"not-supported": 0, "not-started": 1, "in-progress": 2, "completed": 3}
         info.state = states[self._dev(h, "fabric_state")]
         return 0
