@@ -1,4 +1,4 @@
-"""Memory, huge pages and NUMA nodes."""
+"""Memory: total, huge page pools, transparent huge pages."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware import parse
 from nodeagent.hardware.scan import Scan
 
-NODE_DIR = "sys/devices/system/node"
 HUGEPAGES_DIR = "sys/kernel/mm/hugepages"
 
 
@@ -15,37 +14,19 @@ def collect(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -> None:
     meminfo = parse.parse_key_values(root.read_text("proc/meminfo"))
     if "MemTotal" not in meminfo:
         raise ValueError("proc/meminfo: no MemTotal line")
-    inv.memory.total_bytes = _kb(meminfo["MemTotal"], "proc/meminfo MemTotal")
-    inv.memory.hugepages.extend(_hugepages(scan, HUGEPAGES_DIR, errors))
+    inv.memory.total_bytes = kb_to_bytes(meminfo["MemTotal"], "proc/meminfo MemTotal")
+    inv.memory.hugepages.extend(hugepage_pools(scan, HUGEPAGES_DIR, errors))
     thp = root.attr("sys/kernel/mm/transparent_hugepage/enabled")
     inv.memory.transparent_hugepages = parse.parse_bracketed_choice(thp) if thp else ""
 
-    for name in root.listdir(NODE_DIR):
-        if not (name.startswith("node") and name[4:].isdigit()):
-            continue
-        base = f"{NODE_DIR}/{name}"
-        node = inv.numa_nodes.add(id=int(name[4:]))
-        cpus = scan.node_cpus().get(node.id, set())
-        node.cpulist = parse.format_cpulist(cpus)
-        try:
-            node_mem = parse.parse_key_values(root.read_text(f"{base}/meminfo"))
-            total = next((v for k, v in node_mem.items() if k.endswith("MemTotal")), "")
-            node.memory_total_bytes = _kb(total, f"{base}/meminfo MemTotal") if total else 0
-            distance = root.attr(f"{base}/distance")
-            node.distances.extend(parse.parse_int(d, f"{base}/distance") for d in distance.split())
-        except (OSError, ValueError) as exc:
-            errors.append(str(exc))
-        node.hugepages.extend(_hugepages(scan, f"{base}/hugepages", errors))
-    inv.numa_nodes.sort(key=lambda n: n.id)
 
-
-def _kb(text: str, what: str) -> int:
+def kb_to_bytes(text: str, what: str) -> int:
     number, _, unit = text.strip().partition(" ")
     value = parse.parse_int(number, what)
     return value * 1024 if unit.strip().lower() == "kb" else value
 
 
-def _hugepages(scan: Scan, base: str, errors: list[str]) -> list[pb.HugePages]:
+def hugepage_pools(scan: Scan, base: str, errors: list[str]) -> list[pb.HugePages]:
     pools = []
     for name in scan.root.listdir(base):
         if not (name.startswith("hugepages-") and name.endswith("kB")):

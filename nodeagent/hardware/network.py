@@ -38,7 +38,9 @@ def _interface(scan: Scan, name: str) -> pb.NetworkInterface:
     if speed and speed.lstrip("-").isdigit() and int(speed) > 0:
         nic.speed_mbps = int(speed)
     parent = root.readlink_name(f"{base}/device")
-    if parent:
+    if not parent and root.exists(f"{base}/device"):
+        nic.physical = True  # a captured tree may hold `device` as a plain directory
+    elif parent:
         nic.physical = True
         nic.driver = root.readlink_name(f"{base}/device/driver")
         if not parse.is_bdf(parent):  # virtio0 and the like sit below their PCI function

@@ -75,6 +75,11 @@ NVIDIA_NVSWITCHES = {
 
 # NVIDIA networking: PCI device id -> family. hca_type is "MT" + the decimal id.
 MELLANOX_ADAPTERS = {
+    "1003": "ConnectX-3",
+    "1007": "ConnectX-3 Pro",
+    "1013": "ConnectX-4",
+    "1015": "ConnectX-4 Lx",
+    "1016": "ConnectX-4 Lx VF",
     "1017": "ConnectX-5",
     "1018": "ConnectX-5 VF",
     "1019": "ConnectX-5 Ex",
