@@ -104,7 +104,6 @@ def test_garbage_recording_is_an_error_not_a_crash() -> None:
     inv = pb.HardwareInventory()
     inv.gpus.add(pci_address="0000:18:00.0")
     errors: list[str] = []
-    merge_nvml(inv, {"available": True, "devices": [{"pci_bus_id": 7}, "junk",
-                                                    {"pci_bus_id": "0000:18:00.0",
-                                                     "memory_total_bytes": "lots"}]}, errors)  # fmt: skip
+    bad = [{"pci_bus_id": 7}, "junk", {"pci_bus_id": "0000:18:00.0", "memory_total_bytes": "x"}]
+    merge_nvml(inv, {"available": True, "devices": bad}, errors)
     assert len(errors) == 3
