@@ -23,6 +23,7 @@ from nodeagent.hardware import (
     nvme,
     nvswitch,
     parse,
+    pci,
     pci_ids,
     rdma,
     software,
@@ -35,6 +36,7 @@ from nodeagent.host import HostRoot
 Collector = Callable[[Scan, pb.HardwareInventory, list[str]], None]
 
 COLLECTORS: dict[str, Collector] = {
+    "pci": pci.collect,
     "system": system.collect,
     "cpu": cpu.collect,
     "memory": memory.collect,

@@ -18,21 +18,29 @@ _KINDS = {1: "ethernet", 32: "infiniband", 772: "loopback"}
 def collect(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -> None:
     for name in scan.root.listdir(NET_CLASS):
         try:
-            inv.network_interfaces.append(_interface(scan, name))
+            inv.network_interfaces.append(_interface(scan, name, errors))
         except (OSError, ValueError) as exc:
             errors.append(f"{NET_CLASS}/{name}: {exc}")
 
 
-def _interface(scan: Scan, name: str) -> pb.NetworkInterface:
+def _int_attr(scan: Scan, rel: str, errors: list[str]) -> int:
+    """A numeric attribute; garbage is reported and reads as 0 so the interface still shows."""
+    text = scan.root.attr(rel)
+    try:
+        return parse.parse_int(text, rel) if text else 0
+    except ValueError as exc:
+        errors.append(str(exc))
+        return 0
+
+
+def _interface(scan: Scan, name: str, errors: list[str]) -> pb.NetworkInterface:
     root = scan.root
     base = f"{NET_CLASS}/{name}"
     nic = pb.NetworkInterface(name=name, numa_node=-1)
     nic.mac = root.attr(f"{base}/address").lower()
-    mtu = root.attr(f"{base}/mtu")
-    nic.mtu = parse.parse_int(mtu, f"{base}/mtu") if mtu else 0
+    nic.mtu = _int_attr(scan, f"{base}/mtu", errors)
     nic.operstate = root.attr(f"{base}/operstate")
-    link_type = root.attr(f"{base}/type")
-    nic.kind = _KINDS.get(parse.parse_int(link_type, f"{base}/type"), "other") if link_type else ""
+    nic.kind = _KINDS.get(_int_attr(scan, f"{base}/type", errors), "other")
     nic.carrier = root.attr(f"{base}/carrier") == "1"  # EINVAL while down
     speed = root.attr(f"{base}/speed")  # EINVAL while down, -1 with no link
     if speed and speed.lstrip("-").isdigit() and int(speed) > 0:

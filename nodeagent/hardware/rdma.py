@@ -55,8 +55,11 @@ def _device(scan: Scan, name: str, errors: list[str]) -> pb.RdmaDevice:
     dev.board_id = root.attr(f"{base}/board_id")
     dev.node_type = parse.parse_enum_attr(root.attr(f"{base}/node_type"))
     dev.node_desc = root.attr(f"{base}/node_desc")[:64]
-    dev.node_guid = parse.sysfs_guid(root.attr(f"{base}/node_guid"))
-    dev.sys_image_guid = parse.sysfs_guid(root.attr(f"{base}/sys_image_guid"))
+    for key in ("node_guid", "sys_image_guid"):
+        try:
+            setattr(dev, key, parse.sysfs_guid(root.attr(f"{base}/{key}")))
+        except ValueError as exc:
+            errors.append(f"{base}/{key}: {exc}")
     if dev.vendor_id == pci_ids.MELLANOX or dev.hca_type.startswith("MT"):
         dev.model = pci_ids.mellanox_model(dev.pci_device_id, dev.hca_type)
     if not dev.model:

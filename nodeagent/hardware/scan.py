@@ -36,6 +36,7 @@ class PciFunction:
 class Scan:
     root: HostRoot
     _pci: dict[str, PciFunction] | None = None
+    unreadable_pci: list[str] = field(default_factory=list)
     _node_cpus: dict[int, set[int]] | None = None
     _paths: dict[str, list[str]] = field(default_factory=dict)
 
@@ -44,8 +45,13 @@ class Scan:
         if self._pci is None:
             self._pci = {}
             for address in self.root.listdir(PCI_DEVICES):
-                if parse.is_bdf(address):
-                    self._pci[address] = self._read_function(address)
+                if not parse.is_bdf(address):
+                    continue
+                fn = self._read_function(address)
+                if fn.vendor and fn.pci_class:
+                    self._pci[address] = fn
+                else:
+                    self.unreadable_pci.append(address)
         return self._pci
 
     def _read_function(self, address: str) -> PciFunction:
@@ -68,7 +74,8 @@ class Scan:
             sub_v = _hex4(self.root.attr(f"{base}/subsystem_vendor"))
             sub_d = _hex4(self.root.attr(f"{base}/subsystem_device"))
             fn.subsystem = f"{sub_v}:{sub_d}" if sub_v and sub_d else ""
-            fn.pci_class = self.root.attr(f"{base}/class").lower().removeprefix("0x").rjust(6, "0")
+            klass = self.root.attr(f"{base}/class").lower().removeprefix("0x")
+            fn.pci_class = klass.rjust(6, "0") if klass else ""
             fn.driver = self.root.readlink_name(f"{base}/driver")
         return fn
 

@@ -1,0 +1,126 @@
+"""The `nodeagent discover` and `snapshot capture` commands, run as the user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.hardware.snapshot import ALLOWED_PREFIXES
+
+CONTRACT_KEYS = {"system", "cpu", "memory", "numa_nodes", "gpus", "nvswitches", "rdma_devices",
+                 "nvme_controllers", "network_interfaces", "software"}  # fmt: skip
+
+
+def nodeagent(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nodeagent.cli.main", *args],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_discover_json_is_the_contract(machine_root: Callable[..., Path]) -> None:
+    proc = nodeagent("discover", "--root", str(machine_root("dgx-h100")), "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) >= CONTRACT_KEYS
+    gpu = data["gpus"][0]
+    for key in ("index", "vendor", "model", "pci_device_id", "memory_bytes", "uuid", "serial",
+                "pci_address", "numa_node", "pcie", "health"):  # fmt: skip
+        assert key in gpu, key
+    assert gpu["pci_address"] == "0000:1b:00.0" and gpu["numa_node"] == 0
+    port = data["rdma_devices"][0]["ports"][0]
+    assert {"port", "link_layer", "state", "phys_state", "rate_gbps"} <= set(port)
+    assert {"name", "model", "serial", "firmware", "namespaces"} <= set(data["nvme_controllers"][0])
+    # it parses back into the message: the JSON is the protobuf mapping, nothing ad hoc
+    json_format.Parse(proc.stdout, pb.HardwareInventory())
+
+
+def test_discover_yaml_table_topo(machine_root: Callable[..., Path]) -> None:
+    root = str(machine_root("rtx-pro-6000"))
+    yaml_out = nodeagent("discover", "--root", root, "-o", "yaml")
+    assert yaml_out.returncode == 0 and "gpus:" in yaml_out.stdout
+    table = nodeagent("discover", "--root", root)
+    assert "NVIDIA RTX PRO 6000 Blackwell Server Edition" in table.stdout
+    assert "PCIe link x8 of x16" in table.stdout
+    topo = nodeagent("discover", "--root", root, "-o", "topo")
+    assert topo.stdout.startswith("\tGPU0\tGPU1") and "NIC Legend:" in topo.stdout
+
+
+def test_errors_are_one_clear_line(tmp_path: Path) -> None:
+    missing = nodeagent("discover", "--root", str(tmp_path / "nope"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        f"nodeagent: error: root '{tmp_path / 'nope'}' does not exist"]  # fmt: skip
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tarball")
+    junk = nodeagent("discover", "--root", str(tmp_path / "junk.tar.gz"))
+    assert junk.returncode == 1 and len(junk.stderr.strip().splitlines()) == 1
+    usage = nodeagent("discover", "-o", "xml")
+    assert usage.returncode == 2
+    debug = nodeagent("--debug", "discover", "--root", str(tmp_path / "nope"))
+    assert "Traceback" in debug.stderr
+
+
+def test_empty_root_reports_collector_errors_without_crashing(tmp_path: Path) -> None:
+    proc = nodeagent("discover", "--root", str(tmp_path), "-o", "json")
+    assert proc.returncode == 0
+    data = json.loads(proc.stdout)
+    failed = {c["name"] for c in data["collectors"] if not c["success"]}
+    assert {"system", "cpu", "memory"} <= failed
+    assert "warning: collectors with errors" in proc.stderr
+
+
+def test_snapshot_round_trip(machine_root: Callable[..., Path], tmp_path: Path) -> None:
+    root = machine_root("dgx-h100")
+    archive = tmp_path / "dgx.tar.gz"
+    proc = nodeagent("snapshot", "capture", "--root", str(root), "-o", str(archive))
+    assert proc.returncode == 0, proc.stderr
+    assert "probes: nvml" in proc.stdout
+    assert archive.stat().st_size < 5 * 1024 * 1024
+    direct = nodeagent("discover", "--root", str(root), "-o", "json")
+    replayed = nodeagent("discover", "--root", str(archive), "-o", "json")
+    a, b = json.loads(direct.stdout), json.loads(replayed.stdout)
+    for data in (a, b):
+        data.pop("source")
+        data.pop("collectors")
+    assert a == b, "the snapshot must reproduce the inventory exactly"
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        assert ".nodeagent/probes/nvml.json" in names
+        for member in tar.getmembers():
+            assert any(member.name == p.rstrip("/") or member.name.startswith(p)
+                       for p in ALLOWED_PREFIXES), member.name  # fmt: skip
+            assert not member.name.startswith("/") and ".." not in member.name.split("/")
+            if member.issym():
+                assert not member.linkname.startswith("/"), member.name
+
+
+def test_snapshot_holds_only_what_discovery_reads(
+    machine_root: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = machine_root("cpu-node")
+    secret = root / "etc" / "nodeagent-test-secret.key"
+    secret.write_text("-----BEGIN PRIVATE KEY-----\n")
+    try:
+        archive = tmp_path / "cpu.tar.gz"
+        assert (
+            nodeagent("snapshot", "capture", "--root", str(root), "-o", str(archive)).returncode
+            == 0
+        )
+        with tarfile.open(archive) as tar:
+            names = tar.getnames()
+            blob = b"".join(
+                tar.extractfile(m).read()
+                for m in tar.getmembers()
+                if m.isfile()  # type: ignore[union-attr]
+            )
+        allowed_etc = ("etc/os-release", "etc/hostname")
+        assert not any("secret" in n for n in names)
+        assert not any(n.startswith("etc/") and n not in allowed_etc for n in names)
+        assert b"PRIVATE KEY" not in blob
+    finally:
+        secret.unlink()
