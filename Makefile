@@ -3,8 +3,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Debian packages: lshw is the peer bench/discovery.py measures against.
-APT_PACKAGES := lshw
+# Debian packages: lshw and prometheus-node-exporter are the peers the benchmarks measure
+# against; prometheus ships promtool, which the tests use to check /metrics.
+APT_PACKAGES := lshw prometheus prometheus-node-exporter
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test demo lint format protos bench deps-system clean

@@ -76,8 +76,8 @@ CASES = [
 
 
 @pytest.fixture
-def dgx_copy(machine_root: Callable[..., Path], tmp_path: Path) -> Path:
-    dest = tmp_path / "root"
+def dgx_copy(machine_root: Callable[..., Path], scratch: Path) -> Path:
+    dest = scratch / "root"
     shutil.copytree(machine_root("dgx-h100"), dest, symlinks=True)
     return dest
 
