@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from nodeagent.cli.common import EXIT_ERROR, EXIT_OK, CliError
 
-COMMAND_MODULES = ("nodeagent.cli.discover_cmd",)
+COMMAND_MODULES = ("nodeagent.cli.discover_cmd", "nodeagent.cli.agent_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

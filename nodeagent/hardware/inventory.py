@@ -239,3 +239,45 @@ def _chain(scan: Scan, address: str, errors: list[str]) -> list[str]:
     except (OSError, ValueError) as exc:
         errors.append(f"{address}: {exc}")
         return []
+
+
+# Inventory fields each collector fills (hotplug re-discovery replaces just these).
+COLLECTOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "pci": (),
+    "system": ("system",),
+    "cpu": ("cpu",),
+    "memory": ("memory",),
+    "numa": ("numa_nodes",),
+    "gpu": ("gpus",),
+    "nvswitch": ("nvswitches",),
+    "rdma": ("rdma_devices",),
+    "nvme": ("nvme_controllers",),
+    "network": ("network_interfaces",),
+    "software": ("software",),
+}
+
+
+def rediscover(root: HostRoot, base: pb.HardwareInventory, only: Iterable[str]) -> None:
+    """Re-run some collectors and replace their part of `base` in place.
+
+    GPUs and RDMA devices always go together: the affinity matrix and each GPU's
+    nearest NICs depend on both.
+    """
+    selected = set(only) | {"pci"}
+    if selected & {"gpu", "rdma"}:
+        selected |= {"gpu", "rdma"}
+    fresh = discover(root, only=selected)
+    for name in selected:
+        for field in COLLECTOR_FIELDS[name]:
+            base.ClearField(field)
+            if field in ("system", "cpu", "memory", "software"):
+                getattr(base, field).CopyFrom(getattr(fresh, field))
+            else:
+                getattr(base, field).extend(getattr(fresh, field))
+    if "rdma" in selected:
+        base.pcie_affinity.CopyFrom(fresh.pcie_affinity)
+        base.software.ClearField("nic_firmware")
+        base.software.nic_firmware.extend(fresh.software.nic_firmware)
+    kept = [c for c in base.collectors if c.name not in {c.name for c in fresh.collectors}]
+    base.ClearField("collectors")
+    base.collectors.extend(kept + list(fresh.collectors))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware import parse, pci_ids
 from nodeagent.hardware.scan import Scan
+from nodeagent.host import HostRoot
 
 IB_CLASS = "sys/class/infiniband"
 _RATE_RE = re.compile(r"^\s*([0-9.]+)\s*Gb/sec\s*(?:\((\d+)X\s*([A-Za-z0-9]*)\))?")
@@ -104,3 +106,35 @@ def _port(scan: Scan, base: str, number: int, netdevs: list[str]) -> pb.RdmaPort
                     port.netdev = netdev
                     break
     return port
+
+
+PORT_COUNTERS = (
+    "port_xmit_data", "port_rcv_data", "port_xmit_packets", "port_rcv_packets",
+    "symbol_error", "link_downed", "link_error_recovery", "port_rcv_errors",
+)  # fmt: skip
+
+
+def read_port_status(root: HostRoot) -> dict[tuple[str, int], dict[str, int | str]]:
+    """State and counters of every RDMA port, for cheap periodic polling.
+
+    Returns {(device, port): {"state": "ACTIVE", "phys_state": "LinkUp",
+    "rate_gbps": 400, "<counter>": n, ...}}; unreadable counters are left out.
+    """
+    out: dict[tuple[str, int], dict[str, int | str]] = {}
+    for name in root.listdir(IB_CLASS):
+        for port in root.listdir(f"{IB_CLASS}/{name}/ports"):
+            if not port.isdigit():
+                continue
+            pdir = f"{IB_CLASS}/{name}/ports/{port}"
+            status: dict[str, int | str] = {
+                "state": parse.parse_enum_attr(root.attr(f"{pdir}/state")),
+                "phys_state": parse.parse_enum_attr(root.attr(f"{pdir}/phys_state")),
+            }
+            with contextlib.suppress(ValueError):
+                status["rate_gbps"] = int(parse_rate(root.attr(f"{pdir}/rate"))[0])
+            for counter in PORT_COUNTERS:
+                text = root.attr(f"{pdir}/counters/{counter}")
+                if text.isdigit():
+                    status[counter] = int(text)
+            out[(name, int(port))] = status
+    return out

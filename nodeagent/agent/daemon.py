@@ -1,0 +1,397 @@
+"""`nodeagent serve`: the node daemon.
+
+One asyncio loop owns the state; discovery and sysfs polling run in worker
+threads, blocking hardware sources (udev, NVML events) in their own threads.
+The gRPC API is served on a root-only unix socket (the directory is 0700 and the
+socket 0600, since gRPC over a unix socket cannot tell who the peer is) and,
+with certificates, on TCP with mTLS. systemd is told READY=1 once the first
+discovery is done and the socket is up, STOPPING=1 on SIGTERM; SIGHUP reloads
+what can change without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from nodeagent import __version__
+from nodeagent.agent import config as config_mod
+from nodeagent.agent import hooks, sdnotify
+from nodeagent.agent.events import EventBus
+from nodeagent.agent.metrics import AgentCollector, AgentView
+from nodeagent.agent.state import StateFile
+from nodeagent.agent.watch import HOTPLUG_CLASSES, UdevWatcher, XidWatcher
+from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.hardware import inventory as hw
+from nodeagent.hardware.rdma import read_port_status
+from nodeagent.host import HostRoot
+
+log = logging.getLogger("nodeagent.agent")
+EVENT_KINDS = {"hotplug", "xid", "rdma-port", "discovery", "phase", "hook"}
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start; the message is the one line to show."""
+
+
+def inventory_hash(inv: pb.HardwareInventory) -> str:
+    """Identity of the hardware: timings and where it was read from do not count."""
+    stable = pb.HardwareInventory()
+    stable.CopyFrom(inv)
+    stable.ClearField("collectors")
+    stable.ClearField("source")
+    return hashlib.sha256(stable.SerializeToString(deterministic=True)).hexdigest()
+
+
+def prepare_socket(path: str) -> None:
+    """Make the socket's directory root-only and clear a stale socket left by a crash.
+
+    A live socket (another agent answers) or a path that is not a socket is an
+    error: the daemon must not steal a running agent's socket or delete a file.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if p.parent.stat().st_uid == os.getuid():
+        os.chmod(p.parent, 0o700)
+    if not os.path.lexists(p):
+        return
+    if not stat.S_ISSOCK(os.lstat(p).st_mode):
+        raise StartupError(f"{path} exists and is not a socket; remove it or choose api.socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(p))
+        except (ConnectionRefusedError, FileNotFoundError):
+            p.unlink()  # stale: nobody listens
+            return
+        except OSError:
+            p.unlink()
+            return
+    raise StartupError(f"{path} is in use by a running agent")
+
+
+class NodeAgentServicer(agent_pb2_grpc.NodeAgentServicer):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def GetInventory(
+        self, request: agent_pb2.GetInventoryRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GetInventoryResponse:
+        if request.refresh:
+            remaining = context.time_remaining()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.agent.discover("refresh")), remaining)
+            except TimeoutError:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    "discovery did not finish before the deadline")  # fmt: skip
+        return self.agent.inventory_response()
+
+    async def GetStatus(
+        self, request: agent_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentStatus:
+        return self.agent.status()
+
+    async def WatchEvents(
+        self, request: agent_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        kinds = set(request.kinds)
+        unknown = kinds - EVENT_KINDS
+        if unknown:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"unknown event kinds {sorted(unknown)}; "
+                                f"known: {sorted(EVENT_KINDS)}")  # fmt: skip
+        async for event in self.agent.bus.subscribe(kinds):
+            yield event
+
+
+class Agent:
+    def __init__(self, config: config_mod.AgentConfig, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.root = HostRoot(config.root)
+        self.state_file = StateFile(Path(config.state_dir) / "state.json")
+        self.state: dict[str, Any] = {}
+        self.bus = EventBus(config.watch.coalesce_seconds)
+        self.view = AgentView(version=__version__, events_by_kind=lambda: self.bus.by_kind)
+        self.inventory = pb.HardwareInventory()
+        self.discovered_at = Timestamp()
+        self.hash = ""
+        self.phase = "STARTING"
+        self.last_error = ""
+        self.started = time.monotonic()
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watchers: list[UdevWatcher | XidWatcher] = []
+        self.server: grpc.aio.Server | None = None
+        self._metrics: Any = None
+
+    # --- state ---------------------------------------------------------------------------
+    def _set_phase(self, phase: str) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            self.view.phase = phase
+            self.bus.publish("phase", "", f"phase {phase}")
+
+    def _save_state(self) -> None:
+        self.state.update(phase=self.phase, inventory_hash=self.hash,
+                          last_discovery=self.discovered_at.ToJsonString(),
+                          last_error=self.last_error)  # fmt: skip
+        try:
+            self.state_file.save(self.state)
+        except OSError as exc:  # a full disk must not stop the agent serving
+            log.error("cannot write state file %s: %s", self.state_file.path, exc)
+
+    # --- discovery -----------------------------------------------------------------------
+    def _facts(self) -> dict[str, str]:
+        inv = self.inventory
+        return {"hostname": inv.system.hostname, "gpu_count": str(len(inv.gpus)),
+                "rdma_count": str(len(inv.rdma_devices)), "root": self.root.path,
+                "inventory_hash": self.hash}  # fmt: skip
+
+    async def _hooks(self, phase: str) -> bool:
+        try:
+            await hooks.run_phase(self.config.hooks_dir, phase, self._facts(),
+                                  self.config.hook_timeout_seconds)  # fmt: skip
+            return True
+        except (hooks.HookError, OSError) as exc:
+            self.last_error = str(exc)
+            log.error("%s", exc)
+            self.bus.publish("hook", phase, str(exc))
+            return False
+
+    async def discover(self, reason: str, only: set[str] | None = None) -> None:
+        async with self._lock:
+            if only is None and not await self._hooks("pre-discovery"):
+                self._set_phase("FAILED")
+                self._save_state()
+                return
+            start = time.perf_counter()
+            if only is None:
+                inv = await asyncio.to_thread(hw.discover, self.root)
+                self.inventory = inv
+                self.view.discovery_seconds = time.perf_counter() - start
+                self.view.discoveries += 1
+            else:
+                await asyncio.to_thread(hw.rediscover, self.root, self.inventory, only)
+            self.view.inventory = self.inventory
+            self.view.hostname = self.inventory.system.hostname
+            self.discovered_at.FromNanoseconds(time.time_ns())
+            new_hash = inventory_hash(self.inventory)
+            if self.hash and new_hash != self.hash:
+                self.bus.publish("discovery", "", "hardware changed", reason=reason,
+                                 inventory_hash=new_hash)  # fmt: skip
+            self.hash = new_hash
+            failed = [c.name for c in self.inventory.collectors if not c.success]
+            inv = self.inventory
+            errs = f"; collectors with errors: {', '.join(failed)}" if failed else ""
+            log.info("discovery (%s) in %.1f ms: %d GPUs, %d RDMA devices, %d NVMe%s", reason,
+                     (time.perf_counter() - start) * 1000, len(inv.gpus),
+                     len(inv.rdma_devices), len(inv.nvme_controllers), errs)  # fmt: skip
+            if only is None:
+                if await self._hooks("post-discovery"):
+                    self.last_error = ""
+                    self._set_phase("DISCOVERED")
+                else:
+                    self._set_phase("FAILED")
+            self._save_state()
+
+    def inventory_response(self) -> agent_pb2.GetInventoryResponse:
+        return agent_pb2.GetInventoryResponse(inventory=self.inventory,
+                                              discovered_at=self.discovered_at,
+                                              inventory_hash=self.hash)  # fmt: skip
+
+    def status(self) -> agent_pb2.AgentStatus:
+        return agent_pb2.AgentStatus(
+            phase=self.phase, version=__version__,
+            uptime_seconds=time.monotonic() - self.started,
+            last_discovery=self.discovered_at,
+            last_discovery_seconds=self.view.discovery_seconds,
+            collectors=self.inventory.collectors, config=self.config.summary(),
+            root=self.root.path, events_emitted=self.bus.emitted, watchers=self.bus.watchers,
+            inventory_hash=self.hash, last_error=self.last_error)  # fmt: skip
+
+    # --- watchers ------------------------------------------------------------------------
+    def _on_hotplug(self, subsystem: str, action: str, name: str) -> None:
+        self.bus.publish("hotplug", name, f"{subsystem} {action}", subsystem=subsystem,
+                         action=action)  # fmt: skip
+        only = HOTPLUG_CLASSES.get(subsystem)
+        if only:
+            self._spawn(self.discover(f"hotplug {subsystem} {action} {name}", only=set(only)))
+
+    def _on_xid(self, address: str, xid: int) -> None:
+        gpu = next((str(g.index) for g in self.inventory.gpus if g.pci_address == address),
+                   address)  # fmt: skip
+        key = (gpu, xid)
+        self.view.xid_counts[key] = self.view.xid_counts.get(key, 0) + 1
+        self.bus.publish("xid", address, f"XID {xid}", xid=str(xid), gpu=gpu)
+
+    async def _poll_rdma(self) -> None:
+        interval = self.config.watch.rdma_poll_seconds
+        while interval > 0:
+            try:
+                ports = await asyncio.to_thread(read_port_status, self.root)
+            except Exception as exc:  # keep polling through odd sysfs
+                log.warning("RDMA poll: %s", exc)
+                ports = self.view.rdma_ports
+            for key, status in ports.items():
+                before = self.view.rdma_ports.get(key)
+                if before is not None and (before.get("state"), before.get("phys_state")) != (
+                    status.get("state"), status.get("phys_state")):  # fmt: skip
+                    self.bus.publish("rdma-port", f"{key[0]}/{key[1]}",
+                                     f"{before.get('state')} -> {status.get('state')}",
+                                     state=str(status.get("state")),
+                                     phys_state=str(status.get("phys_state")))  # fmt: skip
+            self.view.rdma_ports = ports
+            await asyncio.sleep(self.config.watch.rdma_poll_seconds)
+
+    async def _rediscover_periodically(self) -> None:
+        while self.config.watch.rediscover_seconds > 0:
+            await asyncio.sleep(self.config.watch.rediscover_seconds)
+            await self.discover("periodic")
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration; a bad file keeps the running one."""
+        try:
+            new = config_mod.load(self.config_path, required=self.config_path is not None)
+        except config_mod.ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        if (new.api, new.metrics, new.root, new.state_dir) != (
+            self.config.api,
+            self.config.metrics,
+            self.config.root,
+            self.config.state_dir,
+        ):
+            log.warning("api, metrics, root and state_dir changes apply at the next restart")
+        self.config = config_mod.AgentConfig(
+            root=self.config.root, state_dir=self.config.state_dir, hooks_dir=new.hooks_dir,
+            hook_timeout_seconds=new.hook_timeout_seconds, log_format=new.log_format,
+            log_level=new.log_level, api=self.config.api, metrics=self.config.metrics,
+            watch=new.watch)  # fmt: skip
+        self.bus.coalesce_seconds = new.watch.coalesce_seconds
+        logging.getLogger().setLevel(new.log_level.upper())
+        log.info("configuration reloaded from %s", self.config_path or "defaults")
+        self.bus.publish("phase", "", "configuration reloaded")
+
+    async def _start_server(self) -> None:
+        api = self.config.api
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", api.max_request_bytes),
+                     ("grpc.max_send_message_length", api.max_response_bytes),
+                     ("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=api.max_concurrent_rpcs)  # fmt: skip
+        agent_pb2_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(self), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = (agent_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name,
+                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME)  # fmt: skip
+        reflection.enable_server_reflection(names, server)
+        prepare_socket(api.socket)
+        server.add_insecure_port(f"unix:{api.socket}")
+        if api.tcp_listen:
+            creds = grpc.ssl_server_credentials(
+                [(Path(api.tls_key).read_bytes(), Path(api.tls_cert).read_bytes())],
+                root_certificates=Path(api.tls_ca).read_bytes(),
+                require_client_auth=True,
+            )
+            if not server.add_secure_port(api.tcp_listen, creds):
+                raise StartupError(f"cannot listen on {api.tcp_listen}")
+        await server.start()
+        os.chmod(api.socket, 0o600)
+        for name in names[:2]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.server = server
+
+    def _start_metrics(self) -> None:
+        listen = self.config.metrics.listen
+        if not listen:
+            return
+        host, _, port = listen.rpartition(":")
+        registry = CollectorRegistry()
+        registry.register(AgentCollector(self.view))
+        try:
+            self._metrics = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"metrics: cannot listen on {listen}: {exc}") from None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.state = self.state_file.load()
+        self.state["starts"] = int(self.state.get("starts", 0)) + 1
+        self.phase = str(self.state.get("phase") or "STARTING")
+        self.view.phase = self.phase
+        await self.discover("startup")
+        await self._start_server()
+        self._start_metrics()
+        for sig, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
+                             (signal.SIGHUP, self.reload)):  # fmt: skip
+            loop.add_signal_handler(sig, handler)
+        if self.config.watch.udev:
+            udev = UdevWatcher(loop, self._on_hotplug)
+            if udev.start():
+                self._watchers.append(udev)
+        if self.config.watch.nvml_events and self.root.is_live and self.inventory.gpus:
+            xid = XidWatcher(loop, self._on_xid)
+            if xid.start():
+                self._watchers.append(xid)
+        self._spawn(self._poll_rdma())
+        self._spawn(self._rediscover_periodically())
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            self._spawn(self._watchdog(interval))
+        sdnotify.notify(f"READY=1\nSTATUS=serving on {self.config.api.socket}")
+        log.info("nodeagent %s serving on %s (root %s)", __version__, self.config.api.socket,
+                 self.root.path)  # fmt: skip
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        sdnotify.notify("STOPPING=1")
+        log.info("stopping: draining streams")
+        self.bus.close()
+        if self.server is not None:
+            await self.server.stop(grace=5)
+        for watcher in self._watchers:
+            watcher.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._metrics is not None:
+            server, _thread = self._metrics
+            server.shutdown()
+        self._save_state()
+        with contextlib.suppress(OSError):
+            os.unlink(self.config.api.socket)
+        log.info("stopped")
