@@ -36,6 +36,7 @@ from nodeagent.agent.events import EventBus
 from nodeagent.agent.metrics import AgentCollector, AgentView
 from nodeagent.agent.state import StateFile
 from nodeagent.agent.watch import HOTPLUG_CLASSES, UdevWatcher, XidWatcher
+from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware import inventory as hw
@@ -243,8 +244,8 @@ class Agent:
         self.bus.publish("xid", address, f"XID {xid}", xid=str(xid), gpu=gpu)
 
     async def _poll_rdma(self) -> None:
-        interval = self.config.watch.rdma_poll_seconds
-        while interval > 0:
+        while self.config.watch.rdma_poll_seconds > 0:
+            await asyncio.sleep(self.config.watch.rdma_poll_seconds)
             try:
                 ports = await asyncio.to_thread(read_port_status, self.root)
             except Exception as exc:  # keep polling through odd sysfs
@@ -259,7 +260,6 @@ class Agent:
                                      state=str(status.get("state")),
                                      phys_state=str(status.get("phys_state")))  # fmt: skip
             self.view.rdma_ports = ports
-            await asyncio.sleep(self.config.watch.rdma_poll_seconds)
 
     async def _rediscover_periodically(self) -> None:
         while self.config.watch.rediscover_seconds > 0:
@@ -308,7 +308,8 @@ class Agent:
                      ("grpc.max_send_message_length", api.max_response_bytes),
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=api.max_concurrent_rpcs)  # fmt: skip
-        agent_pb2_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(self), server)
+        service = agent_pb2.DESCRIPTOR.services_by_name["NodeAgent"]
+        server.add_generic_rpc_handlers((service_handler(service, NodeAgentServicer(self)),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (agent_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name,
@@ -351,6 +352,8 @@ class Agent:
         self.phase = str(self.state.get("phase") or "STARTING")
         self.view.phase = self.phase
         await self.discover("startup")
+        with contextlib.suppress(Exception):  # the poller retries; metrics start complete
+            self.view.rdma_ports = await asyncio.to_thread(read_port_status, self.root)
         await self._start_server()
         self._start_metrics()
         for sig, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
