@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import selectors
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ class UdevWatcher:
         self.loop = loop
         self.on_event = on_event  # (subsystem, action, device name)
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
 
     def start(self) -> bool:
@@ -58,22 +60,35 @@ class UdevWatcher:
         return True
 
     def _run(self, monitor: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                device = monitor.poll(timeout=0.5)
-            except OSError as exc:
-                log.warning("udev monitor: %s", exc)
-                continue
-            if device is None or device.action not in ("add", "remove", "change"):
-                continue
+        # Block on the monitor and a wake-up pipe: no periodic wake-ups while idle.
+        with selectors.DefaultSelector() as sel:
+            sel.register(monitor.fileno(), selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                sel.select()
+                if self._stop.is_set():
+                    break
+                try:
+                    device = monitor.poll(timeout=0)
+                except OSError as exc:
+                    log.warning("udev monitor: %s", exc)
+                    continue
+                if device is not None:
+                    self._deliver(device)
+        os.close(self._wake_r)
+
+    def _deliver(self, device: Any) -> None:
+        if device.action in ("add", "remove", "change"):
             self.loop.call_soon_threadsafe(
                 self.on_event, str(device.subsystem), str(device.action), str(device.sys_name)
             )
 
     def stop(self) -> None:
         self._stop.set()
+        os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join(timeout=2)
+        os.close(self._wake_w)
 
 
 class XidWatcher:
@@ -114,7 +129,7 @@ class XidWatcher:
                     log.info("GPU %d: no XID events (%s)", i, exc)
             while not self._stop.is_set():
                 try:
-                    data = nvml.nvmlEventSetWait_v2(event_set, 500)
+                    data = nvml.nvmlEventSetWait_v2(event_set, 2000)
                 except nvml.NVMLError_Timeout:
                     continue
                 except nvml.NVMLError as exc:

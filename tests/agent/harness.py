@@ -18,6 +18,9 @@ import grpc
 
 from nodeagent.api.v1 import agent_pb2_grpc
 
+# The tests poll faster than production so they can observe changes quickly.
+FAST_WATCH = "rdma_poll_seconds = 0.5\ncoalesce_seconds = 0.2\n"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -27,7 +30,8 @@ def free_port() -> int:
 
 class AgentProcess:
     def __init__(self, workdir: Path, root: Path, extra_config: str = "",
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None,
+                 watch: str = FAST_WATCH) -> None:  # fmt: skip
         self.workdir = workdir
         self.socket_path = str(workdir / "run" / "agent.sock")
         self.metrics_port = free_port()
@@ -38,7 +42,7 @@ class AgentProcess:
             f'hooks_dir = "{workdir / "hooks.d"}"\n{extra_config}\n'
             f'[api]\nsocket = "{self.socket_path}"\n'
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
-            f"[watch]\nrdma_poll_seconds = 0.5\ncoalesce_seconds = 0.2\n"
+            f"[watch]\n{watch}"
         )
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
