@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages: lshw and prometheus-node-exporter are the peers the benchmarks measure
-# against; prometheus ships promtool, which the tests use to check /metrics.
-APT_PACKAGES := lshw prometheus prometheus-node-exporter
+# against; prometheus ships promtool, which the tests use to check /metrics; postgresql is
+# the database the inventory tests start in a temporary directory (initdb, pg_ctl).
+APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test demo lint format protos bench deps-system clean

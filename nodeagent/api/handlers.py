@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -40,29 +40,57 @@ def _message(request: Malformed) -> str:
     return f"malformed request: not a valid {request.type_name} ({request.error})"
 
 
-def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+Authorize = Callable[[str, grpc.aio.ServicerContext], Awaitable[None]]
+ErrorMap = Sequence[tuple[type[BaseException], grpc.StatusCode]]
+
+
+async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, errors: ErrorMap) -> None:
+    for kind, code in errors:
+        if isinstance(exc, kind):
+            await context.abort(code, str(exc).strip("'\"") or type(exc).__name__)
+    raise exc
+
+
+def _guard(method: Callable[..., Any], name: str, authorize: Authorize | None,
+           errors: ErrorMap) -> Callable[..., Any]:  # fmt: skip
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if authorize is not None:
+                await authorize(name, context)
             if isinstance(request, Malformed):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(request))
-            async for item in method(request, context):
-                yield item
+            try:
+                async for item in method(request, context):
+                    yield item
+            except Exception as exc:  # mapped to a status, or re-raised
+                await _fail(context, exc, errors)
 
         return stream
 
     @functools.wraps(method)
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if authorize is not None:
+            await authorize(name, context)
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(request))
-        return await method(request, context)
+        try:
+            return await method(request, context)
+        except Exception as exc:
+            await _fail(context, exc, errors)
 
     return unary
 
 
-def service_handler(service: ServiceDescriptor, servicer: Any) -> grpc.GenericRpcHandler:
-    """A generic handler serving every method of `service` from `servicer` (grpc.aio)."""
+def service_handler(service: ServiceDescriptor, servicer: Any, *,
+                    authorize: Authorize | None = None,
+                    errors: ErrorMap = ()) -> grpc.GenericRpcHandler:  # fmt: skip
+    """A generic handler serving every method of `service` from `servicer` (grpc.aio).
+
+    `authorize(method, context)` runs first and aborts the call if it may not
+    proceed; `errors` maps exception types raised by the servicer to status codes.
+    """
     handlers = {}
     for m in service.methods:
         request_cls = message_factory.GetMessageClass(m.input_type)
@@ -71,7 +99,7 @@ def service_handler(service: ServiceDescriptor, servicer: Any) -> grpc.GenericRp
                 else grpc.unary_unary_rpc_method_handler)  # fmt: skip
         if m.client_streaming:
             raise NotImplementedError(f"{m.full_name}: client streaming is not used")
-        handlers[m.name] = kind(_guard(getattr(servicer, m.name)),
+        handlers[m.name] = kind(_guard(getattr(servicer, m.name), m.name, authorize, errors),
                                 request_deserializer=_deserializer(request_cls),
                                 response_serializer=response_cls.SerializeToString)  # fmt: skip
     return grpc.method_handlers_generic_handler(service.full_name, handlers)

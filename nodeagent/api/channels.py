@@ -1,0 +1,31 @@
+"""Client channels to the inventory: TLS always, a client certificate after enrolment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 60000),
+    ("grpc.keepalive_timeout_ms", 20000),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", 120000),
+]
+
+
+def credentials(ca_pem: bytes, cert_pem: bytes | None = None,
+                key_pem: bytes | None = None) -> grpc.ChannelCredentials:  # fmt: skip
+    return grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem,
+                                        certificate_chain=cert_pem)  # fmt: skip
+
+
+def secure_channel(address: str, ca_pem: bytes, cert_pem: bytes | None = None,
+                   key_pem: bytes | None = None) -> grpc.Channel:  # fmt: skip
+    return grpc.secure_channel(address, credentials(ca_pem, cert_pem, key_pem), KEEPALIVE)
+
+
+def secure_aio_channel(address: str, ca_pem: bytes, cert_pem: bytes | None = None,
+                       key_pem: bytes | None = None) -> Any:  # fmt: skip
+    return grpc.aio.secure_channel(address, credentials(ca_pem, cert_pem, key_pem), KEEPALIVE)

@@ -1,0 +1,66 @@
+"""Inventory service configuration (`/etc/nodeagent/inventory.toml`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nodeagent.tomlconfig import ConfigError, load_file
+
+__all__ = ["ConfigError", "InventoryConfig", "load"]
+
+
+@dataclass(frozen=True)
+class InventoryConfig:
+    listen: str = "0.0.0.0:7444"  # mTLS: nodes and admins with client certificates
+    # TLS without client certificates, for Register only (a bootstrap token is the credential).
+    # grpcio can either require client certificates on a port or not request them at all,
+    # so enrolment has a port of its own; by default the next one.
+    bootstrap_listen: str = ""
+    data_dir: str = "/var/lib/nodeagent-inventory"
+    # sqlite:///PATH (default: <data_dir>/inventory.db) or postgresql://user@host/db
+    database: str = ""
+    # The CA: created in data_dir on first start unless both paths are given (HA: share one).
+    ca_cert: str = ""
+    ca_key: str = ""
+    # Names and addresses agents dial; they go into the serving certificate.
+    server_names: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
+    heartbeat_interval_seconds: int = 10
+    unreachable_after_missed: int = 3
+    node_cert_days: float = 30.0
+    liveness_flush_seconds: float = 0.5
+    metrics_listen: str = "0.0.0.0:9746"
+    max_message_bytes: int = 8 * 1024 * 1024
+    log_format: str = "text"
+    log_level: str = "info"
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{Path(self.data_dir) / 'inventory.db'}"
+
+    @property
+    def bootstrap_address(self) -> str:
+        if self.bootstrap_listen:
+            return self.bootstrap_listen
+        host, _, port = self.listen.rpartition(":")
+        return f"{host}:{int(port) + 1}" if port != "0" else f"{host}:0"
+
+    @property
+    def ca_paths(self) -> tuple[Path, Path]:
+        data = Path(self.data_dir)
+        return (Path(self.ca_cert) if self.ca_cert else data / "ca.crt",
+                Path(self.ca_key) if self.ca_key else data / "ca.key")  # fmt: skip
+
+
+CHOICES = {"log_format": {"text", "json"}, "log_level": {"debug", "info", "warning", "error"}}
+
+
+def load(path: str | None) -> InventoryConfig:
+    if path is None:
+        return InventoryConfig()
+    config = load_file(InventoryConfig, Path(path), required=True, choices=CHOICES)
+    if bool(config.ca_cert) != bool(config.ca_key):
+        raise ConfigError(f"{path}: give both 'ca_cert' and 'ca_key', or neither")
+    if config.heartbeat_interval_seconds < 1 or config.unreachable_after_missed < 1:
+        raise ConfigError(f"{path}: heartbeat interval and missed count must be at least 1")
+    return config

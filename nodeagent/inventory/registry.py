@@ -1,0 +1,372 @@
+"""What the inventory does to its records: each function is one transaction.
+
+They run in the store's worker thread (`await store.run(fn, store, ...)`), take
+plain values and protobuf messages, and raise NotFound / Conflict / TokenError /
+TransitionError for refusals (the transaction is rolled back: nothing written).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from google.protobuf import json_format
+
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.inventory import identity, lifecycle, tokens
+from nodeagent.inventory.store import Conflict, NotFound, Store, dumps
+
+S = ipb.NodeState
+NODE_COLUMNS = (
+    "id, hostname, state, held_from, state_reason, pool, role, cluster, profile, "
+    "labels, taints, gpu_model, gpu_count, inventory_hash, cert_not_after, created_at"
+)
+ASSIGNMENT_FIELDS = ("pool", "role", "cluster", "profile", "labels", "taints")
+
+
+def _assignment(pool: str, role: str, cluster: str, profile: str, labels: str,
+                taints: str) -> ipb.Assignment:  # fmt: skip
+    return ipb.Assignment(pool=pool, role=role, cluster=cluster, profile=profile,
+                          labels=json.loads(labels), taints=json.loads(taints))  # fmt: skip
+
+
+def node_from_row(row: Any, live: Any = None, now: float = 0.0, deadline: float = 0.0) -> ipb.Node:
+    (node_id, hostname, state, _held, reason, pool, role, cluster, profile, labels, taints,
+     gpu_model, gpu_count, inv_hash, cert_after, created) = row  # fmt: skip
+    node = ipb.Node(id=node_id, hostname=hostname, state=state, state_reason=reason,
+                    assignment=_assignment(pool, role, cluster, profile, labels, taints),
+                    gpu_model=gpu_model, gpu_count=gpu_count, inventory_hash=inv_hash)  # fmt: skip
+    node.created_at.FromNanoseconds(int(created * 1e9))
+    if cert_after:
+        node.certificate_expires.FromNanoseconds(int(cert_after * 1e9))
+    if live is not None:
+        last_seen, phase = live
+        node.last_seen.FromNanoseconds(int(last_seen * 1e9))
+        node.reported_phase = phase
+        node.reachable = last_seen >= deadline
+    return node
+
+
+def _gpu_summary(inv: pb.HardwareInventory) -> tuple[str, int]:
+    models = sorted({g.model for g in inv.gpus})
+    return (models[0] if len(models) == 1 else ",".join(models)), len(inv.gpus)
+
+
+def _transition(store: Store, cur: Any, node_id: str, current: int, target: int, actor: str,
+                reason: str, held_from: int | None = None) -> None:  # fmt: skip
+    lifecycle.check(current, target)
+    if held_from is None:
+        cur.execute(store.q("UPDATE nodes SET state = ?, state_reason = ?, updated_at = ? "
+                            "WHERE id = ?"), (target, reason, time.time(), node_id))  # fmt: skip
+    else:
+        cur.execute(store.q("UPDATE nodes SET state = ?, held_from = ?, state_reason = ?, "
+                            "updated_at = ? WHERE id = ?"),
+                    (target, held_from, reason, time.time(), node_id))  # fmt: skip
+    store.add_event(cur, node_id, actor, current, target, reason)
+
+
+def consume_token(store: Store, cur: Any, token: str) -> ipb.Assignment:
+    """Check and count a use of a bootstrap token, inside the registration's transaction."""
+    token_id, secret = tokens.split(token)
+    cur.execute(store.q("SELECT secret_hash, expires_at, max_uses, uses, revoked, preset "
+                        "FROM tokens WHERE id = ?"), (token_id,))  # fmt: skip
+    row = cur.fetchone()
+    if row is None or not tokens.matches(secret, row[0]):
+        raise tokens.TokenError("unknown bootstrap token")
+    _, expires_at, max_uses, uses, revoked, preset = row
+    if revoked:
+        raise tokens.TokenError("bootstrap token has been revoked")
+    if expires_at < time.time():
+        raise tokens.TokenError("bootstrap token has expired")
+    if uses >= max_uses:
+        raise tokens.TokenError("bootstrap token has already been used")
+    cur.execute(store.q("UPDATE tokens SET uses = uses + 1 WHERE id = ? AND uses < max_uses"),
+                (token_id,))  # fmt: skip
+    if cur.rowcount != 1:  # another replica took the last use first
+        raise tokens.TokenError("bootstrap token has already been used")
+    return json_format.Parse(preset, ipb.Assignment())
+
+
+def register(store: Store, token: str, inv: pb.HardwareInventory, cert_days: float,
+             issue: Any) -> tuple[ipb.Node, bytes]:  # fmt: skip
+    """Enrol a machine: a new node, or the same node id for hardware seen before.
+
+    `issue(node_id)` signs the node's CSR; it runs inside the transaction so a
+    certificate is only ever handed out for a committed registration.
+    """
+    now = time.time()
+    dmi = identity.dmi_key(inv)
+    hw_ids = identity.hardware_ids(inv)
+    with store.tx() as cur:
+        preset = consume_token(store, cur, token)
+        existing = None
+        if dmi:
+            cur.execute(store.q("SELECT id, hw_ids, identity_key FROM nodes WHERE dmi_key = ?"),
+                        (dmi,))  # fmt: skip
+            for node_id, ids, key in cur.fetchall():
+                known = set(json.loads(ids))
+                # a DMI id shared by machines with disjoint hardware is a duplicate, not a match
+                if not known or not hw_ids or known & set(hw_ids):
+                    existing = (node_id, key)
+                    break
+        fallback = identity.fallback_key(inv)
+        if existing is None and fallback:
+            cur.execute(store.q("SELECT id, identity_key FROM nodes WHERE identity_key = ?"),
+                        (fallback,))  # fmt: skip
+            row = cur.fetchone()
+            existing = (row[0], row[1]) if row else None
+        if existing is None:
+            if dmi:
+                cur.execute(store.q("SELECT COUNT(*) FROM nodes WHERE dmi_key = ?"), (dmi,))
+                duplicated = cur.fetchone()[0] > 0
+            else:
+                duplicated = False
+            key = fallback if (duplicated or not dmi) else dmi
+            if not key:
+                raise Conflict("no usable identity: placeholder DMI and no NIC MACs or GPU serials")
+            node_id = str(uuid.uuid4())
+            model, count = _gpu_summary(inv)
+            cur.execute(store.q(
+                "INSERT INTO nodes (id, identity_key, dmi_key, hw_ids, hostname, state, pool, role,"
+                " cluster, profile, labels, taints, gpu_model, gpu_count, inventory, "
+                "inventory_hash, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (node_id, key, dmi if not duplicated else "", dumps(hw_ids),
+                 inv.system.hostname[:253], S.ENROLLED, preset.pool, preset.role, preset.cluster,
+                 preset.profile, dumps(dict(preset.labels)), dumps(list(preset.taints)), model,
+                 count, json_format.MessageToJson(inv, indent=None), "", now, now))  # fmt: skip
+            store.add_event(cur, node_id, f"node:{node_id}", S.NODE_STATE_UNSPECIFIED,
+                            S.ENROLLED, "registered with a bootstrap token")  # fmt: skip
+            _transition(store, cur, node_id, S.ENROLLED, S.DISCOVERED, f"node:{node_id}",
+                        "hardware inventory received")  # fmt: skip
+        else:
+            node_id = existing[0]
+            _store_inventory(store, cur, node_id, inv, "")
+            cur.execute(store.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
+            state = cur.fetchone()[0]
+            store.add_event(cur, node_id, f"node:{node_id}", state, state,
+                            "re-registered (same hardware, same node id)")  # fmt: skip
+        cert_pem, not_after = issue(node_id)
+        cur.execute(store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"),
+                    (not_after, node_id))  # fmt: skip
+        cur.execute(store.q("INSERT INTO liveness (node_id, last_seen, phase, reachable) "
+                            "VALUES (?, ?, 'ENROLLED', 1) ON CONFLICT (node_id) DO UPDATE SET "
+                            "last_seen = excluded.last_seen"), (node_id, now))  # fmt: skip
+        node = _load(store, cur, node_id)
+    return node, cert_pem
+
+
+def _store_inventory(store: Store, cur: Any, node_id: str, inv: pb.HardwareInventory,
+                     inv_hash: str) -> None:  # fmt: skip
+    model, count = _gpu_summary(inv)
+    cur.execute(store.q("UPDATE nodes SET inventory = ?, inventory_hash = ?, hostname = ?, "
+                        "gpu_model = ?, gpu_count = ?, hw_ids = ?, updated_at = ? WHERE id = ?"),
+                (json_format.MessageToJson(inv, indent=None), inv_hash, inv.system.hostname[:253],
+                 model, count, dumps(identity.hardware_ids(inv)), time.time(),
+                 node_id))  # fmt: skip
+
+
+def _load(store: Store, cur: Any, node_id: str) -> ipb.Node:
+    cur.execute(store.q(f"SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?"), (node_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(node_id)
+    return node_from_row(row)
+
+
+def heartbeat_update(store: Store, node_id: str, phase: str, inv: pb.HardwareInventory | None,
+                     inv_hash: str) -> tuple[ipb.Node, bool]:  # fmt: skip
+    """Apply what a heartbeat changes beyond liveness; returns (node, wants inventory)."""
+    with store.tx() as cur:
+        cur.execute(store.q(f"SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?"), (node_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(node_id)
+        current, stored_hash = row[2], row[13]
+        if inv is not None:
+            _store_inventory(store, cur, node_id, inv, inv_hash)
+            if stored_hash and stored_hash != inv_hash:
+                store.add_event(cur, node_id, f"node:{node_id}", current, current,
+                                "hardware inventory changed")  # fmt: skip
+            stored_hash = inv_hash
+        target = lifecycle.from_agent_phase(current, phase)
+        if target is not None:
+            _transition(store, cur, node_id, current, target, f"node:{node_id}",
+                        f"agent reports {phase}")  # fmt: skip
+        node = _load(store, cur, node_id)
+    return node, bool(inv_hash) and inv_hash != stored_hash
+
+
+def renew(store: Store, node_id: str, issue: Any) -> bytes:
+    with store.tx() as cur:
+        _load(store, cur, node_id)
+        cert_pem, not_after = issue(node_id)
+        cur.execute(store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"),
+                    (not_after, node_id))  # fmt: skip
+        store.add_event(cur, node_id, f"node:{node_id}", 0, 0, "certificate renewed")
+    return bytes(cert_pem)
+
+
+def get_node(store: Store, node_id: str, events: int, deadline: float) -> ipb.Node:
+    with store.tx() as cur:
+        cur.execute(store.q(f"SELECT {NODE_COLUMNS}, inventory FROM nodes WHERE id = ?"),
+                    (node_id,))  # fmt: skip
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(node_id)
+        cur.execute(store.q("SELECT last_seen, phase FROM liveness WHERE node_id = ?"), (node_id,))
+        node = node_from_row(row[:-1], cur.fetchone(), deadline=deadline)
+        if row[-1]:
+            json_format.Parse(row[-1], node.inventory)
+    node.events.extend(event_from_row(r) for r in store.node_events(node_id, events))
+    return node
+
+
+def event_from_row(row: Any) -> ipb.NodeEvent:
+    seq, node_id, when, actor, from_state, to_state, reason = row
+    event = ipb.NodeEvent(node_id=node_id, actor=actor, from_state=from_state, to_state=to_state,
+                          reason=reason, sequence=seq)  # fmt: skip
+    event.time.FromNanoseconds(int(when * 1e9))
+    return event
+
+
+def list_nodes(store: Store, req: ipb.ListNodesRequest, deadline: float,
+               ) -> ipb.ListNodesResponse:  # fmt: skip
+    where, args = [], []
+    for column, value in (("n.state", req.state), ("n.pool", req.pool),
+                          ("n.gpu_model", req.gpu_model), ("n.cluster", req.cluster)):  # fmt: skip
+        if value:
+            where.append(f"{column} = ?")
+            args.append(value)
+    page = min(req.page_size or 100, 1000)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    with store.tx() as cur:
+        cur.execute(store.q(f"SELECT COUNT(*) FROM nodes n {clause}"), args)
+        total = cur.fetchone()[0]
+        after = req.page_token
+        page_clause = (" AND " if where else " WHERE ") + "n.id > ?" if after else ""
+        columns = ", ".join(f"n.{c.strip()}" for c in NODE_COLUMNS.split(","))
+        cur.execute(store.q(f"SELECT {columns}, l.last_seen, l.phase FROM nodes n LEFT JOIN "
+                            f"liveness l ON l.node_id = n.id {clause}{page_clause} "
+                            "ORDER BY n.id LIMIT ?"),
+                    [*args, *([after] if after else []), page + 1])  # fmt: skip
+        rows = cur.fetchall()
+    resp = ipb.ListNodesResponse(total=total)
+    for row in rows[:page]:
+        live = (row[-2], row[-1]) if row[-2] is not None else None
+        resp.nodes.append(node_from_row(row[:-2], live, deadline=deadline))
+    if len(rows) > page:
+        resp.next_page_token = resp.nodes[-1].id
+    return resp
+
+
+def update_assignment(store: Store, node_id: str, assignment: ipb.Assignment,
+                      fields: list[str], actor: str) -> ipb.Node:  # fmt: skip
+    unknown = set(fields) - set(ASSIGNMENT_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown assignment fields {sorted(unknown)}")
+    chosen = fields or list(ASSIGNMENT_FIELDS)
+    values = {"pool": assignment.pool, "role": assignment.role, "cluster": assignment.cluster,
+              "profile": assignment.profile, "labels": dumps(dict(assignment.labels)),
+              "taints": dumps(list(assignment.taints))}  # fmt: skip
+    with store.tx() as cur:
+        node = _load(store, cur, node_id)
+        sets = ", ".join(f"{f} = ?" for f in chosen)
+        cur.execute(store.q(f"UPDATE nodes SET {sets}, updated_at = ? WHERE id = ?"),
+                    [*(values[f] for f in chosen), time.time(), node_id])  # fmt: skip
+        store.add_event(cur, node_id, actor, node.state, node.state,
+                        f"assignment updated: {', '.join(chosen)}")  # fmt: skip
+        return _load(store, cur, node_id)
+
+
+def hold(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
+    with store.tx() as cur:
+        node = _load(store, cur, node_id)
+        _transition(store, cur, node_id, node.state, S.MAINTENANCE, actor,
+                    reason or "held for maintenance", held_from=node.state)  # fmt: skip
+        return _load(store, cur, node_id)
+
+
+def release(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
+    with store.tx() as cur:
+        cur.execute(store.q("SELECT state, held_from FROM nodes WHERE id = ?"), (node_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(node_id)
+        if row[0] != S.MAINTENANCE:
+            raise lifecycle.TransitionError(f"node is {lifecycle.name(row[0])}, not held")
+        back = row[1] or S.DISCOVERED
+        cur.execute(store.q("UPDATE nodes SET state = ?, held_from = 0, state_reason = ?, "
+                            "updated_at = ? WHERE id = ?"),
+                    (back, reason or "released", time.time(), node_id))  # fmt: skip
+        store.add_event(cur, node_id, actor, S.MAINTENANCE, back, reason or "released")
+        return _load(store, cur, node_id)
+
+
+def retire(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
+    with store.tx() as cur:
+        node = _load(store, cur, node_id)
+        _transition(store, cur, node_id, node.state, S.RETIRED, actor, reason or "retired")
+        return _load(store, cur, node_id)
+
+
+def delete(store: Store, node_id: str, actor: str) -> None:
+    with store.tx() as cur:
+        node = _load(store, cur, node_id)
+        cur.execute(store.q("DELETE FROM nodes WHERE id = ?"), (node_id,))
+        cur.execute(store.q("DELETE FROM liveness WHERE node_id = ?"), (node_id,))
+        store.add_event(cur, node_id, actor, node.state, S.NODE_STATE_UNSPECIFIED, "deleted")
+
+
+def create_token(store: Store, req: ipb.CreateTokenRequest, actor: str,
+                 ) -> tuple[ipb.Token, str]:  # fmt: skip
+    token_id, full, secret_hash = tokens.generate()
+    now = time.time()
+    ttl = req.ttl_seconds or 86400
+    max_uses = req.max_uses or 1
+    with store.tx() as cur:
+        cur.execute(store.q("INSERT INTO tokens (id, secret_hash, created_at, expires_at, "
+                            "max_uses, preset, description, created_by) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                    (token_id, secret_hash, now, now + ttl, max_uses,
+                     json_format.MessageToJson(req.preset, indent=None), req.description[:200],
+                     actor))  # fmt: skip
+        return _token(store, cur, token_id), full
+
+
+def _token(store: Store, cur: Any, token_id: str) -> ipb.Token:
+    cur.execute(store.q("SELECT id, created_at, expires_at, max_uses, uses, revoked, preset, "
+                        "description, created_by FROM tokens WHERE id = ?"),
+                (token_id,))  # fmt: skip
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(token_id)
+    return token_from_row(row)
+
+
+def token_from_row(row: Any) -> ipb.Token:
+    token_id, created, expires, max_uses, uses, revoked, preset, description, created_by = row
+    tok = ipb.Token(id=token_id, max_uses=max_uses, uses=uses, revoked=bool(revoked),
+                    description=description, created_by=created_by,
+                    preset=json_format.Parse(preset, ipb.Assignment()))  # fmt: skip
+    tok.created_at.FromNanoseconds(int(created * 1e9))
+    tok.expires_at.FromNanoseconds(int(expires * 1e9))
+    return tok
+
+
+def list_tokens(store: Store) -> list[ipb.Token]:
+    with store.tx() as cur:
+        cur.execute(
+            "SELECT id, created_at, expires_at, max_uses, uses, revoked, preset, "
+            "description, created_by FROM tokens ORDER BY created_at"
+        )
+        return [token_from_row(r) for r in cur.fetchall()]
+
+
+def revoke_token(store: Store, token_id: str) -> ipb.Token:
+    with store.tx() as cur:
+        cur.execute(store.q("UPDATE tokens SET revoked = 1 WHERE id = ?"), (token_id,))
+        return _token(store, cur, token_id)

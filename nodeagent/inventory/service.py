@@ -1,0 +1,402 @@
+"""`nodeagent inventory serve`: the central inventory service (grpc.aio).
+
+TLS always, with a serving certificate from the service's own CA, on two ports:
+`listen` requires a client certificate (mTLS) and serves everything; the
+enrolment port (`bootstrap_listen`, by default the next port) asks for none and
+serves only `Register`, which authenticates with a bootstrap token and returns
+a certificate. Every other call is authorised from the client certificate:
+a node may heartbeat, renew and read only its own record; admins act by role.
+
+Heartbeats are answered from memory plus one small transaction only when
+something beyond liveness changed (phase, inventory); last_seen values are
+flushed in batches. Reachability is computed from last_seen against a deadline,
+one sweep per interval for the whole fleet, not a timer per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import datetime as dt
+import hashlib
+import logging
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography import x509
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from nodeagent.api.handlers import service_handler
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.api.v1 import inventory_pb2_grpc
+from nodeagent.inventory import lifecycle, pki, registry, tokens
+from nodeagent.inventory.config import InventoryConfig
+from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
+
+log = logging.getLogger("nodeagent.inventory")
+VIEW, OPERATE, ADMIN = {"viewer", "operator", "admin"}, {"operator", "admin"}, {"admin"}
+PERMISSIONS: dict[str, set[str] | None] = {
+    "Register": None,
+    "Heartbeat": {"node"}, "RenewCertificate": {"node"},
+    "ListNodes": VIEW, "GetNode": VIEW | {"node"}, "WatchNodes": VIEW, "ListTokens": VIEW,
+    "UpdateAssignment": OPERATE, "HoldNode": OPERATE, "ReleaseNode": OPERATE,
+    "RetireNode": ADMIN, "DeleteNode": ADMIN, "CreateToken": ADMIN, "RevokeToken": ADMIN,
+}  # fmt: skip
+ERRORS = [
+    (tokens.TokenError, grpc.StatusCode.UNAUTHENTICATED),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (lifecycle.TransitionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (pki.PkiError, grpc.StatusCode.INVALID_ARGUMENT),
+    (StoreError, grpc.StatusCode.UNAVAILABLE),
+    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
+]
+principal_var: contextvars.ContextVar[pki.Principal | None] = contextvars.ContextVar(
+    "principal", default=None)  # fmt: skip
+
+
+@lru_cache(maxsize=65536)
+def _principal_from_pem(pem: bytes) -> pki.Principal:
+    return pki.principal_of(x509.load_pem_x509_certificate(pem))
+
+
+class Authorizer:
+    async def __call__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        allowed = PERMISSIONS.get(method)
+        pems = context.auth_context().get("x509_pem_cert")
+        principal = None
+        if pems:
+            try:
+                principal = _principal_from_pem(bytes(pems[0]))
+            except (pki.PkiError, ValueError) as exc:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        principal_var.set(principal)
+        if allowed is None:
+            return
+        if principal is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"{method} needs a client certificate issued by this inventory",
+            )
+        assert principal is not None
+        if principal.kind not in allowed:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{principal.kind} {principal.name!r} may not call {method}",
+            )
+
+
+def _me() -> pki.Principal:
+    principal = principal_var.get()
+    assert principal is not None
+    return principal
+
+
+def _validate_text(value: str, what: str, limit: int = 253) -> str:
+    if len(value) > limit or any(ord(c) < 32 for c in value):
+        raise ValueError(f"{what}: at most {limit} printable characters")
+    return value
+
+
+class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
+    def __init__(self, service: InventoryService) -> None:
+        self.s = service
+
+    # --- node RPCs ---
+    async def Register(self, request: ipb.RegisterRequest,
+                       context: grpc.aio.ServicerContext) -> ipb.RegisterResponse:  # fmt: skip
+        s = self.s
+        if not request.token:
+            raise tokens.TokenError("a bootstrap token is required")
+        csr = request.csr_pem.encode()
+
+        def issue(node_id: str) -> tuple[bytes, float]:
+            cert = s.ca.sign_csr(csr, node_id, pki.NODE, s.config.node_cert_days)
+            return pki.cert_pem(cert), cert.not_valid_after_utc.timestamp()
+
+        try:
+            node, cert_pem = await s.store.run(
+                registry.register,
+                s.store,
+                request.token,
+                request.inventory,
+                s.config.node_cert_days,
+                issue,
+            )
+        except tokens.TokenError as exc:
+            log.warning("registration refused (token %s): %s", tokens.redact(request.token), exc)
+            raise
+        log.info("registered node %s (%s) with token %s", node.id, node.hostname,
+                 tokens.redact(request.token))  # fmt: skip
+        s.seen(node.id, "DISCOVERED")
+        return ipb.RegisterResponse(node_id=node.id, certificate_pem=cert_pem.decode(),
+                                    ca_bundle_pem=s.ca.pem.decode(),
+                                    heartbeat_interval_seconds=s.config.heartbeat_interval_seconds,
+                                    desired=node.assignment, state=node.state)  # fmt: skip
+
+    async def Heartbeat(self, request: ipb.HeartbeatRequest,
+                        context: grpc.aio.ServicerContext) -> ipb.HeartbeatResponse:  # fmt: skip
+        s, me = self.s, _me()
+        if request.node_id and request.node_id != me.name:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"certificate is for node {me.name}, not {request.node_id}",
+            )
+        _validate_text(request.phase, "phase", 32)
+        cached = s.nodes.get(me.name)
+        inv = request.inventory if request.HasField("inventory") else None
+        needs_write = (cached is None or inv is not None or cached[1] != request.phase
+                       or cached[2] != request.inventory_hash)  # fmt: skip
+        if needs_write:
+            node, wants = await s.store.run(
+                registry.heartbeat_update,
+                s.store,
+                me.name,
+                request.phase,
+                inv,
+                request.inventory_hash,
+            )
+            s.nodes[me.name] = (node, request.phase, node.inventory_hash)
+        else:
+            assert cached is not None
+            node, wants = cached[0], False
+        s.seen(me.name, request.phase)
+        actions = ["send-inventory"] if wants else []
+        if node.certificate_expires.seconds and node.certificate_expires.seconds - time.time() < (
+            s.config.node_cert_days * 86400 / 3):  # fmt: skip
+            actions.append("renew-certificate")
+        return ipb.HeartbeatResponse(
+            desired=node.assignment,
+            state=node.state,
+            actions=actions,
+            next_interval_seconds=s.config.heartbeat_interval_seconds,
+        )
+
+    async def RenewCertificate(self, request: ipb.RenewCertificateRequest,
+                               context: grpc.aio.ServicerContext,
+                               ) -> ipb.RenewCertificateResponse:  # fmt: skip
+        s, me = self.s, _me()
+        csr = request.csr_pem.encode()
+
+        def issue(node_id: str) -> tuple[bytes, float]:
+            cert = s.ca.sign_csr(csr, node_id, pki.NODE, s.config.node_cert_days)
+            return pki.cert_pem(cert), cert.not_valid_after_utc.timestamp()
+
+        cert_pem = await s.store.run(registry.renew, s.store, me.name, issue)
+        s.nodes.pop(me.name, None)
+        return ipb.RenewCertificateResponse(certificate_pem=cert_pem.decode(),
+                                            ca_bundle_pem=s.ca.pem.decode())  # fmt: skip
+
+    # --- admin RPCs ---
+    async def ListNodes(self, request: ipb.ListNodesRequest,
+                        context: grpc.aio.ServicerContext) -> ipb.ListNodesResponse:  # fmt: skip
+        for value, what in (
+            (request.pool, "pool"),
+            (request.gpu_model, "gpu_model"),
+            (request.cluster, "cluster"),
+            (request.page_token, "page_token"),
+        ):
+            _validate_text(value, what)
+        return await self.s.store.run(registry.list_nodes, self.s.store, request,
+                                      self.s.deadline())  # fmt: skip
+
+    async def GetNode(self, request: ipb.GetNodeRequest,
+                      context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
+        me = _me()
+        if me.kind == pki.NODE and request.node_id != me.name:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "a node may read only its own record")  # fmt: skip
+        return await self.s.store.run(
+            registry.get_node,
+            self.s.store,
+            request.node_id,
+            min(request.events or 50, 1000),
+            self.s.deadline(),
+        )
+
+    async def UpdateAssignment(self, request: ipb.UpdateAssignmentRequest,
+                               context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
+        a = request.assignment
+        for value, what in ((a.pool, "pool"), (a.role, "role"), (a.cluster, "cluster"),
+                            (a.profile, "profile")):  # fmt: skip
+            _validate_text(value, what, 63)
+        for key, value in a.labels.items():
+            _validate_text(key, "label key")
+            _validate_text(value, "label value", 63)
+        for taint in a.taints:
+            _validate_text(taint, "taint")
+        node = await self.s.store.run(registry.update_assignment, self.s.store, request.node_id,
+                                      a, list(request.fields), _me().actor)  # fmt: skip
+        self.s.nodes.pop(request.node_id, None)
+        return node
+
+    async def _action(self, fn: Any, request: ipb.NodeActionRequest) -> ipb.Node:
+        _validate_text(request.reason, "reason", 1000)
+        node: ipb.Node = await self.s.store.run(fn, self.s.store, request.node_id, _me().actor,
+                                                request.reason)  # fmt: skip
+        self.s.nodes.pop(request.node_id, None)
+        return node
+
+    async def HoldNode(self, request: ipb.NodeActionRequest,
+                       context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
+        return await self._action(registry.hold, request)
+
+    async def ReleaseNode(self, request: ipb.NodeActionRequest,
+                          context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
+        return await self._action(registry.release, request)
+
+    async def RetireNode(self, request: ipb.NodeActionRequest,
+                         context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
+        return await self._action(registry.retire, request)
+
+    async def DeleteNode(self, request: ipb.NodeActionRequest,
+                         context: grpc.aio.ServicerContext) -> ipb.DeleteNodeResponse:  # fmt: skip
+        await self.s.store.run(registry.delete, self.s.store, request.node_id, _me().actor)
+        self.s.nodes.pop(request.node_id, None)
+        return ipb.DeleteNodeResponse()
+
+    async def CreateToken(self, request: ipb.CreateTokenRequest,
+                          context: grpc.aio.ServicerContext,
+                          ) -> ipb.CreateTokenResponse:  # fmt: skip
+        _validate_text(request.description, "description", 200)
+        token, secret = await self.s.store.run(registry.create_token, self.s.store, request,
+                                               _me().actor)  # fmt: skip
+        log.info("token %s created by %s (max uses %d)", token.id, _me().actor, token.max_uses)
+        return ipb.CreateTokenResponse(token=token, secret=secret)
+
+    async def ListTokens(self, request: ipb.ListTokensRequest,
+                         context: grpc.aio.ServicerContext) -> ipb.ListTokensResponse:  # fmt: skip
+        return ipb.ListTokensResponse(tokens=await self.s.store.run(registry.list_tokens,
+                                                                    self.s.store))  # fmt: skip
+
+    async def RevokeToken(self, request: ipb.RevokeTokenRequest,
+                          context: grpc.aio.ServicerContext) -> ipb.Token:  # fmt: skip
+        _validate_text(request.id, "id", 16)
+        return await self.s.store.run(registry.revoke_token, self.s.store, request.id)
+
+    async def WatchNodes(self, request: ipb.WatchNodesRequest,
+                         context: grpc.aio.ServicerContext) -> Any:  # fmt: skip
+        # Polls the event table: works the same across replicas sharing one database.
+        seq = request.after_sequence
+        while True:
+            rows = await self.s.store.run(self.s.store.events_after, seq)
+            for row in rows:
+                seq = row[0]
+                yield registry.event_from_row(row)
+            if not rows:
+                await asyncio.sleep(0.25)
+
+
+class InventoryService:
+    def __init__(self, config: InventoryConfig) -> None:
+        self.config = config
+        Path(config.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        cert_path, key_path = config.ca_paths
+        self.ca = pki.CertificateAuthority.load_or_create(
+            cert_path, key_path, create=not (config.ca_cert and config.ca_key)
+        )
+        self.store = Store.open(config.database_url)
+        self.nodes: dict[str, tuple[ipb.Node, str, str]] = {}  # id -> (node, phase, hash)
+        self._liveness: dict[str, tuple[float, str]] = {}
+        self._stop = asyncio.Event()
+        self.server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+        self.bootstrap_port = 0
+
+    def seen(self, node_id: str, phase: str) -> None:
+        self._liveness[node_id] = (time.time(), phase)
+
+    def deadline(self) -> float:
+        c = self.config
+        return time.time() - c.heartbeat_interval_seconds * c.unreachable_after_missed
+
+    async def _flush_liveness(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.liveness_flush_seconds)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._liveness:
+            return
+        batch, self._liveness = self._liveness, {}
+        rows = [(node_id, when, phase) for node_id, (when, phase) in batch.items()]
+        try:
+            await self.store.run(self.store.write_liveness, rows)
+        except StoreError as exc:  # keep them for the next try; newer values win
+            log.warning("liveness flush failed (%d nodes, will retry): %s", len(rows), exc)
+            for node_id, value in batch.items():
+                self._liveness.setdefault(node_id, value)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_seconds)
+            with contextlib.suppress(StoreError):
+                for node_id, up in await self.store.run(self.store.sweep_reachability,
+                                                        self.deadline()):  # fmt: skip
+                    log.info("node %s %s", node_id, "reachable again" if up else "unreachable")
+
+    def _credentials(self, require_client_auth: bool) -> grpc.ServerCredentials:
+        cert_pem, key_pem = self.ca.issue_server(self.config.server_names)
+        # the CA goes in the chain so agents can check it against their pin before trusting it
+        return grpc.ssl_server_credentials([(key_pem, cert_pem + self.ca.pem)],
+                                           root_certificates=self.ca.pem,
+                                           require_client_auth=require_client_auth)  # fmt: skip
+
+    async def start(self) -> int:
+        c = self.config
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", c.max_message_bytes),
+                ("grpc.max_send_message_length", c.max_message_bytes),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 20000),
+            ]
+        )
+        service = ipb.DESCRIPTOR.services_by_name["InventoryService"]
+        server.add_generic_rpc_handlers(
+            (
+                service_handler(
+                    service, InventoryServicer(self), authorize=Authorizer(), errors=ERRORS
+                ),
+            )
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection((service.full_name, reflection.SERVICE_NAME,
+                                             "grpc.health.v1.Health"), server)  # fmt: skip
+        self.port = server.add_secure_port(c.listen, self._credentials(True))
+        self.bootstrap_port = server.add_secure_port(c.bootstrap_address, self._credentials(False))
+        if not self.port or not self.bootstrap_port:
+            raise OSError(f"cannot listen on {c.listen} and {c.bootstrap_address}")
+        await server.start()
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
+        self.server = server
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._flush_liveness()), loop.create_task(self._sweep())]
+        log.info("inventory serving on %s (CA %s, database %s)", c.listen, self.ca.pin,
+                 c.database_url.split("@")[-1])  # fmt: skip
+        return self.port
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.server is not None:
+            await self.server.stop(grace=3)
+        with contextlib.suppress(StoreError):
+            await self.flush()
+        self.store.close()
+
+
+def admin_cert_expiry(cert_pem: bytes) -> dt.datetime:
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+
+
+def fingerprint(pem: bytes) -> str:
+    return hashlib.sha256(pem).hexdigest()[:16]

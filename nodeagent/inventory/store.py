@@ -1,0 +1,286 @@
+"""Storage behind one interface, two backends: SQLite (embedded, WAL) and PostgreSQL.
+
+The SQL is shared; a dialect object supplies what differs (placeholders, the
+auto-increment column, the liveness write's durability). Calls run in a thread
+pool so the gRPC loop never blocks on the database: one thread for SQLite (one
+writer at a time is SQLite's rule), a connection pool for PostgreSQL. Schema
+changes are numbered migrations recorded in `schema_migrations`.
+
+Liveness (last_seen of every heartbeat) lives in a narrow table and is written
+in batches by the service; everything else (registrations, state changes,
+inventories) is committed before the RPC answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class StoreError(RuntimeError):
+    """The database failed (gone, full, locked): the RPC answers UNAVAILABLE."""
+
+
+class NotFound(KeyError):
+    pass
+
+
+class Conflict(ValueError):
+    pass
+
+
+def _migrations(serial: str) -> list[str]:
+    return [
+        f"""
+        CREATE TABLE nodes (
+            id TEXT PRIMARY KEY,
+            identity_key TEXT NOT NULL UNIQUE,
+            dmi_key TEXT NOT NULL DEFAULT '',
+            hw_ids TEXT NOT NULL DEFAULT '[]',
+            hostname TEXT NOT NULL DEFAULT '',
+            state INTEGER NOT NULL,
+            held_from INTEGER NOT NULL DEFAULT 0,
+            state_reason TEXT NOT NULL DEFAULT '',
+            pool TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL DEFAULT '',
+            cluster TEXT NOT NULL DEFAULT '',
+            profile TEXT NOT NULL DEFAULT '',
+            labels TEXT NOT NULL DEFAULT '{{}}',
+            taints TEXT NOT NULL DEFAULT '[]',
+            gpu_model TEXT NOT NULL DEFAULT '',
+            gpu_count INTEGER NOT NULL DEFAULT 0,
+            inventory TEXT NOT NULL DEFAULT '',
+            inventory_hash TEXT NOT NULL DEFAULT '',
+            cert_not_after DOUBLE PRECISION NOT NULL DEFAULT 0,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX nodes_state ON nodes (state);
+        CREATE INDEX nodes_pool ON nodes (pool);
+        CREATE INDEX nodes_gpu_model ON nodes (gpu_model);
+        CREATE INDEX nodes_cluster ON nodes (cluster);
+        CREATE INDEX nodes_dmi_key ON nodes (dmi_key);
+        CREATE TABLE liveness (
+            node_id TEXT PRIMARY KEY,
+            last_seen DOUBLE PRECISION NOT NULL,
+            phase TEXT NOT NULL DEFAULT '',
+            reachable INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE TABLE node_events (
+            seq {serial},
+            node_id TEXT NOT NULL,
+            time DOUBLE PRECISION NOT NULL,
+            actor TEXT NOT NULL,
+            from_state INTEGER NOT NULL,
+            to_state INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX node_events_node ON node_events (node_id, seq);
+        CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            secret_hash TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            max_uses INTEGER NOT NULL,
+            uses INTEGER NOT NULL DEFAULT 0,
+            revoked INTEGER NOT NULL DEFAULT 0,
+            preset TEXT NOT NULL DEFAULT '{{}}',
+            description TEXT NOT NULL DEFAULT '',
+            created_by TEXT NOT NULL DEFAULT ''
+        );
+        """,
+    ]
+
+
+@dataclass
+class Dialect:
+    name: str
+    serial: str
+    param: str
+
+    def sql(self, text: str) -> str:
+        return text if self.param == "?" else text.replace("?", "%s")
+
+
+SQLITE = Dialect("sqlite", "INTEGER PRIMARY KEY AUTOINCREMENT", "?")
+POSTGRES = Dialect("postgresql", "BIGSERIAL PRIMARY KEY", "%s")
+
+
+class Store:
+    """SQL store; open with `Store.open(url)`: `sqlite:///path.db` or `postgresql://...`."""
+
+    def __init__(self, dialect: Dialect, connect: Callable[[], Any], workers: int) -> None:
+        self.dialect = dialect
+        self._connect = connect
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+        self._conns: list[Any] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        if url.startswith("sqlite:///"):
+            path = url[len("sqlite:///") :]
+
+            def connect_sqlite() -> sqlite3.Connection:
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                       timeout=30)  # fmt: skip
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                return conn
+
+            store = cls(SQLITE, connect_sqlite, workers=1)
+        elif url.startswith(("postgresql://", "postgres://")):
+            import psycopg
+
+            def connect_pg() -> Any:
+                return psycopg.connect(url, autocommit=True, connect_timeout=5)
+
+            store = cls(POSTGRES, connect_pg, workers=8)
+        else:
+            raise ValueError(f"database url must be sqlite:///PATH or postgresql://...: {url!r}")
+        store.migrate_sync()
+        return store
+
+    # --- plumbing ------------------------------------------------------------------------
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def _drop_conn(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[Any]:
+        """A transaction in this worker thread; errors roll back and surface as StoreError."""
+        conn = self._conn()
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE" if self.dialect is SQLITE else "BEGIN")
+            yield cur
+            cur.execute("COMMIT")
+        except (NotFound, Conflict, ValueError):  # refusals of ours: nothing is written
+            with contextlib.suppress(Exception):
+                cur.execute("ROLLBACK")
+            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                cur.execute("ROLLBACK")
+            self._drop_conn()  # a broken connection (server restart) is not reused
+            raise StoreError(f"database error: {exc}".splitlines()[0]) from exc
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    def q(self, text: str) -> str:
+        return self.dialect.sql(text)
+
+    def migrate_sync(self) -> None:
+        with self.tx() as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
+            )
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            current = int(cur.fetchone()[0])
+            for version, script in enumerate(_migrations(self.dialect.serial), start=1):
+                if version <= current:
+                    continue
+                for statement in (s.strip() for s in script.split(";")):
+                    if statement:
+                        cur.execute(statement)
+                cur.execute(self.q("INSERT INTO schema_migrations (version) VALUES (?)"),
+                            (version,))  # fmt: skip
+
+    def close(self) -> None:
+        def close_all() -> None:
+            with self._lock:
+                for conn in self._conns:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                self._conns.clear()
+
+        self._pool.submit(close_all).result()
+        self._pool.shutdown(wait=True)
+
+    # --- events --------------------------------------------------------------------------
+    def add_event(self, cur: Any, node_id: str, actor: str, from_state: int, to_state: int,
+                  reason: str) -> None:  # fmt: skip
+        cur.execute(self.q("INSERT INTO node_events (node_id, time, actor, from_state, to_state, "
+                           "reason) VALUES (?, ?, ?, ?, ?, ?)"),
+                    (node_id, time.time(), actor, from_state, to_state, reason[:1000]))  # fmt: skip
+
+    def events_after(self, seq: int, limit: int = 500) -> list[tuple[Any, ...]]:
+        with self.tx() as cur:
+            cur.execute(self.q("SELECT seq, node_id, time, actor, from_state, to_state, reason "
+                               "FROM node_events WHERE seq > ? ORDER BY seq LIMIT ?"),
+                        (seq, limit))  # fmt: skip
+            return list(cur.fetchall())
+
+    def node_events(self, node_id: str, limit: int) -> list[tuple[Any, ...]]:
+        with self.tx() as cur:
+            cur.execute(self.q("SELECT seq, node_id, time, actor, from_state, to_state, reason "
+                               "FROM node_events WHERE node_id = ? ORDER BY seq DESC LIMIT ?"),
+                        (node_id, limit))  # fmt: skip
+            return list(reversed(cur.fetchall()))
+
+    # --- liveness ------------------------------------------------------------------------
+    def write_liveness(self, rows: list[tuple[str, float, str]]) -> None:
+        """One transaction for a batch of heartbeats (node, last_seen, phase)."""
+        if not rows:
+            return
+        with self.tx() as cur:
+            if self.dialect is POSTGRES:
+                cur.execute("SET LOCAL synchronous_commit = off")
+            cur.executemany(self.q(
+                "INSERT INTO liveness (node_id, last_seen, phase, reachable) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen, "
+                "phase = excluded.phase"), rows)  # fmt: skip
+
+    def sweep_reachability(self, deadline: float) -> list[tuple[str, bool]]:
+        """Flip `reachable` for nodes that crossed the deadline either way; one query each way."""
+        changed: list[tuple[str, bool]] = []
+        with self.tx() as cur:
+            cur.execute(self.q("UPDATE liveness SET reachable = 0 WHERE reachable = 1 AND "
+                               "last_seen < ? RETURNING node_id"), (deadline,))  # fmt: skip
+            changed += [(r[0], False) for r in cur.fetchall()]
+            cur.execute(self.q("UPDATE liveness SET reachable = 1 WHERE reachable = 0 AND "
+                               "last_seen >= ? RETURNING node_id"), (deadline,))  # fmt: skip
+            changed += [(r[0], True) for r in cur.fetchall()]
+            for node_id, up in changed:
+                cur.execute(self.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
+                row = cur.fetchone()
+                if row:
+                    self.add_event(
+                        cur,
+                        node_id,
+                        "system",
+                        row[0],
+                        row[0],
+                        "reachable again" if up else "unreachable: missed heartbeats",
+                    )
+        return changed
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
