@@ -44,6 +44,15 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class InventoryClientConfig:
+    address: str = ""  # host:7444 (mTLS); empty: no inventory service, the agent runs alone
+    bootstrap_address: str = ""  # host:7445 by default: enrolment with the token
+    ca_hash: str = ""  # sha256:<hex> pin of the inventory CA's public key
+    token_file: str = ""  # file holding the bootstrap token (kept out of this config)
+    heartbeat_seconds: float = 0.0  # 0: use what the service says
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     root: str = "/"
     state_dir: str = "/var/lib/nodeagent"
@@ -54,6 +63,7 @@ class AgentConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    inventory: InventoryClientConfig = field(default_factory=InventoryClientConfig)
 
     def summary(self) -> dict[str, str]:
         """Flat view for GetStatus; paths and switches only, never key material."""
@@ -67,6 +77,9 @@ def load(path: str | Path | None, *, required: bool = False) -> AgentConfig:
             return AgentConfig()
         path = DEFAULT_PATH
     config = load_file(AgentConfig, Path(path), required=required, choices=CHOICES)
+    inv = config.inventory
+    if inv.address and not (inv.ca_hash and inv.token_file):
+        raise ConfigError(f"{path}: 'inventory.address' needs inventory.ca_hash and token_file")
     api = config.api
     if api.tcp_listen and not (api.tls_cert and api.tls_key and api.tls_ca):
         raise ConfigError(

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from nodeagent import __version__
 from nodeagent.agent import config as config_mod
 from nodeagent.agent import hooks, sdnotify
+from nodeagent.agent.enrol import InventoryClient, Snapshot
 from nodeagent.agent.events import EventBus
 from nodeagent.agent.metrics import AgentCollector, AgentView
 from nodeagent.agent.state import StateFile
@@ -142,6 +143,7 @@ class Agent:
         self._watchers: list[UdevWatcher | XidWatcher] = []
         self.server: grpc.aio.Server | None = None
         self._metrics: Any = None
+        self.inventory_client: InventoryClient | None = None
 
     # --- state ---------------------------------------------------------------------------
     def _set_phase(self, phase: str) -> None:
@@ -226,7 +228,17 @@ class Agent:
             last_discovery_seconds=self.view.discovery_seconds,
             collectors=self.inventory.collectors, config=self.config.summary(),
             root=self.root.path, events_emitted=self.bus.emitted, watchers=self.bus.watchers,
-            inventory_hash=self.hash, last_error=self.last_error)  # fmt: skip
+            inventory_hash=self.hash, last_error=self.last_error,
+            node_id=self.inventory_client.identity.node_id() if self.inventory_client else "",
+            inventory_state=self.inventory_client.state if self.inventory_client
+            else "not-configured")  # fmt: skip
+
+    def snapshot(self) -> Snapshot:
+        health = [f"GPU {g.index} {g.pci_address}: {r}" for g in self.inventory.gpus
+                  for r in g.health_reasons]  # fmt: skip
+        return Snapshot(phase=self.phase, inventory=self.inventory, inventory_hash=self.hash,
+                        drift_count=sum(1 for d in self.view.drift.values() if d),
+                        health=health)  # fmt: skip
 
     # --- watchers ------------------------------------------------------------------------
     def _on_hotplug(self, subsystem: str, action: str, name: str) -> None:
@@ -295,7 +307,7 @@ class Agent:
             root=self.config.root, state_dir=self.config.state_dir, hooks_dir=new.hooks_dir,
             hook_timeout_seconds=new.hook_timeout_seconds, log_format=new.log_format,
             log_level=new.log_level, api=self.config.api, metrics=self.config.metrics,
-            watch=new.watch)  # fmt: skip
+            watch=new.watch, inventory=self.config.inventory)  # fmt: skip
         self.bus.coalesce_seconds = new.watch.coalesce_seconds
         logging.getLogger().setLevel(new.log_level.upper())
         log.info("configuration reloaded from %s", self.config_path or "defaults")
@@ -369,6 +381,10 @@ class Agent:
                 self._watchers.append(xid)
         self._spawn(self._poll_rdma())
         self._spawn(self._rediscover_periodically())
+        if self.config.inventory.address:
+            self.inventory_client = InventoryClient(self.config.inventory, self.config.state_dir,
+                                                    self.snapshot)  # fmt: skip
+            self._spawn(self.inventory_client.run(self._stop))
         interval = sdnotify.watchdog_interval()
         if interval:
             self._spawn(self._watchdog(interval))

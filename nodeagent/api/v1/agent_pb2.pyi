@@ -32,7 +32,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("phase", "version", "uptime_seconds", "last_discovery", "last_discovery_seconds", "collectors", "config", "root", "events_emitted", "watchers", "inventory_hash", "last_error")
+    __slots__ = ("phase", "version", "uptime_seconds", "last_discovery", "last_discovery_seconds", "collectors", "config", "root", "events_emitted", "watchers", "inventory_hash", "last_error", "node_id", "inventory_state")
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,8 @@ class AgentStatus(_message.Message):
     WATCHERS_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_HASH_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_STATE_FIELD_NUMBER: _ClassVar[int]
     phase: str
     version: str
     uptime_seconds: float
@@ -64,7 +66,9 @@ class AgentStatus(_message.Message):
     watchers: int
     inventory_hash: str
     last_error: str
-    def __init__(self, phase: _Optional[str] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., last_discovery: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_discovery_seconds: _Optional[float] = ..., collectors: _Optional[_Iterable[_Union[_hardware_pb2.CollectorResult, _Mapping]]] = ..., config: _Optional[_Mapping[str, str]] = ..., root: _Optional[str] = ..., events_emitted: _Optional[int] = ..., watchers: _Optional[int] = ..., inventory_hash: _Optional[str] = ..., last_error: _Optional[str] = ...) -> None: ...
+    node_id: str
+    inventory_state: str
+    def __init__(self, phase: _Optional[str] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., last_discovery: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_discovery_seconds: _Optional[float] = ..., collectors: _Optional[_Iterable[_Union[_hardware_pb2.CollectorResult, _Mapping]]] = ..., config: _Optional[_Mapping[str, str]] = ..., root: _Optional[str] = ..., events_emitted: _Optional[int] = ..., watchers: _Optional[int] = ..., inventory_hash: _Optional[str] = ..., last_error: _Optional[str] = ..., node_id: _Optional[str] = ..., inventory_state: _Optional[str] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
     __slots__ = ("kinds",)

@@ -1,0 +1,190 @@
+"""The agent's side of the inventory: enrol once, then heartbeat for ever.
+
+Enrolment: check the inventory's CA against the pinned hash, make a key on the
+node (it never leaves), send a CSR with the bootstrap token and the inventory,
+store the returned certificate. Idempotent: an agent with an identity does not
+enrol again, and re-enrolling the same hardware gets the same node id anyway.
+
+Heartbeats: every interval the service asks for, with jitter (+-20 %); the full
+inventory only when its hash changed or the service asks. When the service is
+away: exponential backoff with full jitter (1 s doubling to 120 s), the local API
+keeps serving, and heartbeats resume by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from nodeagent import tlsutil
+from nodeagent.agent.config import InventoryClientConfig
+from nodeagent.api import channels
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.api.v1 import inventory_pb2_grpc
+
+log = logging.getLogger("nodeagent.enrol")
+BACKOFF_BASE, BACKOFF_CAP = 1.0, 120.0
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}  # fmt: skip
+
+
+@dataclass
+class Snapshot:
+    """What a heartbeat reports, taken from the agent at send time."""
+
+    phase: str
+    inventory: pb.HardwareInventory
+    inventory_hash: str
+    drift_count: int
+    health: list[str]
+
+
+class Identity:
+    """The node's credentials on disk (0600 key), in state_dir/identity/."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.key, self.cert, self.ca, self.id = (
+            directory / "node.key",
+            directory / "node.crt",
+            directory / "ca.crt",
+            directory / "node_id",
+        )
+
+    def exists(self) -> bool:
+        return all(p.exists() for p in (self.key, self.cert, self.ca, self.id))
+
+    def save(self, node_id: str, key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> None:
+        tlsutil.write_private(self.key, key_pem)
+        tlsutil.write_private(self.cert, cert_pem)
+        tlsutil.write_private(self.ca, ca_pem)
+        tlsutil.write_private(self.id, node_id.encode())
+
+    def node_id(self) -> str:
+        return self.id.read_text().strip() if self.id.exists() else ""
+
+
+class InventoryClient:
+    def __init__(self, cfg: InventoryClientConfig, state_dir: str,
+                 snapshot: Callable[[], Snapshot]) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.identity = Identity(Path(state_dir) / "identity")
+        self.snapshot = snapshot
+        self.state = "enrolling"
+        self.desired = ipb.Assignment()
+        self.node_state = ipb.NODE_STATE_UNSPECIFIED
+        self.interval = cfg.heartbeat_seconds or 10.0
+        self._sent_hash = ""
+        self._channel: Any = None
+
+    @property
+    def bootstrap_address(self) -> str:
+        if self.cfg.bootstrap_address:
+            return self.cfg.bootstrap_address
+        host, _, port = self.cfg.address.rpartition(":")
+        return f"{host}:{int(port) + 1}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                if not self.identity.exists():
+                    await self.enrol()
+                await self.heartbeat()
+                failures = 0
+                delay = self.interval * random.uniform(0.8, 1.2)
+            except grpc.aio.AioRpcError as exc:
+                failures += 1
+                self.state = f"unreachable: {exc.code().name}: {exc.details()}"
+                if exc.code() not in RETRYABLE:
+                    log.error("inventory refused: %s: %s", exc.code().name, exc.details())
+                delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(failures, 10)))
+                await self._close()
+            except (OSError, ValueError) as exc:  # network down, pin mismatch, bad files
+                failures += 1
+                self.state = f"unreachable: {exc}"
+                log.warning("inventory: %s", exc)
+                delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(failures, 10)))
+                await self._close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def enrol(self) -> None:
+        token = Path(self.cfg.token_file).read_text().strip()
+        ca_pem = await asyncio.to_thread(tlsutil.fetch_pinned_ca, self.bootstrap_address,
+                                         self.cfg.ca_hash)  # fmt: skip
+        key = tlsutil.new_key()
+        csr = tlsutil.make_csr(key, "node")
+        snap = self.snapshot()
+        async with channels.secure_aio_channel(self.bootstrap_address, ca_pem) as channel:
+            stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+            resp = await stub.Register(
+                ipb.RegisterRequest(token=token, csr_pem=csr.decode(), inventory=snap.inventory),
+                timeout=30,
+            )
+        self.identity.save(resp.node_id, tlsutil.key_pem(key), resp.certificate_pem.encode(),
+                           resp.ca_bundle_pem.encode())  # fmt: skip
+        self._sent_hash = snap.inventory_hash
+        self.desired, self.node_state = resp.desired, resp.state
+        if resp.heartbeat_interval_seconds and not self.cfg.heartbeat_seconds:
+            self.interval = float(resp.heartbeat_interval_seconds)
+        log.info("enrolled as node %s", resp.node_id)
+
+    def _stub(self) -> inventory_pb2_grpc.InventoryServiceStub:
+        if self._channel is None:
+            ident = self.identity
+            self._channel = channels.secure_aio_channel(
+                self.cfg.address, ident.ca.read_bytes(), ident.cert.read_bytes(),
+                ident.key.read_bytes())  # fmt: skip
+        return inventory_pb2_grpc.InventoryServiceStub(self._channel)
+
+    async def heartbeat(self) -> None:
+        snap = self.snapshot()
+        req = ipb.HeartbeatRequest(node_id=self.identity.node_id(), phase=snap.phase,
+                                   drift_count=snap.drift_count, health=snap.health[:50],
+                                   inventory_hash=snap.inventory_hash)  # fmt: skip
+        if snap.inventory_hash != self._sent_hash:
+            req.inventory.CopyFrom(snap.inventory)
+        resp = await self._stub().Heartbeat(req, timeout=5)
+        if req.HasField("inventory"):
+            self._sent_hash = snap.inventory_hash
+        if "send-inventory" in resp.actions:
+            self._sent_hash = ""  # the next beat carries it
+        if "renew-certificate" in resp.actions:
+            await self.renew()
+        if self.state != "connected":
+            log.info("inventory connected (%s)", self.cfg.address)
+        self.state = "connected"
+        self.desired, self.node_state = resp.desired, resp.state
+        if resp.next_interval_seconds and not self.cfg.heartbeat_seconds:
+            self.interval = float(resp.next_interval_seconds)
+
+    async def renew(self) -> None:
+        key = tlsutil.new_key()
+        resp = await self._stub().RenewCertificate(
+            ipb.RenewCertificateRequest(csr_pem=tlsutil.make_csr(key, "node").decode()),
+            timeout=30)  # fmt: skip
+        self.identity.save(
+            self.identity.node_id(),
+            tlsutil.key_pem(key),
+            resp.certificate_pem.encode(),
+            resp.ca_bundle_pem.encode(),
+        )
+        await self._close()  # reconnect with the new certificate
+        log.info("node certificate renewed")
