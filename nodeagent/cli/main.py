@@ -15,7 +15,11 @@ from collections.abc import Sequence
 
 from nodeagent.cli.common import EXIT_ERROR, EXIT_OK, CliError
 
-COMMAND_MODULES = ("nodeagent.cli.discover_cmd", "nodeagent.cli.agent_cmd")
+COMMAND_MODULES = (
+    "nodeagent.cli.discover_cmd",
+    "nodeagent.cli.agent_cmd",
+    "nodeagent.cli.inventory_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
