@@ -33,6 +33,7 @@ class AgentProcess:
                  env: dict[str, str] | None = None,
                  watch: str = FAST_WATCH) -> None:  # fmt: skip
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.socket_path = str(workdir / "run" / "agent.sock")
         self.metrics_port = free_port()
         self.config_path = workdir / "agent.toml"

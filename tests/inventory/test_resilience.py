@@ -1,0 +1,223 @@
+"""The inventory as a process: kill -9 during an enrolment burst, restarts under a running
+agent, and two replicas over one PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nodeagent import tlsutil
+from nodeagent.api import channels
+from nodeagent.api.v1 import agent_pb2
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.api.v1 import inventory_pb2_grpc
+from nodeagent.inventory import pki
+from tests.agent.harness import AgentProcess, free_port
+from tests.inventory.conftest import Postgres, variant, wait_for
+
+
+class InventoryProcess:
+    """`nodeagent inventory serve` in a subprocess, as systemd runs it."""
+
+    def __init__(self, workdir: Path, database: str, extra: str = "",
+                 share_ca_of: InventoryProcess | None = None) -> None:  # fmt: skip
+        self.workdir = workdir
+        self.ca_dir = (share_ca_of.workdir if share_ca_of else workdir) / "data"
+        if share_ca_of is not None:
+            extra += (f'ca_cert = "{self.ca_dir / "ca.crt"}"\n'
+                      f'ca_key = "{self.ca_dir / "ca.key"}"\n')  # fmt: skip
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port, self.boot_port = free_port(), free_port()
+        self.config = workdir / "inventory.toml"
+        self.config.write_text(
+            f'listen = "127.0.0.1:{self.port}"\nbootstrap_listen = "127.0.0.1:{self.boot_port}"\n'
+            f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
+            f'metrics_listen = ""\nliveness_flush_seconds = 0.2\n{extra}'
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.boot_port}"
+
+    def start(self) -> InventoryProcess:
+        log = open(self.workdir / "inventory.log", "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen([sys.executable, "-m", "nodeagent.cli.main", "inventory",
+                                      "serve", "--config", str(self.config)],
+                                     stdout=log, stderr=log)  # fmt: skip
+        log.close()
+        wait_for(self._up, 30, "the inventory to listen")
+        return self
+
+    def _up(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError((self.workdir / "inventory.log").read_text())
+        try:
+            tlsutil.fetch_pinned_ca(self.bootstrap, self.ca().pin, timeout=1)
+            return True
+        except (OSError, tlsutil.PinError, pki.PkiError):
+            return False
+
+    def ca(self) -> pki.CertificateAuthority:
+        return pki.CertificateAuthority.load_or_create(
+            self.ca_dir / "ca.crt", self.ca_dir / "ca.key", create=False
+        )
+
+    def admin(self) -> inventory_pb2_grpc.InventoryServiceStub:
+        cert, key = self.ca().issue_client("alice", "admin")
+        return inventory_pb2_grpc.InventoryServiceStub(
+            channels.secure_channel(self.address, self.ca().pem, cert, key)
+        )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(30)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill9_during_enrolment_burst_loses_nothing_acknowledged(
+    backend: str, postgres: Postgres | None, scratch: Path, dgx_inventory: pb.HardwareInventory
+) -> None:
+    if backend == "postgresql":
+        assert postgres is not None, "PostgreSQL is needed (make test installs it)"
+        database = postgres.new_database()
+    else:
+        database = f"sqlite:///{scratch / 'inv.db'}"
+    inv = InventoryProcess(scratch, database).start()
+    secret = inv.admin().CreateToken(ipb.CreateTokenRequest(max_uses=10000), timeout=10).secret
+    ca = inv.ca().pem
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def worker(offset: int) -> None:
+        with channels.secure_channel(inv.bootstrap, ca) as ch:
+            stub = inventory_pb2_grpc.InventoryServiceStub(ch)
+            n = offset
+            while not stop.is_set():
+                key = tlsutil.new_key()
+                try:
+                    resp = stub.Register(ipb.RegisterRequest(
+                        token=secret, csr_pem=tlsutil.make_csr(key, "n").decode(),
+                        inventory=variant(dgx_inventory, n)), timeout=5)  # fmt: skip
+                except grpc.RpcError:
+                    return  # the service died under us: that one was not acknowledged
+                acked.append(resp.node_id)
+                n += 8
+
+    threads = [threading.Thread(target=worker, args=(1000 + i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(acked) >= 40, 60, "registrations to flow")
+    inv.kill(signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    inv.start()
+    listed = inv.admin().ListNodes(ipb.ListNodesRequest(page_size=1000), timeout=30)
+    ids = [n.id for n in listed.nodes]
+    assert len(ids) == len(set(ids)), "no node duplicated"
+    missing = set(acked) - set(ids)
+    assert not missing, f"{len(missing)} acknowledged registrations lost"
+    inv.kill(signal.SIGTERM)
+
+
+def test_agent_enrols_heartbeats_and_survives_inventory_restart(
+    machine_root: Callable[..., Path], scratch: Path
+) -> None:
+    inv = InventoryProcess(scratch / "inv", f"sqlite:///{scratch / 'inv.db'}",
+                           extra="heartbeat_interval_seconds = 1\n")  # fmt: skip
+    inv.start()
+    admin = inv.admin()
+    token = scratch / "token"
+    token.write_text(admin.CreateToken(ipb.CreateTokenRequest(), timeout=10).secret)
+    token.chmod(0o600)
+    agent = AgentProcess(
+        scratch / "agent",
+        machine_root("cpu-node"),
+        extra_config="",
+        watch=f'rdma_poll_seconds = 5\n[inventory]\naddress = "{inv.address}"\n'
+        f'bootstrap_address = "{inv.bootstrap}"\n'
+        f'ca_hash = "{inv.ca().pin}"\ntoken_file = "{token}"\n',
+    )
+
+    def status() -> agent_pb2.AgentStatus:
+        with agent.channel() as ch:
+            return agent.stub(ch).GetStatus(agent_pb2.GetStatusRequest(), timeout=5)
+
+    agent.start()
+    try:
+        wait_for(lambda: status().inventory_state == "connected", 30, "the agent to enrol")
+        node_id = status().node_id
+        assert node_id
+        nodes = admin.ListNodes(ipb.ListNodesRequest(), timeout=10).nodes
+        assert [n.id for n in nodes] == [node_id] and nodes[0].hostname == "cpu-node-01"
+        key = scratch / "agent" / "state" / "identity" / "node.key"
+        assert os.stat(key).st_mode & 0o777 == 0o600
+        inv.kill(signal.SIGKILL)
+        wait_for(lambda: status().inventory_state.startswith("unreachable"), 30,
+                 "the agent to notice the outage")  # fmt: skip
+        assert status().phase == "DISCOVERED", "the local API keeps serving"
+        inv.start()
+        wait_for(lambda: status().inventory_state == "connected", 60,
+                 "the agent to reconnect by itself")  # fmt: skip
+        assert status().node_id == node_id, "no second enrolment"
+        before = admin_last_seen(inv, node_id)
+        wait_for(lambda: admin_last_seen(inv, node_id) > before, 20, "heartbeats to resume")
+    finally:
+        agent.close()
+        inv.kill(signal.SIGTERM)
+
+
+def admin_last_seen(inv: InventoryProcess, node_id: str) -> int:
+    node = inv.admin().GetNode(ipb.GetNodeRequest(node_id=node_id), timeout=10)
+    return int(node.last_seen.ToNanoseconds())
+
+
+def test_two_replicas_over_one_postgresql(
+    postgres: Postgres | None, scratch: Path, dgx_inventory: pb.HardwareInventory
+) -> None:
+    assert postgres is not None, "PostgreSQL is needed (make test installs it)"
+    database = postgres.new_database()
+    a = InventoryProcess(scratch / "a", database).start()
+    b = InventoryProcess(scratch / "b", database, share_ca_of=a).start()
+    try:
+        token = a.admin().CreateToken(ipb.CreateTokenRequest(), timeout=10).secret
+        key = tlsutil.new_key()
+        with channels.secure_channel(b.bootstrap, a.ca().pem) as ch:
+            resp = inventory_pb2_grpc.InventoryServiceStub(ch).Register(ipb.RegisterRequest(
+                token=token, csr_pem=tlsutil.make_csr(key, "n").decode(),
+                inventory=variant(dgx_inventory, 5)), timeout=10)  # fmt: skip
+        with channels.secure_channel(a.address, a.ca().pem, resp.certificate_pem.encode(),
+                                     tlsutil.key_pem(key)) as ch:  # fmt: skip
+            hb = inventory_pb2_grpc.InventoryServiceStub(ch).Heartbeat(
+                ipb.HeartbeatRequest(node_id=resp.node_id, phase="READY"), timeout=10
+            )
+        assert hb.state == ipb.READY
+        assert b.admin().GetNode(ipb.GetNodeRequest(node_id=resp.node_id),
+                                 timeout=10).state == ipb.READY  # fmt: skip
+        # the token was used on replica b: replica a refuses it too
+        with channels.secure_channel(a.bootstrap, a.ca().pem) as ch, \
+                pytest.raises(grpc.RpcError) as err:  # fmt: skip
+            inventory_pb2_grpc.InventoryServiceStub(ch).Register(ipb.RegisterRequest(
+                token=token, csr_pem=tlsutil.make_csr(key, "n").decode(),
+                inventory=variant(dgx_inventory, 6)), timeout=10)  # fmt: skip
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        a.kill(signal.SIGTERM)
+        b.kill(signal.SIGTERM)
