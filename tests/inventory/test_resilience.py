@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,10 +16,9 @@ import pytest
 
 from nodeagent import tlsutil
 from nodeagent.api import channels
-from nodeagent.api.v1 import agent_pb2
+from nodeagent.api.v1 import agent_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.api.v1 import inventory_pb2_grpc
 from nodeagent.inventory import pki
 from tests.agent.harness import AgentProcess, free_port
 from tests.inventory.conftest import Postgres, variant, wait_for
