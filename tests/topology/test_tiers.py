@@ -1,0 +1,92 @@
+"""Node-local tiers: coordination-free ids, precedence, placeholders, health, last-good."""
+
+from __future__ import annotations
+
+from nodeagent.api.v1 import fabric_pb2 as fpb
+from nodeagent.topology import tiers
+from tests.topology.fleetgen import leaf, observation
+
+LEAVES = [leaf(1, r) for r in range(8)]
+SPINES = ["s0", "s1", "s2", "s3"]
+
+
+def test_nodes_on_the_same_leaves_agree_without_talking() -> None:
+    a = tiers.node_tiers(observation("a", LEAVES, SPINES))
+    b = tiers.node_tiers(observation("b", list(reversed(LEAVES)), SPINES))
+    c = tiers.node_tiers(observation("c", [leaf(2, r) for r in range(8)], SPINES))
+    assert a.tier_0 == b.tier_0 == tiers.set_id("lg-", LEAVES)
+    assert a.tier_0.startswith("lg-") and len(a.tier_0) == 15
+    assert c.tier_0 != a.tier_0
+    assert a.tier_1 == c.tier_1 == tiers.set_id("sg-", SPINES)
+    assert (a.tier_2, a.fabric, a.source) == ("unknown", "unknown", "observed")
+    assert list(a.leaf_ids) == sorted(LEAVES) and list(a.spine_ids) == SPINES
+
+
+def test_every_level_is_present_when_nothing_is_known() -> None:
+    t = tiers.node_tiers(fpb.FabricObservation(node="lonely"))
+    assert (t.fabric, t.tier_2, t.tier_1, t.tier_0, t.source) == (
+        "unknown", "unknown", "unknown", "unknown", "none",
+    )  # fmt: skip
+    assert not t.degraded and t.rails_expected == 0
+    obs = observation("x", LEAVES)  # rails up, but no neighbour source answered
+    for rail in obs.rails:
+        rail.ClearField("leaf")
+    t = tiers.node_tiers(obs)
+    assert (t.tier_1, t.tier_0, t.source, t.degraded) == ("unknown", "unknown", "none", False)
+
+
+def test_static_beats_cloud_beats_observation() -> None:
+    obs = observation("n", LEAVES, SPINES)
+    obs.cloud.CopyFrom(fpb.CloudPlacement(
+        provider="oci", available=True, hpc_island="ocid1.hpcisland.oc1.iad.aaaaislandaaa",
+        network_block="ocid1.networkblock.oc1.iad.bbbbnetblockbb",
+        local_block="ocid1.localblock.oc1.iad.cccclocalblock", host="ocid1.host.x"))  # fmt: skip
+    t = tiers.node_tiers(obs)
+    assert (t.tier_2, t.tier_1, t.tier_0, t.source) == (
+        "aaislandaaa", "bnetblockbb", "clocalblock", "cloud",
+    )  # fmt: skip
+    obs.static_placement.CopyFrom(fpb.StaticPlacement(fabric="east", block="b7", rack="r12"))
+    t = tiers.node_tiers(obs)
+    assert (t.fabric, t.tier_2, t.tier_0, t.source) == ("east", "b7", "r12", "static")
+    obs.cloud.available = False  # metadata down: observation again
+    obs.ClearField("static_placement")
+    t = tiers.node_tiers(obs)
+    assert (t.tier_0, t.tier_1, t.source) == (tiers.set_id("lg-", LEAVES),
+                                              tiers.set_id("sg-", SPINES), "observed")  # fmt: skip
+
+
+def test_oci_suffixes_are_the_last_11_characters() -> None:
+    assert tiers.ocid_suffix("ocid1.localblock.oc1.iad.anuwcljrv5xpuyqcnp7nxaaiz") == "qcnp7nxaaiz"
+    assert tiers.ocid_suffix("") == ""
+    assert tiers.ocid_suffix("x.abcdefghij") == "abcdefghij"  # a dot at the edge is trimmed
+
+
+def test_health_counts_rails_and_rates() -> None:
+    t = tiers.node_tiers(observation("n", LEAVES, rates={2: 200.0}))
+    assert t.degraded and t.rails_active == 8 and t.rate_gbps == 200.0
+    assert t.degraded_reasons == ["rail mlx5_2/1 at 200 Gb/s, expected 400"]
+    t = tiers.node_tiers(observation("n", [*LEAVES[:7], None]))
+    assert t.degraded and t.rails_active == 7
+    assert t.degraded_reasons == ["7 of 8 compute rails active (down: mlx5_7/1)"]
+    t = tiers.node_tiers(observation("n", LEAVES, expected=9))  # the profile expects 9
+    assert t.degraded_reasons == ["8 of 9 compute rails active"]
+
+
+def test_last_good_only_while_incomplete_and_consistent() -> None:
+    healthy = tiers.node_tiers(observation("n", LEAVES, SPINES))
+    cut = observation("n", [*LEAVES[:3], None, *LEAVES[4:]], SPINES)
+    kept = tiers.node_tiers(cut, healthy)
+    assert (kept.tier_0, kept.tier_1, kept.source) == (healthy.tier_0, healthy.tier_1, "last-good")
+    assert kept.degraded and list(kept.leaf_ids) == sorted(LEAVES)
+    # A complete observation on other leaves is a recabled node: it moves.
+    moved = tiers.node_tiers(observation("n", [leaf(3, r) for r in range(8)]), healthy)
+    assert moved.tier_0 == tiers.set_id("lg-", [leaf(3, r) for r in range(8)])
+    # An incomplete one that sees a leaf the old set did not have is not the old group.
+    odd = tiers.node_tiers(observation("n", [leaf(3, 0), *LEAVES[1:7], None]), healthy)
+    assert odd.source == "observed" and odd.tier_0 != healthy.tier_0
+    # Tiers recovered from labels carry no leaf set: kept while incomplete.
+    from_labels = fpb.FabricTiers(tier_0="lg-0123456789ab", tier_1="unknown", source="labels")
+    kept = tiers.node_tiers(cut, from_labels)
+    assert (kept.tier_0, kept.tier_1) == ("lg-0123456789ab", tiers.set_id("sg-", SPINES))
+    # A cloud-derived previous value is not an observation to keep.
+    assert tiers.node_tiers(cut, fpb.FabricTiers(tier_0="x", source="cloud")).source == "observed"
