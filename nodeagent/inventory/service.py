@@ -150,21 +150,13 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         _validate_text(request.phase, "phase", 32)
         cached = s.nodes.get(me.name)
         inv = request.inventory if request.HasField("inventory") else None
-        needs_write = (cached is None or inv is not None or cached[1] != request.phase
-                       or cached[2] != request.inventory_hash)  # fmt: skip
-        if needs_write:
-            node, wants = await s.store.run(
-                registry.heartbeat_update,
-                s.store,
-                me.name,
-                request.phase,
-                inv,
-                request.inventory_hash,
-            )
-            s.nodes[me.name] = (node, request.phase, node.inventory_hash)
+        if cached is None or inv is not None or cached[1] != request.phase:
+            node, _ = await s.store.run(registry.heartbeat_update, s.store, me.name,
+                                        request.phase, inv, request.inventory_hash)
+            s.nodes[me.name] = (node, request.phase)
         else:
-            assert cached is not None
-            node, wants = cached[0], False
+            node = cached[0]  # nothing but liveness changed: no transaction
+        wants = bool(request.inventory_hash) and request.inventory_hash != node.inventory_hash
         s.seen(me.name, request.phase)
         actions = ["send-inventory"] if wants else []
         if node.certificate_expires.seconds and node.certificate_expires.seconds - time.time() < (
@@ -301,7 +293,7 @@ class InventoryService:
             cert_path, key_path, create=not (config.ca_cert and config.ca_key)
         )
         self.store = Store.open(config.database_url)
-        self.nodes: dict[str, tuple[ipb.Node, str, str]] = {}  # id -> (node, phase, hash)
+        self.nodes: dict[str, tuple[ipb.Node, str]] = {}  # id -> (node, last reported phase)
         self._liveness: dict[str, tuple[float, str]] = {}
         self._stop = asyncio.Event()
         self.server: grpc.aio.Server | None = None
