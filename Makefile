@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages: lshw and prometheus-node-exporter are the peers the benchmarks measure
 # against; prometheus ships promtool, which the tests use to check /metrics; postgresql is
-# the database the inventory tests start in a temporary directory (initdb, pg_ctl).
-APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql
+# the database the inventory tests start in a temporary directory (initdb, pg_ctl); systemd
+# gives systemd-analyze, which checks the units.
+APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test demo lint format protos bench deps-system clean
