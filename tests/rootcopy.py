@@ -1,4 +1,6 @@
-"""Fabric test helpers: cheap writable copies of the modelled machine roots."""
+"""Cheap writable copies of the modelled machine roots, for tests that change a file.
+
+Imported by the conftest of each test package that uses `root_copy`."""
 
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ def rewrite(root: Path, rel: str, text: str) -> None:
 
 
 def record(root: Path, probe: str, data: dict[str, Any]) -> None:
+    """Put a probe recording into a root copy (replacing, never writing through, a shared one)."""
     path = root / ".nodeagent" / "probes" / f"{probe}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
     path.write_text(json.dumps(data))

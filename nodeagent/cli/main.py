@@ -18,6 +18,7 @@ from nodeagent.cli.common import EXIT_ERROR, EXIT_OK, CliError
 COMMAND_MODULES = (
     "nodeagent.cli.discover_cmd",
     "nodeagent.cli.agent_cmd",
+    "nodeagent.cli.labels_cmd",
     "nodeagent.cli.inventory_cmd",
 )
 

@@ -95,6 +95,13 @@ def node_tiers(
         if previous.tier_1 not in ("", PLACEHOLDER):
             tier1, spines = previous.tier_1, list(previous.spine_ids) or spines
     resolve(obs, out, tier0, tier1, source)
+    if source == "last-good" and previous is not None:
+        # Blocks and fabric come only from configuration or the cloud: while the
+        # metadata is unreachable the previous real value stays, as for OCI's labels.
+        if out.tier_2 == PLACEHOLDER and previous.tier_2:
+            out.tier_2 = previous.tier_2
+        if out.fabric == PLACEHOLDER and previous.fabric:
+            out.fabric = previous.fabric
     out.leaf_ids.extend(leaves)
     out.spine_ids.extend(spines)
     return out

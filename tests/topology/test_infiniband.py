@@ -13,8 +13,8 @@ from nodeagent.host import HostRoot
 from nodeagent.topology import tiers
 from nodeagent.topology.config import FabricConfig
 from nodeagent.topology.observe import observe
+from tests.rootcopy import record, rewrite
 from tests.topology import ibfabric
-from tests.topology.conftest import record, rewrite
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "infiniband"
 DGX_COMPUTE = ["mlx5_0", "mlx5_3", "mlx5_4", "mlx5_5", "mlx5_6", "mlx5_9", "mlx5_10", "mlx5_11"]

@@ -13,7 +13,7 @@ from nodeagent.host import HostRoot
 from nodeagent.topology import tiers
 from nodeagent.topology.config import FabricConfig
 from nodeagent.topology.observe import observe
-from tests.topology.conftest import record
+from tests.rootcopy import record
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "lldp" / "lldpcli-json0.json"
 

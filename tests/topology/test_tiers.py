@@ -90,3 +90,23 @@ def test_last_good_only_while_incomplete_and_consistent() -> None:
     assert (kept.tier_0, kept.tier_1) == ("lg-0123456789ab", tiers.set_id("sg-", SPINES))
     # A cloud-derived previous value is not an observation to keep.
     assert tiers.node_tiers(cut, fpb.FabricTiers(tier_0="x", source="cloud")).source == "observed"
+
+
+def test_cloud_values_survive_an_unreachable_metadata_service() -> None:
+    obs = observation("n", LEAVES)
+    for rail in obs.rails:
+        rail.ClearField("leaf")  # RoCE on OCI: no LLDP neighbours
+    obs.cloud.CopyFrom(fpb.CloudPlacement(provider="oci", available=True,
+                                          hpc_island="x.island00001", network_block="x.block000001",
+                                          local_block="x.local000001"))  # fmt: skip
+    up = tiers.node_tiers(obs)
+    assert (up.tier_2, up.tier_1, up.tier_0) == ("island00001", "block000001", "local000001")
+    obs.cloud.CopyFrom(fpb.CloudPlacement(provider="oci", available=False, error="HTTP 500"))
+    assert tiers.node_tiers(obs).tier_0 == "unknown"
+    previous = fpb.FabricTiers()
+    previous.CopyFrom(up)
+    previous.source = "labels"  # what a previous label map gives
+    down = tiers.node_tiers(obs, previous)
+    assert (down.tier_2, down.tier_1, down.tier_0, down.source) == (
+        "island00001", "block000001", "local000001", "last-good",
+    )  # fmt: skip
