@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 # Debian packages: lshw and prometheus-node-exporter are the peers the benchmarks measure
 # against; prometheus ships promtool, which the tests use to check /metrics; postgresql is
 # the database the inventory tests start in a temporary directory (initdb, pg_ctl); systemd
-# gives systemd-analyze, which checks the units.
-APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd
+# gives systemd-analyze, which checks the units; lldpd runs on every switch and node of the
+# network-namespace fabric the topology tests build.
+APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd lldpd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test demo lint format protos bench deps-system clean
