@@ -95,76 +95,85 @@ def register(store: Store, token: str, inv: pb.HardwareInventory, cert_days: flo
     """Enrol a machine: a new node, or the same node id for hardware seen before.
 
     `issue(node_id)` signs the node's CSR; it runs inside the transaction so a
-    certificate is only ever handed out for a committed registration.
+    certificate is only ever handed out for a committed registration. The
+    transaction is kept short (the inventory is serialised before it starts):
+    with SQLite it holds the one write lock, with PostgreSQL a pooled connection.
     """
     now = time.time()
     dmi = identity.dmi_key(inv)
     hw_ids = identity.hardware_ids(inv)
+    inv_json = json_format.MessageToJson(inv, indent=None)
+    model, count = _gpu_summary(inv)
     with store.tx() as cur:
         preset = consume_token(store, cur, token)
         existing = None
+        dmi_rows: list[Any] = []
         if dmi:
-            cur.execute(store.q("SELECT id, hw_ids, identity_key FROM nodes WHERE dmi_key = ?"),
-                        (dmi,))  # fmt: skip
-            for node_id, ids, key in cur.fetchall():
+            cur.execute(store.q("SELECT id, hw_ids FROM nodes WHERE dmi_key = ?"), (dmi,))
+            dmi_rows = list(cur.fetchall())
+            for node_id, ids in dmi_rows:
                 known = set(json.loads(ids))
                 # a DMI id shared by machines with disjoint hardware is a duplicate, not a match
                 if not known or not hw_ids or known & set(hw_ids):
-                    existing = (node_id, key)
+                    existing = node_id
                     break
         fallback = identity.fallback_key(inv)
         if existing is None and fallback:
-            cur.execute(store.q("SELECT id, identity_key FROM nodes WHERE identity_key = ?"),
-                        (fallback,))  # fmt: skip
+            cur.execute(store.q("SELECT id FROM nodes WHERE identity_key = ?"), (fallback,))
             row = cur.fetchone()
-            existing = (row[0], row[1]) if row else None
-        if existing is None:
-            if dmi:
-                cur.execute(store.q("SELECT COUNT(*) FROM nodes WHERE dmi_key = ?"), (dmi,))
-                duplicated = cur.fetchone()[0] > 0
-            else:
-                duplicated = False
-            key = fallback if (duplicated or not dmi) else dmi
-            if not key:
-                raise Conflict("no usable identity: placeholder DMI and no NIC MACs or GPU serials")
-            node_id = str(uuid.uuid4())
-            model, count = _gpu_summary(inv)
-            cur.execute(store.q(
-                "INSERT INTO nodes (id, identity_key, dmi_key, hw_ids, hostname, state, pool, role,"
-                " cluster, profile, labels, taints, gpu_model, gpu_count, inventory, "
-                "inventory_hash, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (node_id, key, dmi if not duplicated else "", dumps(hw_ids),
-                 inv.system.hostname[:253], S.ENROLLED, preset.pool, preset.role, preset.cluster,
-                 preset.profile, dumps(dict(preset.labels)), dumps(list(preset.taints)), model,
-                 count, json_format.MessageToJson(inv, indent=None), "", now, now))  # fmt: skip
-            store.add_event(cur, node_id, f"node:{node_id}", S.NODE_STATE_UNSPECIFIED,
-                            S.ENROLLED, "registered with a bootstrap token")  # fmt: skip
-            _transition(store, cur, node_id, S.ENROLLED, S.DISCOVERED, f"node:{node_id}",
-                        "hardware inventory received")  # fmt: skip
-        else:
-            node_id = existing[0]
-            _store_inventory(store, cur, node_id, inv, "")
+            existing = row[0] if row else None
+        if existing is not None:
+            node_id = existing
+            _store_inventory(store, cur, node_id, inv, "", inv_json)
             cur.execute(store.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
             state = cur.fetchone()[0]
             store.add_event(cur, node_id, f"node:{node_id}", state, state,
                             "re-registered (same hardware, same node id)")  # fmt: skip
-        cert_pem, not_after = issue(node_id)
-        cur.execute(store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"),
-                    (not_after, node_id))  # fmt: skip
+            cert_pem, not_after = issue(node_id)
+            cur.execute(store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"),
+                        (not_after, node_id))  # fmt: skip
+        else:
+            duplicated = bool(dmi_rows)  # the DMI id is taken by different hardware
+            key = fallback if (duplicated or not dmi) else dmi
+            if not key:
+                raise Conflict("no usable identity: placeholder DMI and no NIC MACs or GPU serials")
+            node_id = str(uuid.uuid4())
+            lifecycle.check(S.ENROLLED, S.DISCOVERED)
+            cert_pem, not_after = issue(node_id)
+            cur.execute(store.q(
+                "INSERT INTO nodes (id, identity_key, dmi_key, hw_ids, hostname, state, "
+                "state_reason, pool, role, cluster, profile, labels, taints, gpu_model, gpu_count, "
+                "inventory, inventory_hash, cert_not_after, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (node_id, key, "" if duplicated else dmi, dumps(hw_ids), inv.system.hostname[:253],
+                 S.DISCOVERED, "hardware inventory received", preset.pool, preset.role,
+                 preset.cluster, preset.profile, dumps(dict(preset.labels)),
+                 dumps(list(preset.taints)), model, count, inv_json, "", not_after, now,
+                 now))  # fmt: skip
+            actor = f"node:{node_id}"
+            store.add_event(cur, node_id, actor, S.NODE_STATE_UNSPECIFIED, S.ENROLLED,
+                            "registered with a bootstrap token")  # fmt: skip
+            store.add_event(cur, node_id, actor, S.ENROLLED, S.DISCOVERED,
+                            "hardware inventory received")  # fmt: skip
         cur.execute(store.q("INSERT INTO liveness (node_id, last_seen, phase, reachable) "
                             "VALUES (?, ?, 'ENROLLED', 1) ON CONFLICT (node_id) DO UPDATE SET "
                             "last_seen = excluded.last_seen"), (node_id, now))  # fmt: skip
-        node = _load(store, cur, node_id)
+        if existing is not None:
+            return _load(store, cur, node_id), cert_pem
+    node = node_from_row((node_id, inv.system.hostname[:253], S.DISCOVERED, 0,
+                          "hardware inventory received", preset.pool, preset.role, preset.cluster,
+                          preset.profile, dumps(dict(preset.labels)), dumps(list(preset.taints)),
+                          model, count, "", not_after, now))  # fmt: skip
     return node, cert_pem
 
 
 def _store_inventory(store: Store, cur: Any, node_id: str, inv: pb.HardwareInventory,
-                     inv_hash: str) -> None:  # fmt: skip
+                     inv_hash: str, inv_json: str | None = None) -> None:  # fmt: skip
     model, count = _gpu_summary(inv)
     cur.execute(store.q("UPDATE nodes SET inventory = ?, inventory_hash = ?, hostname = ?, "
                         "gpu_model = ?, gpu_count = ?, hw_ids = ?, updated_at = ? WHERE id = ?"),
-                (json_format.MessageToJson(inv, indent=None), inv_hash, inv.system.hostname[:253],
+                (inv_json or json_format.MessageToJson(inv, indent=None), inv_hash,
+                 inv.system.hostname[:253],
                  model, count, dumps(identity.hardware_ids(inv)), time.time(),
                  node_id))  # fmt: skip
 

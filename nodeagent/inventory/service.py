@@ -151,8 +151,14 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         cached = s.nodes.get(me.name)
         inv = request.inventory if request.HasField("inventory") else None
         if cached is None or inv is not None or cached[1] != request.phase:
-            node, _ = await s.store.run(registry.heartbeat_update, s.store, me.name,
-                                        request.phase, inv, request.inventory_hash)
+            node, _ = await s.store.run(
+                registry.heartbeat_update,
+                s.store,
+                me.name,
+                request.phase,
+                inv,
+                request.inventory_hash,
+            )
             s.nodes[me.name] = (node, request.phase)
         else:
             node = cached[0]  # nothing but liveness changed: no transaction

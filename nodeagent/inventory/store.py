@@ -147,7 +147,7 @@ class Store:
             def connect_pg() -> Any:
                 return psycopg.connect(url, autocommit=True, connect_timeout=5)
 
-            store = cls(POSTGRES, connect_pg, workers=8)
+            store = cls(POSTGRES, connect_pg, workers=16)
         else:
             raise ValueError(f"database url must be sqlite:///PATH or postgresql://...: {url!r}")
         store.migrate_sync()
