@@ -27,7 +27,6 @@ class _Node:
     obs: fpb.FabricObservation
     rail_leaves: list[str]  # one entry per active rail with a neighbour
     expected: int
-    spines: dict[str, set[str]] = field(default_factory=dict)  # leaf -> its spines
 
     @property
     def leaf_set(self) -> frozenset[str]:
@@ -38,18 +37,32 @@ class _Node:
         return self.expected > 0 and len(self.rail_leaves) >= self.expected
 
 
-def _scan(obs: fpb.FabricObservation, names: dict[str, str]) -> _Node:
-    node = _Node(obs, [], obs.rails_expected or len(obs.rails))
-    for rail in obs.rails:
-        if rail.active and rail.leaf.id:
-            node.rail_leaves.append(rail.leaf.id)
-            names.setdefault(rail.leaf.id, rail.leaf.name)
-            spines = node.spines.setdefault(rail.leaf.id, set())
-            for s in rail.spines:
-                if s.id:
-                    spines.add(s.id)
-                    names.setdefault(s.id, s.name)
-    return node
+@dataclass
+class _Switches:
+    """What the fleet says about each switch: its name and, for leaves, its spines.
+
+    A leaf's spines are the fullest set any node reported for it. Every node on a leaf
+    reads the same leaf's links, so views differ only when one was cut short, and
+    reading each view only when it is larger keeps the 10,000-node case fast.
+    """
+
+    names: dict[str, str] = field(default_factory=dict)
+    spines: dict[str, list[str]] = field(default_factory=dict)
+
+    def scan(self, obs: fpb.FabricObservation) -> _Node:
+        node = _Node(obs, [], obs.rails_expected or len(obs.rails))
+        for rail in obs.rails:
+            leaf = rail.leaf.id
+            if not (rail.active and leaf):
+                continue
+            node.rail_leaves.append(leaf)
+            if leaf not in self.names:
+                self.names[leaf] = rail.leaf.name
+            if len(rail.spines) > len(self.spines.get(leaf, ())):
+                self.spines[leaf] = [s.id for s in rail.spines if s.id]
+                for s in rail.spines:
+                    self.names.setdefault(s.id, s.name)
+        return node
 
 
 def _claim(
@@ -86,8 +99,8 @@ def group_fleet(
 ) -> fpb.FabricTopology:
     """Switch groups and every node's tiers; `previous` holds last run's tiers by node."""
     previous = previous or {}
-    names: dict[str, str] = {}
-    nodes = sorted((_scan(o, names) for o in observations), key=lambda n: n.obs.node)
+    switches = _Switches()
+    nodes = sorted((switches.scan(o) for o in observations), key=lambda n: n.obs.node)
     claimed: dict[str, str] = {}
     groups = _claim(Counter(n.leaf_set for n in nodes if n.complete and n.rail_leaves), claimed)
     member: dict[str, str] = {}
@@ -105,7 +118,7 @@ def group_fleet(
         gid = _sole_group(node, claimed)
         if gid:
             member[node.obs.node] = gid
-    return _assemble(nodes, groups, member, names, previous)
+    return _assemble(nodes, groups, member, switches, previous)
 
 
 def _has_last_good(node: _Node, previous: Mapping[str, fpb.FabricTiers]) -> bool:
@@ -117,14 +130,14 @@ def _assemble(
     nodes: list[_Node],
     groups: dict[str, frozenset[str]],
     member: dict[str, str],
-    names: dict[str, str],
+    switches: _Switches,
     previous: Mapping[str, fpb.FabricTiers],
 ) -> fpb.FabricTopology:
-    spines_of: dict[str, set[str]] = {gid: set() for gid in groups}
-    for node in nodes:
-        gid = member.get(node.obs.node)
-        for leaf in groups.get(gid or "", ()):
-            spines_of[gid or ""] |= node.spines.get(leaf, set())
+    names = switches.names
+    spines_of = {
+        gid: {s for leaf in leaves for s in switches.spines.get(leaf, ())}
+        for gid, leaves in groups.items()
+    }
     spine_id = {gid: tiers.set_id("sg-", s) for gid, s in spines_of.items() if s}
     topo = fpb.FabricTopology()
     nodes_of: dict[str, list[str]] = {gid: [] for gid in groups}
