@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 # against; prometheus ships promtool, which the tests use to check /metrics; postgresql is
 # the database the inventory tests start in a temporary directory (initdb, pg_ctl); systemd
 # gives systemd-analyze, which checks the units; lldpd runs on every switch and node of the
-# network-namespace fabric the topology tests build.
-APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd lldpd
+# network-namespace fabric the topology tests build; cloud-init validates the shipped
+# user-data (`cloud-init schema`).
+APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd lldpd cloud-init
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test demo lint format protos bench deps-system clean

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from nodeagent.cli.common import EXIT_ERROR, EXIT_OK, CliError
@@ -113,7 +114,49 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_ERROR
 
 
+def _cmd_bootstrap(args: argparse.Namespace) -> int:
+    from nodeagent.agent import bootstrap
+
+    opts = bootstrap.BootstrapOptions(
+        inventory=args.inventory, token=_token(args), ca_hash=args.ca_hash,
+        bootstrap_address=args.bootstrap_address or "",
+        config_dir=args.config_dir, state_dir=args.state_dir, root=args.root,
+        tuning=args.tuning, reboot=args.reboot)  # fmt: skip
+    try:
+        bootstrap.run(opts)
+    except bootstrap.BootstrapError as exc:
+        raise CliError(f"bootstrap: {exc}") from None
+    print("bootstrap complete: nodeagent.service takes over")
+    return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token_file:
+        try:
+            return str(Path(args.token_file).read_text().strip())
+        except OSError as exc:
+            raise CliError(f"--token-file: {exc}") from None
+    if not args.token:
+        raise CliError("give --token or --token-file")
+    return str(args.token)
+
+
 def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bootstrap", help="first boot: configure, discover, enrol, tune (idempotent)"
+    )
+    p.add_argument("--inventory", required=True, help="inventory host:port (mTLS port)")
+    p.add_argument("--bootstrap-address", help="enrolment host:port (default: inventory port + 1)")
+    p.add_argument("--token", help="bootstrap token (prefer --token-file: argv is visible)")
+    p.add_argument("--token-file")
+    p.add_argument("--ca-hash", required=True, help="sha256:... pin of the inventory CA")
+    p.add_argument("--config-dir", default="/etc/nodeagent")
+    p.add_argument("--state-dir", default="/var/lib/nodeagent")
+    p.add_argument("--root", default="/")
+    p.add_argument("--tuning", choices=["apply", "check", "skip"], default="apply")
+    p.add_argument("--reboot", choices=["never", "auto"], default="never")
+    p.set_defaults(func=_cmd_bootstrap)
+
     p = sub.add_parser("serve", help="run the node agent daemon")
     p.add_argument("--config", help="agent.toml (default /etc/nodeagent/agent.toml if present)")
     p.set_defaults(func=_cmd_serve)

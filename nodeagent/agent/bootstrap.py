@@ -1,0 +1,158 @@
+"""`nodeagent bootstrap`: first boot, run once by cloud-init, safe to run again.
+
+Steps, each recorded in the state file when done so that after a reboot (or a
+crash, or an operator re-running it) bootstrap continues where it stopped:
+
+  config    write /etc/nodeagent/agent.toml and the token file (0600), every run
+  discover  discover the hardware (the inventory sent at enrolment)
+  enrol     pinned-CA enrolment with the bootstrap token -> node certificate
+  tune      apply the profile the inventory assigned, as the policy allows
+  handoff   done: nodeagent.service takes over (heartbeats, health, labels)
+
+A failure names the step and says how to retry; steps already done are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nodeagent import tlsutil
+from nodeagent.agent import config as config_mod
+from nodeagent.agent.daemon import inventory_hash
+from nodeagent.agent.enrol import InventoryClient, Snapshot
+from nodeagent.agent.state import StateFile
+from nodeagent.hardware.inventory import discover
+from nodeagent.host import HostRoot
+
+STEPS = ("config", "discover", "enrol", "tune", "handoff")
+_ADDRESS_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]_")
+
+
+class BootstrapError(RuntimeError):
+    """A step failed; the message names it and how to retry."""
+
+
+@dataclass
+class BootstrapOptions:
+    inventory: str
+    token: str
+    ca_hash: str
+    config_dir: str = "/etc/nodeagent"
+    state_dir: str = "/var/lib/nodeagent"
+    root: str = "/"
+    bootstrap_address: str = ""  # enrolment port; default: the inventory's port + 1
+    tuning: str = "apply"  # apply | check | skip
+    reboot: str = "never"  # never | auto
+
+
+def _validate(opts: BootstrapOptions) -> None:
+    """Values reach a TOML file and an RPC: check them before anything is written."""
+    for flag, value in (("--inventory", opts.inventory),
+                        ("--bootstrap-address", opts.bootstrap_address)):  # fmt: skip
+        host, _, port = value.rpartition(":")
+        if value and (not host or not port.isdigit() or not set(value) <= _ADDRESS_CHARS):
+            raise BootstrapError(f"{flag} must be host:port, got {value!r}")
+    if not opts.inventory:
+        raise BootstrapError("--inventory is required")
+    if not opts.ca_hash.startswith("sha256:") or len(opts.ca_hash) != 71:
+        raise BootstrapError("--ca-hash must be sha256:<64 hex digits> "
+                             "(`nodeagent inventory ca-hash` on the inventory host)")  # fmt: skip
+    if opts.tuning not in ("apply", "check", "skip") or opts.reboot not in ("never", "auto"):
+        raise BootstrapError("--tuning is apply|check|skip and --reboot never|auto")
+
+
+def write_config(opts: BootstrapOptions) -> Path:
+    directory = Path(opts.config_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    token_file = directory / "bootstrap-token"
+    tlsutil.write_private(token_file, opts.token.strip().encode() + b"\n")
+    config = directory / "agent.toml"
+    text = (f'root = "{opts.root}"\nstate_dir = "{opts.state_dir}"\n\n[inventory]\n'
+            f'address = "{opts.inventory}"\nca_hash = "{opts.ca_hash}"\n'
+            f'token_file = "{token_file}"\n'
+            + (f'bootstrap_address = "{opts.bootstrap_address}"\n' if opts.bootstrap_address
+               else ""))  # fmt: skip
+    tmp = config.with_name(".agent.toml.tmp")
+    tmp.write_text(text)
+    tmp.replace(config)
+    config_mod.load(config, required=True)  # what we wrote must be what the service accepts
+    return config
+
+
+def run(opts: BootstrapOptions, log: Callable[[str], None] = print) -> list[str]:
+    """Run the remaining steps; returns the steps run this time."""
+    _validate(opts)
+    state_file = StateFile(Path(opts.state_dir) / "state.json")
+    state = state_file.load()
+    done: list[str] = list(state.get("bootstrap", {}).get("done", []))
+    ran: list[str] = []
+    root = HostRoot(opts.root)
+    inventory = None
+
+    def mark(step: str) -> None:
+        done.append(step)
+        ran.append(step)
+        state.setdefault("bootstrap", {})["done"] = done
+        state_file.save(state)
+        log(f"bootstrap: {step} done")
+
+    for step in STEPS:
+        if step == "config":  # the command line is the truth: rewritten on every run
+            write_config(opts)
+            if step not in done:
+                mark(step)
+            continue
+        if step in done:
+            log(f"bootstrap: {step} already done, skipped")
+            continue
+        try:
+            if step in ("discover", "enrol") and inventory is None:
+                inventory = discover(root)
+            if step == "enrol":
+                assert inventory is not None
+                cfg = config_mod.load(Path(opts.config_dir) / "agent.toml", required=True)
+                snap = Snapshot(phase="DISCOVERED", inventory=inventory,
+                                inventory_hash=inventory_hash(inventory), drift_count=0,
+                                health=[])  # fmt: skip
+                client = InventoryClient(
+                    cfg.inventory, opts.state_dir, functools.partial(_same, snap)
+                )
+                if not client.identity.exists():
+                    asyncio.run(client.enrol())
+                state["node_id"] = client.identity.node_id()
+                state["assignment_profile"] = client.desired.profile
+            elif step == "tune":
+                _tune(opts, str(state.get("assignment_profile", "")), log)
+        except BootstrapError:
+            raise
+        except Exception as exc:  # every failure: which step, what, how to retry
+            raise BootstrapError(
+                f"step '{step}' failed: {exc}. Fix the cause and run the same "
+                "`nodeagent bootstrap` again: completed steps are skipped."
+            ) from exc
+        mark(step)
+    return ran
+
+
+def _same(snap: Snapshot) -> Snapshot:
+    return snap
+
+
+def _tune(opts: BootstrapOptions, profile: str, log: Callable[[str], None]) -> None:
+    if opts.tuning == "skip" or not profile:
+        log(f"bootstrap: tune skipped ({'policy skip' if profile else 'no profile assigned'})")
+        return
+    cmd = [sys.executable, "-m", "nodeagent.cli.main", "tune", "apply", "--profile", profile,
+           "--root", opts.root, "--reboot", opts.reboot]  # fmt: skip
+    if opts.tuning == "check":
+        cmd.append("--check")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if proc.returncode not in (0, 3):
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"tune apply of profile {profile} exited {proc.returncode}: {tail[0]}")
