@@ -68,8 +68,8 @@ def _transition(store: Store, cur: Any, node_id: str, current: int, target: int,
     store.add_event(cur, node_id, actor, current, target, reason)
 
 
-def consume_token(store: Store, cur: Any, token: str) -> ipb.Assignment:
-    """Check and count a use of a bootstrap token, inside the registration's transaction."""
+def check_token(store: Store, cur: Any, token: str) -> tuple[str, ipb.Assignment]:
+    """Validate a bootstrap token (no lock taken); returns its id and preset."""
     token_id, secret = tokens.split(token)
     cur.execute(store.q("SELECT secret_hash, expires_at, max_uses, uses, revoked, preset "
                         "FROM tokens WHERE id = ?"), (token_id,))  # fmt: skip
@@ -83,11 +83,22 @@ def consume_token(store: Store, cur: Any, token: str) -> ipb.Assignment:
         raise tokens.TokenError("bootstrap token has expired")
     if uses >= max_uses:
         raise tokens.TokenError("bootstrap token has already been used")
-    cur.execute(store.q("UPDATE tokens SET uses = uses + 1 WHERE id = ? AND uses < max_uses"),
-                (token_id,))  # fmt: skip
-    if cur.rowcount != 1:  # another replica took the last use first
+    return token_id, json_format.Parse(preset, ipb.Assignment())
+
+
+def spend_token(store: Store, cur: Any, token_id: str) -> None:
+    """Count one use, atomically, as the last write of the registration's transaction.
+
+    Last, because it locks the token's row until commit: with PostgreSQL a
+    registration wave on one token would otherwise queue behind that lock for
+    the whole transaction. The condition re-checks what check_token saw, so a
+    concurrent revocation or the last use taken by another replica still wins.
+    """
+    cur.execute(store.q("UPDATE tokens SET uses = uses + 1 WHERE id = ? AND uses < max_uses "
+                        "AND revoked = 0 AND expires_at >= ?"),
+                (token_id, time.time()))  # fmt: skip
+    if cur.rowcount != 1:
         raise tokens.TokenError("bootstrap token has already been used")
-    return json_format.Parse(preset, ipb.Assignment())
 
 
 def register(store: Store, token: str, inv: pb.HardwareInventory, cert_days: float,
@@ -105,7 +116,7 @@ def register(store: Store, token: str, inv: pb.HardwareInventory, cert_days: flo
     inv_json = json_format.MessageToJson(inv, indent=None)
     model, count = _gpu_summary(inv)
     with store.tx() as cur:
-        preset = consume_token(store, cur, token)
+        token_id, preset = check_token(store, cur, token)
         existing = None
         dmi_rows: list[Any] = []
         if dmi:
@@ -158,6 +169,7 @@ def register(store: Store, token: str, inv: pb.HardwareInventory, cert_days: flo
         cur.execute(store.q("INSERT INTO liveness (node_id, last_seen, phase, reachable) "
                             "VALUES (?, ?, 'ENROLLED', 1) ON CONFLICT (node_id) DO UPDATE SET "
                             "last_seen = excluded.last_seen"), (node_id, now))  # fmt: skip
+        spend_token(store, cur, token_id)
         if existing is not None:
             return _load(store, cur, node_id), cert_pem
     node = node_from_row((node_id, inv.system.hostname[:253], S.DISCOVERED, 0,
