@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "nodeagent.cli.agent_cmd",
     "nodeagent.cli.labels_cmd",
     "nodeagent.cli.inventory_cmd",
+    "nodeagent.cli.tune_cmd",
 )
 
 

@@ -1,0 +1,154 @@
+"""The JSON Schema of a golden profile, built from the allow-lists in `validators`.
+
+One source for both: a pattern tightened in `validators` tightens load-time validation too.
+`nodeagent tune schema` prints it for editors (YAML language servers take a JSON Schema).
+Every object is closed (`additionalProperties: false`) so a misspelt key is an error that
+names the key, not a setting silently left at its default (cloud-init's schema rule).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeagent.tuning.validators import KINDS
+
+
+def _s(kind: str) -> dict[str, Any]:
+    spec = KINDS[kind]
+    return {"type": "string", "pattern": f"^(?:{spec.pattern})$", "maxLength": spec.max_len}
+
+
+def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": props,
+        "required": list(required),
+    }
+
+
+def _list(item: dict[str, Any], unique: bool = True) -> dict[str, Any]:
+    return {"type": "array", "items": item, "uniqueItems": unique}
+
+
+_UINT = {"type": "integer", "minimum": 0, "maximum": 1 << 31}
+_SCALAR = {"type": ["string", "integer"]}  # YAML `1` and `"1"` are both fine; stored as text
+
+
+def _map(key: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "propertyNames": _s(key), "additionalProperties": value}
+
+
+def _scalar_of(kind: str) -> dict[str, Any]:
+    """An integer, or a string of `kind` (integers are checked again once stringified)."""
+    return {"anyOf": [{"type": "integer", "minimum": 0}, _s(kind)]}
+
+
+SELECTOR = _obj(
+    {
+        "gpu_models": _list(_s("glob")),
+        "gpu_count": _UINT,
+        "system_vendors": _list(_s("glob")),
+        "system_products": _list(_s("glob")),
+        "cpu_vendors": _list(_s("glob")),
+        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+    }
+)
+
+EXPECTED_HARDWARE = _obj(
+    {
+        "gpu_model": _s("glob"),
+        "gpu_count": _UINT,
+        "compute_rails": _UINT,
+        "rail_rate_gbps": {"type": "number", "minimum": 0, "maximum": 3200},
+        "rail_link_layer": _s("link_layer"),
+        "nvme_count": _UINT,
+    }
+)
+
+BIOS = _obj(
+    {
+        "intents": _obj(
+            {
+                "performance_profile": _s("performance_profile"),
+                "c_states": _s("toggle"),
+                "sub_numa_clustering": _s("toggle"),
+                "aspm": _s("toggle"),
+                "virtualization": _s("toggle"),
+                "iommu": _s("toggle"),
+                "sriov": _s("toggle"),
+                "turbo": _s("toggle"),
+            }
+        ),
+        "attributes": _map(
+            "bios_attribute", {"anyOf": [{"type": ["integer", "boolean"]}, _s("bios_value")]}
+        ),
+        "apply_time": _s("apply_time"),
+    }
+)
+
+OS = _obj(
+    {
+        "kernel_cmdline": _list(_s("cmdline_token")),
+        "sysctl": _map("sysctl_key", _scalar_of("sysctl_value")),
+        "cpu_governor": _s("governor"),
+        "transparent_hugepages": _s("thp"),
+        "transparent_hugepages_defrag": _s("thp_defrag"),
+        "hugepages": _obj(
+            {"size_kib": {"enum": [2048, 1048576]}, "count": _UINT}, required=("size_kib", "count")
+        ),
+        "numa_balancing": {"type": "boolean"},
+        "modules": _list(_s("module")),
+        "module_options": _map("module", _map("module_param", _scalar_of("module_value"))),
+        "services": _list(_s("service")),
+        "disable_pcie_acs": {"type": "boolean"},
+        "memlock": _scalar_of("memlock"),
+        "nvme_raid": _obj(
+            {
+                "device": _s("md_device"),
+                "level": {"enum": [0]},
+                "member_model": _s("glob"),
+                "members": {"type": "integer", "minimum": 2, "maximum": 64},
+                "mount_point": _s("mount_point"),
+                "filesystem": _s("filesystem"),
+                "chunk_kib": {"enum": [64, 128, 256, 512, 1024]},
+            },
+            required=("device", "level", "member_model", "members", "mount_point", "filesystem"),
+        ),
+        "max_cstate": {"type": "integer", "minimum": 0, "maximum": 9},
+        "pcie_aspm_policy": _s("aspm_policy"),
+    }
+)
+
+SUPPORT = _obj(
+    {
+        "kernels": _list(_s("glob")),
+        "nvidia_drivers": _list(_s("glob")),
+        "cuda": _list(_s("glob")),
+        "nic_firmware": _list(
+            _obj(
+                {"model": _s("glob"), "versions": _list(_s("glob"))}, required=("model", "versions")
+            ),
+            unique=False,
+        ),
+        "os": _list(_s("glob")),
+    }
+)
+
+PROFILE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://nodeagent.io/schemas/golden-profile.json",
+    "title": "nodeagent golden-image profile",
+    **_obj(
+        {
+            "name": _s("profile_name"),
+            "description": {"type": "string", "maxLength": 500},
+            "selector": SELECTOR,
+            "expected_hardware": EXPECTED_HARDWARE,
+            "bios": BIOS,
+            "os": OS,
+            "support": SUPPORT,
+        },
+        required=("name", "os"),
+    ),
+}

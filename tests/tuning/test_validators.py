@@ -1,0 +1,102 @@
+"""Allow-lists: what reaches a file, a command line or a shell is a plain word (property tests)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodeagent.tuning import commands, validators
+
+# Kinds whose values end up in files, on the kernel command line or in argv.
+SHELL_BOUND = [
+    "cmdline_token",
+    "sysctl_key",
+    "module",
+    "module_param",
+    "module_value",
+    "service",
+    "governor",
+    "thp",
+    "memlock",
+    "md_device",
+    "filesystem",
+    "mount_point",
+    "aspm_policy",
+    "wwid",
+    "profile_name",
+]
+DANGEROUS = set(" \t\n\r\x00;&|$`'\"\\<>(){}*?!#~")
+
+
+@pytest.mark.parametrize("kind", SHELL_BOUND)
+@given(text=st.text(max_size=80))
+def test_accepted_values_are_plain_words(kind: str, text: str) -> None:
+    if validators.is_valid(kind, text):
+        assert text and shlex.quote(text) == text
+        assert not DANGEROUS & set(text)
+
+
+@given(text=st.text(alphabet=st.characters(codec="ascii"), max_size=60))
+def test_cmdline_token_never_breaks_grub_quoting(text: str) -> None:
+    if validators.is_valid("cmdline_token", text):
+        assert not set('"$`;\\ \n') & set(text)
+        line = f'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX {text}"'
+        assert shlex.split(line) == [f"GRUB_CMDLINE_LINUX=$GRUB_CMDLINE_LINUX {text}"]
+
+
+@given(
+    value=st.from_regex(re.compile(r"[A-Za-z0-9_.:,/-]{1,10}( [0-9]{1,6}){0,3}"), fullmatch=True)
+)
+def test_sysctl_values_with_several_numbers_pass(value: str) -> None:
+    assert validators.is_valid("sysctl_value", value)
+    assert "\n" not in value
+
+
+@given(text=st.text(max_size=40))
+def test_check_agrees_with_is_valid(text: str) -> None:
+    for kind in ("sysctl_value", "bios_value", "glob", "bmc_url"):
+        if validators.is_valid(kind, text):
+            assert validators.check(kind, text) == text
+        else:
+            with pytest.raises(validators.UnsafeValue):
+                validators.check(kind, text)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("cmdline_token", "pci=disable_acs_redir=a;b"),
+        ("cmdline_token", "x=$(reboot)"),
+        ("sysctl_value", "1\nkernel.panic = 0"),
+        ("module", "nvidia peermem"),
+        ("mount_point", "/"),
+        ("mount_point", "/etc"),
+        ("mount_point", "/raid/../etc"),
+        ("bmc_url", "https://admin:secret@10.0.0.5"),
+        ("service", "-x.service"),
+        ("memlock", "0"),
+        ("wwid", "../../etc/passwd"),
+    ],
+)
+def test_known_bad_values(kind: str, value: str) -> None:
+    assert not validators.is_valid(kind, value)
+
+
+def test_unit_names() -> None:
+    assert validators.service_unit("nvidia-persistenced") == "nvidia-persistenced.service"
+    assert validators.service_unit("raid.mount") == "raid.mount"
+    assert validators.mount_unit("/mnt/local_disk") == "mnt-local_disk.mount"
+
+
+def test_commands_map_must_be_argv_of_plain_words() -> None:
+    assert commands.check({"sysctl": ["/opt/bin/sysctl"]})["sysctl"] == ["/opt/bin/sysctl"]
+    with pytest.raises(commands.CommandsError, match="plain word"):
+        commands.check({"sysctl": ["sysctl; reboot"]})
+    with pytest.raises(commands.CommandsError, match="unknown"):
+        commands.check({"rm": ["rm"]})
+    with pytest.raises(commands.CommandsError, match="non-empty list"):
+        commands.check({"sysctl": "sysctl -p"})
