@@ -8,15 +8,19 @@ STAMP := $(VENV)/.installed-stamp
 # the database the inventory tests start in a temporary directory (initdb, pg_ctl); systemd
 # gives systemd-analyze, which checks the units; lldpd runs on every switch and node of the
 # network-namespace fabric the topology tests build; cloud-init validates the shipped
-# user-data (`cloud-init schema`).
-APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd lldpd cloud-init
+# user-data (`cloud-init schema`); libvirt-dev, pkg-config, gcc and python3-dev build
+# libvirt-python, which the sushy-tools Redfish emulator of the BIOS tests needs (its
+# libvirt driver on libvirt's in-process test:///default connection, no libvirtd).
+APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd lldpd cloud-init \
+	libvirt-dev pkg-config gcc python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test demo lint format protos bench deps-system clean
 
 all: test
 
-$(STAMP): pyproject.toml
+# Debian packages first: a Python dependency (libvirt-python) builds against them.
+$(STAMP): pyproject.toml | deps-system
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -194,6 +194,15 @@ def _clean(exc: Exception, target: BmcTarget) -> str:
     return text.replace(target.password, "***") if target.password else text
 
 
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Some BMCs (sushy-tools among them) return Boolean attributes as "true"/"false"."""
+    return a == b or (a is not None and b is not None and _text(a).lower() == _text(b).lower())
+
+
 def _compare(
     desired: list[Desired], current: dict[str, Any], pending: dict[str, Any]
 ) -> list[tpb.SettingResult]:
@@ -212,9 +221,10 @@ def _compare(
             )
             continue
         have = current.get(d.attribute)
-        status = OK if have == d.value else DRIFT
+        status = OK if _same(have, d.value) else DRIFT
         detail = ""
-        if status == DRIFT and pending.get(d.attribute) == d.value and pending != current:
+        waiting = pending.get(d.attribute)
+        if status == DRIFT and _same(waiting, d.value) and pending != current:
             status, detail = PENDING, "pending on the BMC; applied at the next reset"
         out.append(
             tpb.SettingResult(
@@ -222,7 +232,7 @@ def _compare(
                 category="bios",
                 status=status,
                 expected=d.shown,
-                actual=f"{d.attribute}={have}",
+                actual=f"{d.attribute}={_text(have)}",
                 reboot_needed=status == PENDING,
                 detail=detail,
             )
@@ -264,7 +274,7 @@ def apply_bios(
     if not changes:
         task.status, task.message = tpb.TASK_OK, "nothing to change"
         return results, [task]
-    shown = ", ".join(f"{k}={val}" for k, val in sorted(changes.items()))
+    shown = ", ".join(f"{k}={_text(val)}" for k, val in sorted(changes.items()))
     task.status = tpb.TASK_CHANGED
     if check:
         task.message = f"would set {shown}"
