@@ -38,7 +38,7 @@ def _payloads() -> st.SearchStrategy[bytes]:
             ).SerializeToString(),
             text,
             st.integers(0, 3),
-        ),  # fmt: skip
+        ),
         st.builds(
             lambda s: inventory_pb2.RegisterRequest(token=s, csr_pem=s).SerializeToString(), text
         ),
