@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,3 +157,44 @@ def test_pulled_cable_keeps_tier_and_degrades(root_copy: Callable[..., Path]) ->
     assert (kept.tier_0, kept.tier_1, kept.source) == (healthy.tier_0, healthy.tier_1, "last-good")
     assert kept.degraded and kept.rails_active == 7 and kept.rails_expected == 8
     assert kept.degraded_reasons == ["7 of 8 compute rails active (down: mlx5_3/1)"]
+
+
+def _stand_in(bin_dir: Path, name: str, script: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+
+
+def test_live_queries_run_the_documented_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No InfiniBand here: stand-ins on PATH replay the recorded outputs, and log the
+    # command lines so the test can check what the probe asks for.
+    log = tmp_path / "calls"
+    _stand_in(tmp_path, "smpquery", f'echo "smpquery $*" >> {log}\n'
+              f'case "$*" in *mlx5_9*) echo "ibwarn: [42] mad_rpc: _do_madrpc failed" >&2; '
+              f"exit 255;; esac\n"
+              f'case "$*" in *nodeinfo*) cat {FIXTURES}/smpquery-nodeinfo.txt;; '
+              f"*) cat {FIXTURES}/smpquery-nodedesc.txt;; esac\n")  # fmt: skip
+    _stand_in(
+        tmp_path, "iblinkinfo", f'echo "iblinkinfo $*" >> {log}\ncat {FIXTURES}/iblinkinfo.txt\n'
+    )
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    data = infiniband.read_live([("mlx5_0", 1), ("mlx5_9", 1)], timeout=10)
+    assert log.read_text().splitlines()[:3] == [
+        "smpquery -C mlx5_0 -P 1 -D nodeinfo 0,1",
+        "smpquery -C mlx5_0 -P 1 -D nodedesc 0,1",
+        "iblinkinfo -C mlx5_0 -P 1 -D 0,1 -a --switches-only -l",
+    ]
+    hops = infiniband.neighbours(data)
+    assert hops[("mlx5_0", 1)]["leaf"]["name"] == "MF0;su1-ibleaf-r0:MQM9700/U1"
+    assert hops[("mlx5_9", 1)]["leaf"] is None
+    assert "nodeinfo: ibwarn: [42] mad_rpc: _do_madrpc failed" in hops[("mlx5_9", 1)]["errors"]
+
+
+def test_without_infiniband_diags_the_probe_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no smpquery anywhere
+    data = infiniband.read_live([("mlx5_0", 1)])
+    assert data["available"] is False and "install infiniband-diags" in data["error"]
