@@ -99,6 +99,70 @@ def _migrations(serial: str) -> list[str]:
             created_by TEXT NOT NULL DEFAULT ''
         );
         """,
+        # 2: Kubespray clusters, node addresses, join jobs and the per-cluster job lease
+        f"""
+        CREATE TABLE clusters (
+            name TEXT PRIMARY KEY,
+            spec TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE node_addresses (
+            node_id TEXT PRIMARY KEY,
+            ansible_host TEXT NOT NULL DEFAULT '',
+            ip TEXT NOT NULL DEFAULT '',
+            access_ip TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE node_label_cache (
+            node_id TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            labels TEXT NOT NULL
+        );
+        CREATE TABLE join_jobs (
+            id TEXT PRIMARY KEY,
+            cluster TEXT NOT NULL,
+            state INTEGER NOT NULL,
+            batch_size INTEGER NOT NULL,
+            current_batch INTEGER NOT NULL DEFAULT 0,
+            message TEXT NOT NULL DEFAULT '',
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            owner TEXT NOT NULL DEFAULT '',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            retry_of TEXT NOT NULL DEFAULT '',
+            created_by TEXT NOT NULL DEFAULT '',
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX join_jobs_cluster ON join_jobs (cluster, state);
+        CREATE TABLE join_job_nodes (
+            job_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            hostname TEXT NOT NULL,
+            batch INTEGER NOT NULL,
+            state INTEGER NOT NULL,
+            failed_task TEXT NOT NULL DEFAULT '',
+            message TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (job_id, node_id)
+        );
+        CREATE TABLE join_job_events (
+            seq {serial},
+            job_id TEXT NOT NULL,
+            time DOUBLE PRECISION NOT NULL,
+            kind TEXT NOT NULL,
+            node_id TEXT NOT NULL DEFAULT '',
+            hostname TEXT NOT NULL DEFAULT '',
+            batch INTEGER NOT NULL DEFAULT 0,
+            message TEXT NOT NULL DEFAULT '',
+            job_state INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX join_job_events_job ON join_job_events (job_id, seq);
+        CREATE TABLE cluster_leases (
+            cluster TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        );
+        """,
     ]
 
 
@@ -173,8 +237,12 @@ class Store:
     @contextlib.contextmanager
     def tx(self) -> Iterator[Any]:
         """A transaction in this worker thread; errors roll back and surface as StoreError."""
-        conn = self._conn()
-        cur = conn.cursor()
+        try:
+            conn = self._conn()
+            cur = conn.cursor()
+        except Exception as exc:  # the server is down or restarting: UNAVAILABLE, retry later
+            self._drop_conn()
+            raise StoreError(f"database unavailable: {exc}".splitlines()[0]) from exc
         try:
             cur.execute("BEGIN IMMEDIATE" if self.dialect is SQLITE else "BEGIN")
             yield cur

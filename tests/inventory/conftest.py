@@ -119,6 +119,8 @@ class ServiceThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return  # already stopped
         self._do(self.svc.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
