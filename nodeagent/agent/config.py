@@ -53,6 +53,17 @@ class InventoryClientConfig:
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    profile: str = ""  # golden profile when the inventory assigns none; "" = by selector
+    profiles_dir: str = ""  # searched before /etc/nodeagent/profiles and the shipped ones
+    commands_file: str = ""  # JSON map of command stand-ins (throwaway roots, tests)
+    bmc_url: str = ""  # Redfish base URL; empty: BIOS settings are not read or written
+    bmc_username: str = ""
+    bmc_password_file: str = ""  # the password stays in this file, out of the config
+    bmc_verify_tls: bool = True
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     root: str = "/"
     state_dir: str = "/var/lib/nodeagent"
@@ -64,6 +75,7 @@ class AgentConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     inventory: InventoryClientConfig = field(default_factory=InventoryClientConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def summary(self) -> dict[str, str]:
         """Flat view for GetStatus; paths and switches only, never key material."""

@@ -36,9 +36,10 @@ from nodeagent.agent.enrol import InventoryClient, Snapshot
 from nodeagent.agent.events import EventBus
 from nodeagent.agent.metrics import AgentCollector, AgentView
 from nodeagent.agent.state import StateFile
+from nodeagent.agent.tuning import TuningService
 from nodeagent.agent.watch import HOTPLUG_CLASSES, UdevWatcher, XidWatcher
 from nodeagent.api.handlers import service_handler
-from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc
+from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc, tuning_pb2
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware import inventory as hw
 from nodeagent.hardware.rdma import read_port_status
@@ -121,6 +122,17 @@ class NodeAgentServicer(agent_pb2_grpc.NodeAgentServicer):
         async for event in self.agent.bus.subscribe(kinds):
             yield event
 
+    async def ApplyTuning(
+        self, request: tuning_pb2.ApplyTuningRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        async for event in self.agent.tuning.apply(request, context):
+            yield event
+
+    async def VerifyTuning(
+        self, request: tuning_pb2.VerifyTuningRequest, context: grpc.aio.ServicerContext
+    ) -> tuning_pb2.TuningReport:
+        return await self.agent.tuning.verify(request, context)
+
 
 class Agent:
     def __init__(self, config: config_mod.AgentConfig, config_path: str | None = None) -> None:
@@ -144,6 +156,7 @@ class Agent:
         self.server: grpc.aio.Server | None = None
         self._metrics: Any = None
         self.inventory_client: InventoryClient | None = None
+        self.tuning = TuningService(self)
 
     # --- state ---------------------------------------------------------------------------
     def _set_phase(self, phase: str) -> None:
@@ -307,7 +320,7 @@ class Agent:
             root=self.config.root, state_dir=self.config.state_dir, hooks_dir=new.hooks_dir,
             hook_timeout_seconds=new.hook_timeout_seconds, log_format=new.log_format,
             log_level=new.log_level, api=self.config.api, metrics=self.config.metrics,
-            watch=new.watch, inventory=self.config.inventory)  # fmt: skip
+            watch=new.watch, inventory=self.config.inventory, tuning=new.tuning)  # fmt: skip
         self.bus.coalesce_seconds = new.watch.coalesce_seconds
         logging.getLogger().setLevel(new.log_level.upper())
         log.info("configuration reloaded from %s", self.config_path or "defaults")

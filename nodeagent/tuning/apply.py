@@ -175,22 +175,39 @@ def _runner_env(private: Path) -> dict[str, str]:
 def run_playbook(
     private: Path, playbook: Path, check: bool, on_event: Callable[[dict[str, Any]], None]
 ) -> str:
-    """Run `playbook` with the inputs in `private`; return ansible-runner's status."""
+    """Run `playbook` with the inputs in `private`; return ansible-runner's status.
+
+    Events arrive live through the handler; any the live path missed (ansible-runner reads
+    them from the child's output, and under load some arrive only in the job_events
+    artifacts) are replayed from the artifacts afterwards, in order, so none is lost.
+    """
     import ansible_runner  # imported here: the CLI's other commands must not pay for it
 
+    seen: set[str] = set()
+
     def handler(event: dict[str, Any]) -> bool:
+        seen.add(str(event.get("uuid", "")))
         on_event(event)
         return True  # keep ansible-runner's own artifacts too
 
-    runner = ansible_runner.run(
+    config = ansible_runner.RunnerConfig(
         private_data_dir=str(private),
         playbook=str(playbook),
         cmdline="--check --diff" if check else "--diff",
         envvars=_runner_env(private),
-        event_handler=handler,
         quiet=True,
         settings={"suppress_ansible_output": True},
     )
+    config.prepare()
+    # subprocess, not the pexpect default: pexpect's pty fork from a multi-threaded process
+    # (the agent, with gRPC's threads) intermittently lost the child (rc None, no output).
+    # Nothing here answers prompts, so pexpect has nothing to offer.
+    config.runner_mode = "subprocess"
+    runner = ansible_runner.Runner(config=config, event_handler=handler)
+    runner.run()
+    for event in runner.events:
+        if str(event.get("uuid", "")) not in seen:
+            on_event(event)
     return str(runner.status)
 
 

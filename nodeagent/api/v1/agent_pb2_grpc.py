@@ -5,6 +5,7 @@ import grpc
 import warnings
 
 from nodeagent.api.v1 import agent_pb2 as nodeagent_dot_v1_dot_agent__pb2
+from nodeagent.api.v1 import tuning_pb2 as nodeagent_dot_v1_dot_tuning__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -50,6 +51,16 @@ class NodeAgentStub:
                 request_serializer=nodeagent_dot_v1_dot_agent__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=nodeagent_dot_v1_dot_agent__pb2.AgentEvent.FromString,
                 _registered_method=True)
+        self.ApplyTuning = channel.unary_stream(
+                '/nodeagent.v1.NodeAgent/ApplyTuning',
+                request_serializer=nodeagent_dot_v1_dot_tuning__pb2.ApplyTuningRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_tuning__pb2.TuningEvent.FromString,
+                _registered_method=True)
+        self.VerifyTuning = channel.unary_unary(
+                '/nodeagent.v1.NodeAgent/VerifyTuning',
+                request_serializer=nodeagent_dot_v1_dot_tuning__pb2.VerifyTuningRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_tuning__pb2.TuningReport.FromString,
+                _registered_method=True)
 
 
 class NodeAgentServicer:
@@ -76,6 +87,21 @@ class NodeAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyTuning(self, request, context):
+        """Bring the node to its golden profile: progress per playbook task, then the result.
+        Refused (FAILED_PRECONDITION) on a JOINED node unless `allow_joined` (maintenance).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyTuning(self, request, context):
+        """Compare the node with its profile; refreshes nodeagent_tuning_drift.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +119,16 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=nodeagent_dot_v1_dot_agent__pb2.WatchEventsRequest.FromString,
                     response_serializer=nodeagent_dot_v1_dot_agent__pb2.AgentEvent.SerializeToString,
+            ),
+            'ApplyTuning': grpc.unary_stream_rpc_method_handler(
+                    servicer.ApplyTuning,
+                    request_deserializer=nodeagent_dot_v1_dot_tuning__pb2.ApplyTuningRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_tuning__pb2.TuningEvent.SerializeToString,
+            ),
+            'VerifyTuning': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyTuning,
+                    request_deserializer=nodeagent_dot_v1_dot_tuning__pb2.VerifyTuningRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_tuning__pb2.TuningReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +212,60 @@ class NodeAgent:
             '/nodeagent.v1.NodeAgent/WatchEvents',
             nodeagent_dot_v1_dot_agent__pb2.WatchEventsRequest.SerializeToString,
             nodeagent_dot_v1_dot_agent__pb2.AgentEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyTuning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nodeagent.v1.NodeAgent/ApplyTuning',
+            nodeagent_dot_v1_dot_tuning__pb2.ApplyTuningRequest.SerializeToString,
+            nodeagent_dot_v1_dot_tuning__pb2.TuningEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyTuning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.NodeAgent/VerifyTuning',
+            nodeagent_dot_v1_dot_tuning__pb2.VerifyTuningRequest.SerializeToString,
+            nodeagent_dot_v1_dot_tuning__pb2.TuningReport.FromString,
             options,
             channel_credentials,
             insecure,

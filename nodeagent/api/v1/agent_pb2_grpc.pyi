@@ -9,6 +9,7 @@ certificates, on TCP with mTLS. This file is a contract.
 from collections import abc as _abc
 from grpc import aio as _aio
 from nodeagent.api.v1 import agent_pb2 as _agent_pb2
+from nodeagent.api.v1 import tuning_pb2 as _tuning_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -40,6 +41,12 @@ class NodeAgentStub:
     """Phase, version, uptime, last discovery and its per-collector results."""
     WatchEvents: _grpc.UnaryStreamMultiCallable[_agent_pb2.WatchEventsRequest, _agent_pb2.AgentEvent]
     """Hardware and health events as they happen (hotplug, XID, RDMA port changes)."""
+    ApplyTuning: _grpc.UnaryStreamMultiCallable[_tuning_pb2.ApplyTuningRequest, _tuning_pb2.TuningEvent]
+    """Bring the node to its golden profile: progress per playbook task, then the result.
+    Refused (FAILED_PRECONDITION) on a JOINED node unless `allow_joined` (maintenance).
+    """
+    VerifyTuning: _grpc.UnaryUnaryMultiCallable[_tuning_pb2.VerifyTuningRequest, _tuning_pb2.TuningReport]
+    """Compare the node with its profile; refreshes nodeagent_tuning_drift."""
 
 @_typing.type_check_only
 class NodeAgentAsyncStub(NodeAgentStub):
@@ -50,6 +57,12 @@ class NodeAgentAsyncStub(NodeAgentStub):
     """Phase, version, uptime, last discovery and its per-collector results."""
     WatchEvents: _aio.UnaryStreamMultiCallable[_agent_pb2.WatchEventsRequest, _agent_pb2.AgentEvent]  # type: ignore[assignment]
     """Hardware and health events as they happen (hotplug, XID, RDMA port changes)."""
+    ApplyTuning: _aio.UnaryStreamMultiCallable[_tuning_pb2.ApplyTuningRequest, _tuning_pb2.TuningEvent]  # type: ignore[assignment]
+    """Bring the node to its golden profile: progress per playbook task, then the result.
+    Refused (FAILED_PRECONDITION) on a JOINED node unless `allow_joined` (maintenance).
+    """
+    VerifyTuning: _aio.UnaryUnaryMultiCallable[_tuning_pb2.VerifyTuningRequest, _tuning_pb2.TuningReport]  # type: ignore[assignment]
+    """Compare the node with its profile; refreshes nodeagent_tuning_drift."""
 
 class NodeAgentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -75,5 +88,23 @@ class NodeAgentServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_agent_pb2.AgentEvent], _abc.AsyncIterator[_agent_pb2.AgentEvent]]:
         """Hardware and health events as they happen (hotplug, XID, RDMA port changes)."""
+
+    @_abc_1.abstractmethod
+    def ApplyTuning(
+        self,
+        request: _tuning_pb2.ApplyTuningRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tuning_pb2.TuningEvent], _abc.AsyncIterator[_tuning_pb2.TuningEvent]]:
+        """Bring the node to its golden profile: progress per playbook task, then the result.
+        Refused (FAILED_PRECONDITION) on a JOINED node unless `allow_joined` (maintenance).
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyTuning(
+        self,
+        request: _tuning_pb2.VerifyTuningRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tuning_pb2.TuningReport, _abc.Awaitable[_tuning_pb2.TuningReport]]:
+        """Compare the node with its profile; refreshes nodeagent_tuning_drift."""
 
 def add_NodeAgentServicer_to_server(servicer: NodeAgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
