@@ -67,6 +67,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
           f"({status.last_discovery_seconds * 1000:.1f} ms)\n"
           f"hardware   {status.inventory_hash[:16]}\nevents     {status.events_emitted} "
           f"({status.watchers} watchers)")  # fmt: skip
+    node = f" (node {status.node_id})" if status.node_id else ""
+    print(f"inventory  {status.inventory_state or 'not-configured'}{node}")
     if status.last_error:
         print(f"error      {status.last_error}")
     rows = [[c.name, "ok" if c.success else "FAILED", f"{c.duration_seconds * 1000:.2f}",

@@ -1,0 +1,217 @@
+"""A whole fleet on one machine: the inventory service and three agents on modelled servers.
+
+`make demo` and the end-to-end test drive this. Each agent is a separate host: with
+root, in its own network namespace joined to this one by a veth pair (addresses from
+the 100.127.x.0/30 range, confined to namespaces this run creates); otherwise on
+loopback with ports of its own. Everything runs as the real commands an operator
+would use (`nodeagent inventory serve`, `nodeagent serve`, `nodeagent admin ...`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nodeagent import tlsutil
+from nodeagent.inventory import pki
+from nodeagent.testbed.machines import build_machine
+
+FLEET = (("dgx-h100", "training"), ("oci-bm-gpu-h100-8", "training"), ("cpu-node", "services"))
+NODEAGENT = [sys.executable, "-m", "nodeagent.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _use_namespaces() -> bool:
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        return False
+    probe = subprocess.run(["ip", "netns", "add", f"na-probe-{os.getpid()}"], capture_output=True)
+    if probe.returncode != 0:
+        return False
+    subprocess.run(["ip", "netns", "del", f"na-probe-{os.getpid()}"], capture_output=True)
+    return True
+
+
+@dataclass
+class Agent:
+    name: str
+    pool: str
+    root: Path
+    workdir: Path
+    netns: str = ""
+    address: str = ""  # where it reaches the inventory from
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> str:
+        return str(self.workdir / "run" / "agent.sock")
+
+
+@dataclass
+class Fleet:
+    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nodeagent-fleet-")))
+    namespaces: bool = field(default_factory=_use_namespaces)
+    agents: list[Agent] = field(default_factory=list)
+    inventory: subprocess.Popen[bytes] | None = None
+    port: int = field(default_factory=free_port)
+    boot_port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+
+    # --- the inventory ---------------------------------------------------------------
+    def _host_addresses(self) -> list[str]:
+        return [f"100.127.{i + 1}.1" for i in range(len(FLEET))] if self.namespaces else []
+
+    def start_inventory(self) -> None:
+        data = self.base / "inventory"
+        data.mkdir(exist_ok=True)
+        listen = "0.0.0.0" if self.namespaces else "127.0.0.1"
+        names = ", ".join(f'"{n}"' for n in ["localhost", "127.0.0.1", *self._host_addresses()])
+        config = data / "inventory.toml"
+        config.write_text(f'listen = "{listen}:{self.port}"\n'
+                          f'bootstrap_listen = "{listen}:{self.boot_port}"\n'
+                          f'data_dir = "{data}"\nserver_names = [{names}]\n'
+                          'metrics_listen = ""\nheartbeat_interval_seconds = 2\n')  # fmt: skip
+        log = open(data / "log", "ab")  # noqa: SIM115 - the child keeps it
+        self.inventory = subprocess.Popen([*NODEAGENT, "inventory", "serve", "--config",
+                                           str(config)], stdout=log, stderr=log)  # fmt: skip
+        log.close()
+        self._wait(lambda: self._pin() != "", 30, "the inventory service")
+        if not self.env:
+            self._admin_identity()
+
+    def _pin(self) -> str:
+        try:
+            ca = self.ca()
+            tlsutil.fetch_pinned_ca(f"127.0.0.1:{self.boot_port}", ca.pin, timeout=1)
+            return ca.pin
+        except (OSError, ValueError):
+            return ""
+
+    def ca(self) -> pki.CertificateAuthority:
+        data = self.base / "inventory"
+        return pki.CertificateAuthority.load_or_create(data / "ca.crt", data / "ca.key",
+                                                       create=False)  # fmt: skip
+
+    def _admin_identity(self) -> None:
+        creds = self.base / "admin"
+        config = str(self.base / "inventory" / "inventory.toml")
+        self.run("inventory", "issue-admin-cert", "--config", config, "--role", "admin",
+                 "--name", "demo", "-o", str(creds))  # fmt: skip
+        self.env = {"NODEAGENT_INVENTORY": f"127.0.0.1:{self.port}",
+                    "NODEAGENT_ADMIN_CERT": str(creds / "admin.crt"),
+                    "NODEAGENT_ADMIN_KEY": str(creds / "admin.key"),
+                    "NODEAGENT_ADMIN_CA": str(creds / "ca.crt")}  # fmt: skip
+
+    def stop_inventory(self, sig: int = signal.SIGTERM) -> None:
+        if self.inventory is not None and self.inventory.poll() is None:
+            self.inventory.send_signal(sig)
+            self.inventory.wait(30)
+        self.inventory = None
+
+    # --- the agents -------------------------------------------------------------------
+    def start_agents(self) -> None:
+        pin = self.ca().pin
+        for i, (machine, pool) in enumerate(FLEET):
+            workdir = self.base / machine
+            workdir.mkdir(exist_ok=True)
+            agent = Agent(machine, pool, build_machine(machine, workdir / "root"), workdir)
+            host = "127.0.0.1"
+            if self.namespaces:
+                agent.netns = f"na-{os.getpid() % 100000}-{i}"
+                host = self._make_netns(agent.netns, i + 1)
+            token = self.run("admin", "tokens", "create", "--pool", pool,
+                             "--description", f"demo {machine}").strip()  # fmt: skip
+            tlsutil.write_private(workdir / "token", token.encode())
+            (workdir / "agent.toml").write_text(
+                f'root = "{agent.root}"\nstate_dir = "{workdir / "state"}"\n'
+                f'hooks_dir = "{workdir / "hooks.d"}"\n'
+                f'[api]\nsocket = "{agent.socket}"\n[metrics]\nlisten = ""\n'
+                f'[watch]\nudev = false\n[inventory]\naddress = "{host}:{self.port}"\n'
+                f'bootstrap_address = "{host}:{self.boot_port}"\nca_hash = "{pin}"\n'
+                f'token_file = "{workdir / "token"}"\n')  # fmt: skip
+            self.agents.append(agent)
+            self.start_agent(agent)
+
+    def start_agent(self, agent: Agent) -> None:
+        prefix = ["ip", "netns", "exec", agent.netns] if agent.netns else []
+        log = open(agent.workdir / "log", "ab")  # noqa: SIM115
+        agent.proc = subprocess.Popen([*prefix, *NODEAGENT, "serve", "--config",
+                                       str(agent.workdir / "agent.toml")],
+                                      stdout=log, stderr=log)  # fmt: skip
+        log.close()
+
+    def stop_agent(self, agent: Agent, sig: int = signal.SIGTERM) -> None:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.proc.send_signal(sig)
+            agent.proc.wait(30)
+        agent.proc = None
+
+    def _make_netns(self, name: str, n: int) -> str:
+        host_if, ns_if = f"nah{os.getpid() % 10000}x{n}", f"nan{os.getpid() % 10000}x{n}"
+        for cmd in (["ip", "netns", "add", name],
+                    ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+                    ["ip", "link", "set", ns_if, "netns", name],
+                    ["ip", "addr", "add", f"100.127.{n}.1/30", "dev", host_if],
+                    ["ip", "link", "set", host_if, "up"],
+                    ["ip", "-n", name, "addr", "add", f"100.127.{n}.2/30", "dev", ns_if],
+                    ["ip", "-n", name, "link", "set", ns_if, "up"],
+                    ["ip", "-n", name, "link", "set", "lo", "up"]):  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True)
+        return f"100.127.{n}.1"
+
+    # --- helpers ----------------------------------------------------------------------
+    def run(self, *args: str, check: bool = True) -> str:
+        proc = subprocess.run([*NODEAGENT, *args], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **self.env})  # fmt: skip
+        if check and proc.returncode not in (0, 3):
+            raise RuntimeError(f"nodeagent {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def agent_cmd(self, agent: Agent, *args: str) -> str:
+        return self.run("agent", *args, "--socket", agent.socket)
+
+    @staticmethod
+    def _wait(predicate: object, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():  # type: ignore[operator]
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    def wait_enrolled(self, timeout: float = 60) -> None:
+        def all_connected() -> bool:
+            for agent in self.agents:
+                try:
+                    if "connected" not in self.agent_cmd(agent, "status"):
+                        return False
+                except RuntimeError:
+                    return False
+            return True
+
+        self._wait(all_connected, timeout, "the agents to enrol")
+
+    def close(self) -> None:
+        for agent in self.agents:
+            try:
+                self.stop_agent(agent)
+            except Exception:
+                if agent.proc is not None:
+                    agent.proc.kill()
+        self.stop_inventory()
+        for agent in self.agents:
+            if agent.netns:
+                subprocess.run(["ip", "netns", "del", agent.netns], capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)
