@@ -52,6 +52,7 @@ class Agent:
     workdir: Path
     netns: str = ""
     address: str = ""  # where it reaches the inventory from
+    host_if: str = ""  # this side of its veth pair (pull it down to partition the node)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,7 +131,7 @@ class Fleet:
             host = "127.0.0.1"
             if self.namespaces:
                 agent.netns = f"na-{os.getpid() % 100000}-{i}"
-                host = self._make_netns(agent.netns, i + 1)
+                host, agent.host_if = self._make_netns(agent.netns, i + 1)
             token = self.run("admin", "tokens", "create", "--pool", pool,
                              "--description", f"demo {machine}").strip()  # fmt: skip
             tlsutil.write_private(workdir / "token", token.encode())
@@ -158,7 +159,7 @@ class Fleet:
             agent.proc.wait(30)
         agent.proc = None
 
-    def _make_netns(self, name: str, n: int) -> str:
+    def _make_netns(self, name: str, n: int) -> tuple[str, str]:
         host_if, ns_if = f"nah{os.getpid() % 10000}x{n}", f"nan{os.getpid() % 10000}x{n}"
         for cmd in (["ip", "netns", "add", name],
                     ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
@@ -169,7 +170,13 @@ class Fleet:
                     ["ip", "-n", name, "link", "set", ns_if, "up"],
                     ["ip", "-n", name, "link", "set", "lo", "up"]):  # fmt: skip
             subprocess.run(cmd, check=True, capture_output=True)
-        return f"100.127.{n}.1"
+        return f"100.127.{n}.1", host_if
+
+    def partition(self, agent: Agent, connected: bool) -> None:
+        """Cut (or restore) the node's only link to the inventory."""
+        state = "up" if connected else "down"
+        subprocess.run(["ip", "link", "set", agent.host_if, state], check=True,
+                       capture_output=True)  # fmt: skip
 
     # --- helpers ----------------------------------------------------------------------
     def run(self, *args: str, check: bool = True) -> str:

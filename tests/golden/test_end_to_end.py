@@ -55,5 +55,36 @@ def test_fleet_converges_through_restarts() -> None:
         assert levels[-1] == "kubernetes.io/hostname"
         assert all(level in dgx for level in levels[:-1]), "every Kueue level is on the node"
         assert yaml.safe_dump(kueue_topology())
+
+        # a network partition (namespaces only): unreachable after the missed heartbeats,
+        # back to where it was when the link returns; its lifecycle state never changes
+        if fleet.namespaces:
+            cut = fleet.agents[2]
+            node = next(n for n in nodes if n["hostname"] == "cpu-node-01")
+
+            def reachable() -> bool:
+                shown = json.loads(fleet.run("admin", "-o", "json", "nodes", "show", node["id"]))
+                return bool(shown.get("reachable"))
+
+            fleet.partition(cut, connected=False)
+            deadline = time.monotonic() + 30
+            while reachable() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not reachable(), "marked unreachable after the missed intervals"
+            shown = json.loads(fleet.run("admin", "-o", "json", "nodes", "show", node["id"]))
+            assert shown["state"] == "DISCOVERED"
+            fleet.partition(cut, connected=True)
+            deadline = time.monotonic() + 60
+            while not reachable() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert reachable(), "reachable again once the link is back"
+
+        # no secret ever reached a log: bootstrap tokens, private keys
+        secrets = [(a.workdir / "token").read_text().strip() for a in fleet.agents]
+        logs = "".join(p.read_text(errors="replace") for p in fleet.base.rglob("log"))
+        assert logs, "the services wrote logs"
+        for secret in secrets:
+            assert secret.split(".")[1] not in logs
+        assert "PRIVATE KEY" not in logs
     finally:
         fleet.close()
