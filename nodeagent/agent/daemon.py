@@ -246,6 +246,15 @@ class Agent:
             inventory_state=self.inventory_client.state if self.inventory_client
             else "not-configured")  # fmt: skip
 
+    def _on_desired(self, desired: Any) -> None:
+        """The inventory's assignment: tuning resolves the profile from it."""
+        if desired.profile != self.state.get("assigned_profile", ""):
+            self.state["assigned_profile"] = desired.profile
+            self.state["assigned_pool"] = desired.pool
+            self._save_state()
+            log.info("assignment from the inventory: profile %s, pool %s",
+                     desired.profile or "-", desired.pool or "-")  # fmt: skip
+
     def snapshot(self) -> Snapshot:
         health = [f"GPU {g.index} {g.pci_address}: {r}" for g in self.inventory.gpus
                   for r in g.health_reasons]  # fmt: skip
@@ -396,7 +405,7 @@ class Agent:
         self._spawn(self._rediscover_periodically())
         if self.config.inventory.address:
             self.inventory_client = InventoryClient(self.config.inventory, self.config.state_dir,
-                                                    self.snapshot)  # fmt: skip
+                                                    self.snapshot, self._on_desired)  # fmt: skip
             self._spawn(self.inventory_client.run(self._stop))
         interval = sdnotify.watchdog_interval()
         if interval:

@@ -76,7 +76,8 @@ class Identity:
 
 class InventoryClient:
     def __init__(self, cfg: InventoryClientConfig, state_dir: str,
-                 snapshot: Callable[[], Snapshot]) -> None:  # fmt: skip
+                 snapshot: Callable[[], Snapshot],
+                 on_desired: Callable[[ipb.Assignment], None] | None = None) -> None:  # fmt: skip
         self.cfg = cfg
         self.identity = Identity(Path(state_dir) / "identity")
         self.snapshot = snapshot
@@ -86,6 +87,13 @@ class InventoryClient:
         self.interval = cfg.heartbeat_seconds or 10.0
         self._sent_hash = ""
         self._channel: Any = None
+        self._on_desired = on_desired
+
+    def _desired(self, desired: ipb.Assignment, state: ipb.NodeState) -> None:
+        changed = desired != self.desired
+        self.desired, self.node_state = desired, state
+        if changed and self._on_desired is not None:
+            self._on_desired(desired)
 
     @property
     def bootstrap_address(self) -> str:
@@ -141,7 +149,7 @@ class InventoryClient:
         self.identity.save(resp.node_id, tlsutil.key_pem(key), resp.certificate_pem.encode(),
                            resp.ca_bundle_pem.encode())  # fmt: skip
         self._sent_hash = snap.inventory_hash
-        self.desired, self.node_state = resp.desired, resp.state
+        self._desired(resp.desired, resp.state)
         if resp.heartbeat_interval_seconds and not self.cfg.heartbeat_seconds:
             self.interval = float(resp.heartbeat_interval_seconds)
         log.info("enrolled as node %s", resp.node_id)
@@ -171,7 +179,7 @@ class InventoryClient:
         if self.state != "connected":
             log.info("inventory connected (%s)", self.cfg.address)
         self.state = "connected"
-        self.desired, self.node_state = resp.desired, resp.state
+        self._desired(resp.desired, resp.state)
         if resp.next_interval_seconds and not self.cfg.heartbeat_seconds:
             self.interval = float(resp.next_interval_seconds)
 

@@ -3,6 +3,7 @@ agent, and two replicas over one PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -167,6 +168,13 @@ def test_agent_enrols_heartbeats_and_survives_inventory_restart(
         assert [n.id for n in nodes] == [node_id] and nodes[0].hostname == "cpu-node-01"
         key = scratch / "agent" / "state" / "identity" / "node.key"
         assert os.stat(key).st_mode & 0o777 == 0o600
+        # the assignment made in the inventory reaches the node (tuning reads it from there)
+        admin.UpdateAssignment(ipb.UpdateAssignmentRequest(
+            node_id=node_id, assignment=ipb.Assignment(profile="cpu-node", pool="services"),
+            fields=["profile", "pool"]), timeout=10)  # fmt: skip
+        state_file = scratch / "agent" / "state" / "state.json"
+        wait_for(lambda: json.loads(state_file.read_text()).get("assigned_profile") == "cpu-node",
+                 20, "the assignment to reach the agent")  # fmt: skip
         inv.kill(signal.SIGKILL)
         wait_for(lambda: status().inventory_state.startswith("unreachable"), 30,
                  "the agent to notice the outage")  # fmt: skip
