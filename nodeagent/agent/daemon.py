@@ -148,6 +148,7 @@ class Agent:
         self.hash = ""
         self.phase = "STARTING"
         self.last_error = ""
+        self._discovery_failed = False
         self.started = time.monotonic()
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -195,6 +196,7 @@ class Agent:
     async def discover(self, reason: str, only: set[str] | None = None) -> None:
         async with self._lock:
             if only is None and not await self._hooks("pre-discovery"):
+                self._discovery_failed = True
                 self._set_phase("FAILED")
                 self._save_state()
                 return
@@ -222,9 +224,14 @@ class Agent:
                      len(inv.rdma_devices), len(inv.nvme_controllers), errs)  # fmt: skip
             if only is None:
                 if await self._hooks("post-discovery"):
-                    self.last_error = ""
-                    self._set_phase("DISCOVERED")
+                    # discovery settles only what discovery owns: a failed tuning run or a
+                    # later phase stays as it is until its own step changes it
+                    if self.phase in ("STARTING", "DISCOVERED") or self._discovery_failed:
+                        self.last_error = ""
+                        self._set_phase("DISCOVERED")
+                    self._discovery_failed = False
                 else:
+                    self._discovery_failed = True
                     self._set_phase("FAILED")
             self._save_state()
 
@@ -385,6 +392,10 @@ class Agent:
         self.state["starts"] = int(self.state.get("starts", 0)) + 1
         self.phase = str(self.state.get("phase") or "STARTING")
         self.view.phase = self.phase
+        self.last_error = str(self.state.get("last_error") or "")
+        self._discovery_failed = self.phase == "FAILED" and not isinstance(
+            self.state.get("tuning"), dict)  # fmt: skip
+        self.tuning.recover()
         await self.discover("startup")
         with contextlib.suppress(Exception):  # the poller retries; metrics start complete
             self.view.rdma_ports = await asyncio.to_thread(read_port_status, self.root)

@@ -116,10 +116,30 @@ class TuningService:
             before = agent.phase
             if not request.check:
                 agent._set_phase("TUNING")
+                # Recorded before the first task: a kill -9 mid-run leaves "running" behind,
+                # which the next start reports as interrupted, never as success.
+                agent.state["tuning"] = {"profile": profile.name, "outcome": "running",
+                                         "phase_before": before}  # fmt: skip
+                agent._save_state()
             async for event in _in_thread(apply_mod.apply, opts):
                 if event.HasField("result"):
                     self._finish(event.result, before)
                 yield event
+
+    def recover(self) -> None:
+        """At start: an apply that was running when the agent died did not finish."""
+        agent = self.agent
+        record = agent.state.get("tuning")
+        if not isinstance(record, dict) or record.get("outcome") != "running":
+            return
+        record["outcome"] = "interrupted"
+        agent.last_error = (f"tuning apply of profile {record.get('profile')!r} was interrupted "
+                            "(the agent stopped during the run); nothing was verified: "
+                            "run it again")  # fmt: skip
+        log.error("%s", agent.last_error)
+        agent.phase = "FAILED"
+        agent.view.phase = "FAILED"
+        agent._save_state()
 
     def _finish(self, result: tpb.ApplyResult, before: str) -> None:
         agent = self.agent
