@@ -10,9 +10,11 @@ STAMP := $(VENV)/.installed-stamp
 # network-namespace fabric the topology tests build; cloud-init validates the shipped
 # user-data (`cloud-init schema`); libvirt-dev, pkg-config, gcc and python3-dev build
 # libvirt-python, which the sushy-tools Redfish emulator of the BIOS tests needs (its
-# libvirt driver on libvirt's in-process test:///default connection, no libvirtd).
+# libvirt driver on libvirt's in-process test:///default connection, no libvirtd);
+# openssh-server, openssh-client and iproute2 make the hosts in network namespaces that
+# the join tests reach over real SSH (each sshd from the test's own config and keys).
 APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd lldpd cloud-init \
-	libvirt-dev pkg-config gcc python3-dev
+	libvirt-dev pkg-config gcc python3-dev openssh-server openssh-client iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test demo lint format protos bench deps-system clean

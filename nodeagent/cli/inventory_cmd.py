@@ -288,3 +288,7 @@ def register(sub: Any) -> None:
     p = toks_sub.add_parser("revoke")
     p.add_argument("id")
     toks.set_defaults(func=_cmd_tokens)
+
+    from nodeagent.cli import kubespray_cmd  # clusters, export kubespray, join
+
+    kubespray_cmd.register_admin(admin_sub)

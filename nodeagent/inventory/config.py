@@ -33,6 +33,11 @@ class InventoryConfig:
     max_message_bytes: int = 8 * 1024 * 1024
     log_format: str = "text"
     log_level: str = "info"
+    # Join jobs: how often a replica looks for one, how long its cluster lease lasts
+    # unrenewed (a dead replica's job is resumed after this), one playbook's time limit.
+    join_poll_seconds: float = 2.0
+    join_lease_seconds: float = 30.0
+    join_playbook_timeout_seconds: int = 7200
 
     @property
     def database_url(self) -> str:

@@ -35,7 +35,9 @@ from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.api.v1 import inventory_pb2_grpc
 from nodeagent.inventory import lifecycle, pki, registry, tokens
+from nodeagent.inventory.cluster_rpcs import ClusterRpcs
 from nodeagent.inventory.config import InventoryConfig
+from nodeagent.inventory.joinrun import JoinScheduler
 from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger("nodeagent.inventory")
@@ -46,6 +48,12 @@ PERMISSIONS: dict[str, set[str] | None] = {
     "ListNodes": VIEW, "GetNode": VIEW | {"node"}, "WatchNodes": VIEW, "ListTokens": VIEW,
     "UpdateAssignment": OPERATE, "HoldNode": OPERATE, "ReleaseNode": OPERATE,
     "RetireNode": ADMIN, "DeleteNode": ADMIN, "CreateToken": ADMIN, "RevokeToken": ADMIN,
+    "CheckHostname": VIEW | {"node"},
+    # A cluster spec decides which playbooks the service runs, as itself, with its SSH key.
+    "CreateCluster": ADMIN, "UpdateCluster": ADMIN,
+    "GetCluster": VIEW, "ListClusters": VIEW, "ExportKubespray": VIEW, "GetJob": VIEW,
+    "ListJobs": VIEW, "WatchJob": VIEW,
+    "SetNodeAddress": OPERATE, "StartJoin": OPERATE, "CancelJob": OPERATE, "RetryJob": OPERATE,
 }  # fmt: skip
 ERRORS = [
     (tokens.TokenError, grpc.StatusCode.UNAUTHENTICATED),
@@ -103,7 +111,7 @@ def _validate_text(value: str, what: str, limit: int = 253) -> str:
     return value
 
 
-class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
+class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer):
     def __init__(self, service: InventoryService) -> None:
         self.s = service
 
@@ -304,6 +312,7 @@ class InventoryService:
         self._stop = asyncio.Event()
         self.server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.joins: JoinScheduler | None = None
         self.port = 0
         self.bootstrap_port = 0
 
@@ -378,6 +387,10 @@ class InventoryService:
         self.server = server
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._flush_liveness()), loop.create_task(self._sweep())]
+        self.joins = JoinScheduler(self.store, c.data_dir, poll_seconds=c.join_poll_seconds,
+                                   lease_seconds=c.join_lease_seconds,
+                                   playbook_timeout=c.join_playbook_timeout_seconds)  # fmt: skip
+        self._tasks.append(loop.create_task(self.joins.run()))
         log.info("inventory serving on %s (CA %s, database %s)", c.listen, self.ca.pin,
                  c.database_url.split("@")[-1])  # fmt: skip
         return self.port
@@ -385,6 +398,8 @@ class InventoryService:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.joins is not None:
+            await self.joins.stop()
         if self.server is not None:
             await self.server.stop(grace=3)
         with contextlib.suppress(StoreError):

@@ -105,6 +105,71 @@ class InventoryServiceStub:
                 request_serializer=nodeagent_dot_v1_dot_inventory__pb2.WatchNodesRequest.SerializeToString,
                 response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.NodeEvent.FromString,
                 _registered_method=True)
+        self.CheckHostname = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/CheckHostname',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.CheckHostnameRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.CheckHostnameResponse.FromString,
+                _registered_method=True)
+        self.CreateCluster = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/CreateCluster',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.FromString,
+                _registered_method=True)
+        self.GetCluster = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/GetCluster',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.GetClusterRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.FromString,
+                _registered_method=True)
+        self.ListClusters = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/ListClusters',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.ListClustersRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ListClustersResponse.FromString,
+                _registered_method=True)
+        self.UpdateCluster = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/UpdateCluster',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.UpdateClusterRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.FromString,
+                _registered_method=True)
+        self.SetNodeAddress = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/SetNodeAddress',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.NodeAddress.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.NodeAddress.FromString,
+                _registered_method=True)
+        self.ExportKubespray = channel.unary_stream(
+                '/nodeagent.v1.InventoryService/ExportKubespray',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.ExportKubesprayRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ExportKubesprayResponse.FromString,
+                _registered_method=True)
+        self.StartJoin = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/StartJoin',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.StartJoinRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/GetJob',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/ListJobs',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/CancelJob',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.JobActionRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Job.FromString,
+                _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/RetryJob',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.JobActionRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/nodeagent.v1.InventoryService/WatchJob',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.JobEvent.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -198,6 +263,90 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckHostname(self, request, context):
+        """A node asks whether another node already carries its hostname (preflight).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCluster(self, request, context):
+        """--- Kubespray clusters and join jobs (see nodeagent/inventory/kubespray.py, joins.py) ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClusters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNodeAddress(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportKubespray(self, request, context):
+        """The cluster's Kubespray inventory, validated; refused (FAILED_PRECONDITION) when invalid.
+        Streamed in pieces: ten thousand nodes' labels exceed one message's size limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartJoin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryJob(self, request, context):
+        """A new job for the nodes of a finished job that did not join.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Progress of a job; the stream ends after the job's final event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +419,71 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.WatchNodes,
                     request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.WatchNodesRequest.FromString,
                     response_serializer=nodeagent_dot_v1_dot_inventory__pb2.NodeEvent.SerializeToString,
+            ),
+            'CheckHostname': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckHostname,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.CheckHostnameRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.CheckHostnameResponse.SerializeToString,
+            ),
+            'CreateCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCluster,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.SerializeToString,
+            ),
+            'GetCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCluster,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.GetClusterRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.SerializeToString,
+            ),
+            'ListClusters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClusters,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ListClustersRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.ListClustersResponse.SerializeToString,
+            ),
+            'UpdateCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCluster,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.UpdateClusterRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.SerializeToString,
+            ),
+            'SetNodeAddress': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNodeAddress,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.NodeAddress.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.NodeAddress.SerializeToString,
+            ),
+            'ExportKubespray': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportKubespray,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ExportKubesprayRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.ExportKubesprayResponse.SerializeToString,
+            ),
+            'StartJoin': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartJoin,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.StartJoinRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Job.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.GetJobRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ListJobsRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.JobActionRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Job.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.JobActionRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.WatchJobRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.JobEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -650,6 +864,357 @@ class InventoryService:
             '/nodeagent.v1.InventoryService/WatchNodes',
             nodeagent_dot_v1_dot_inventory__pb2.WatchNodesRequest.SerializeToString,
             nodeagent_dot_v1_dot_inventory__pb2.NodeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckHostname(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/CheckHostname',
+            nodeagent_dot_v1_dot_inventory__pb2.CheckHostnameRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.CheckHostnameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/CreateCluster',
+            nodeagent_dot_v1_dot_inventory__pb2.Cluster.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/GetCluster',
+            nodeagent_dot_v1_dot_inventory__pb2.GetClusterRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClusters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/ListClusters',
+            nodeagent_dot_v1_dot_inventory__pb2.ListClustersRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.ListClustersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/UpdateCluster',
+            nodeagent_dot_v1_dot_inventory__pb2.UpdateClusterRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNodeAddress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/SetNodeAddress',
+            nodeagent_dot_v1_dot_inventory__pb2.NodeAddress.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.NodeAddress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportKubespray(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/ExportKubespray',
+            nodeagent_dot_v1_dot_inventory__pb2.ExportKubesprayRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.ExportKubesprayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartJoin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/StartJoin',
+            nodeagent_dot_v1_dot_inventory__pb2.StartJoinRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/GetJob',
+            nodeagent_dot_v1_dot_inventory__pb2.GetJobRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/ListJobs',
+            nodeagent_dot_v1_dot_inventory__pb2.ListJobsRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/CancelJob',
+            nodeagent_dot_v1_dot_inventory__pb2.JobActionRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/RetryJob',
+            nodeagent_dot_v1_dot_inventory__pb2.JobActionRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/WatchJob',
+            nodeagent_dot_v1_dot_inventory__pb2.WatchJobRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,26 @@ class InventoryServiceStub:
     ListTokens: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListTokensRequest, _inventory_pb2.ListTokensResponse]
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.RevokeTokenRequest, _inventory_pb2.Token]
     WatchNodes: _grpc.UnaryStreamMultiCallable[_inventory_pb2.WatchNodesRequest, _inventory_pb2.NodeEvent]
+    CheckHostname: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.CheckHostnameRequest, _inventory_pb2.CheckHostnameResponse]
+    """A node asks whether another node already carries its hostname (preflight)."""
+    CreateCluster: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.Cluster, _inventory_pb2.Cluster]
+    """--- Kubespray clusters and join jobs (see nodeagent/inventory/kubespray.py, joins.py) ---"""
+    GetCluster: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.GetClusterRequest, _inventory_pb2.Cluster]
+    ListClusters: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListClustersRequest, _inventory_pb2.ListClustersResponse]
+    UpdateCluster: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.UpdateClusterRequest, _inventory_pb2.Cluster]
+    SetNodeAddress: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.NodeAddress, _inventory_pb2.NodeAddress]
+    ExportKubespray: _grpc.UnaryStreamMultiCallable[_inventory_pb2.ExportKubesprayRequest, _inventory_pb2.ExportKubesprayResponse]
+    """The cluster's Kubespray inventory, validated; refused (FAILED_PRECONDITION) when invalid.
+    Streamed in pieces: ten thousand nodes' labels exceed one message's size limit.
+    """
+    StartJoin: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.StartJoinRequest, _inventory_pb2.Job]
+    GetJob: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.GetJobRequest, _inventory_pb2.Job]
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListJobsRequest, _inventory_pb2.ListJobsResponse]
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.JobActionRequest, _inventory_pb2.Job]
+    RetryJob: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.JobActionRequest, _inventory_pb2.Job]
+    """A new job for the nodes of a finished job that did not join."""
+    WatchJob: _grpc.UnaryStreamMultiCallable[_inventory_pb2.WatchJobRequest, _inventory_pb2.JobEvent]
+    """Progress of a job; the stream ends after the job's final event."""
 
 @_typing.type_check_only
 class InventoryServiceAsyncStub(InventoryServiceStub):
@@ -76,6 +96,26 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     ListTokens: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListTokensRequest, _inventory_pb2.ListTokensResponse]  # type: ignore[assignment]
     RevokeToken: _aio.UnaryUnaryMultiCallable[_inventory_pb2.RevokeTokenRequest, _inventory_pb2.Token]  # type: ignore[assignment]
     WatchNodes: _aio.UnaryStreamMultiCallable[_inventory_pb2.WatchNodesRequest, _inventory_pb2.NodeEvent]  # type: ignore[assignment]
+    CheckHostname: _aio.UnaryUnaryMultiCallable[_inventory_pb2.CheckHostnameRequest, _inventory_pb2.CheckHostnameResponse]  # type: ignore[assignment]
+    """A node asks whether another node already carries its hostname (preflight)."""
+    CreateCluster: _aio.UnaryUnaryMultiCallable[_inventory_pb2.Cluster, _inventory_pb2.Cluster]  # type: ignore[assignment]
+    """--- Kubespray clusters and join jobs (see nodeagent/inventory/kubespray.py, joins.py) ---"""
+    GetCluster: _aio.UnaryUnaryMultiCallable[_inventory_pb2.GetClusterRequest, _inventory_pb2.Cluster]  # type: ignore[assignment]
+    ListClusters: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListClustersRequest, _inventory_pb2.ListClustersResponse]  # type: ignore[assignment]
+    UpdateCluster: _aio.UnaryUnaryMultiCallable[_inventory_pb2.UpdateClusterRequest, _inventory_pb2.Cluster]  # type: ignore[assignment]
+    SetNodeAddress: _aio.UnaryUnaryMultiCallable[_inventory_pb2.NodeAddress, _inventory_pb2.NodeAddress]  # type: ignore[assignment]
+    ExportKubespray: _aio.UnaryStreamMultiCallable[_inventory_pb2.ExportKubesprayRequest, _inventory_pb2.ExportKubesprayResponse]  # type: ignore[assignment]
+    """The cluster's Kubespray inventory, validated; refused (FAILED_PRECONDITION) when invalid.
+    Streamed in pieces: ten thousand nodes' labels exceed one message's size limit.
+    """
+    StartJoin: _aio.UnaryUnaryMultiCallable[_inventory_pb2.StartJoinRequest, _inventory_pb2.Job]  # type: ignore[assignment]
+    GetJob: _aio.UnaryUnaryMultiCallable[_inventory_pb2.GetJobRequest, _inventory_pb2.Job]  # type: ignore[assignment]
+    ListJobs: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListJobsRequest, _inventory_pb2.ListJobsResponse]  # type: ignore[assignment]
+    CancelJob: _aio.UnaryUnaryMultiCallable[_inventory_pb2.JobActionRequest, _inventory_pb2.Job]  # type: ignore[assignment]
+    RetryJob: _aio.UnaryUnaryMultiCallable[_inventory_pb2.JobActionRequest, _inventory_pb2.Job]  # type: ignore[assignment]
+    """A new job for the nodes of a finished job that did not join."""
+    WatchJob: _aio.UnaryStreamMultiCallable[_inventory_pb2.WatchJobRequest, _inventory_pb2.JobEvent]  # type: ignore[assignment]
+    """Progress of a job; the stream ends after the job's final event."""
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -180,5 +220,103 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_pb2.WatchNodesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inventory_pb2.NodeEvent], _abc.AsyncIterator[_inventory_pb2.NodeEvent]]: ...
+
+    @_abc_1.abstractmethod
+    def CheckHostname(
+        self,
+        request: _inventory_pb2.CheckHostnameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.CheckHostnameResponse, _abc.Awaitable[_inventory_pb2.CheckHostnameResponse]]:
+        """A node asks whether another node already carries its hostname (preflight)."""
+
+    @_abc_1.abstractmethod
+    def CreateCluster(
+        self,
+        request: _inventory_pb2.Cluster,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Cluster, _abc.Awaitable[_inventory_pb2.Cluster]]:
+        """--- Kubespray clusters and join jobs (see nodeagent/inventory/kubespray.py, joins.py) ---"""
+
+    @_abc_1.abstractmethod
+    def GetCluster(
+        self,
+        request: _inventory_pb2.GetClusterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Cluster, _abc.Awaitable[_inventory_pb2.Cluster]]: ...
+
+    @_abc_1.abstractmethod
+    def ListClusters(
+        self,
+        request: _inventory_pb2.ListClustersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ListClustersResponse, _abc.Awaitable[_inventory_pb2.ListClustersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateCluster(
+        self,
+        request: _inventory_pb2.UpdateClusterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Cluster, _abc.Awaitable[_inventory_pb2.Cluster]]: ...
+
+    @_abc_1.abstractmethod
+    def SetNodeAddress(
+        self,
+        request: _inventory_pb2.NodeAddress,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.NodeAddress, _abc.Awaitable[_inventory_pb2.NodeAddress]]: ...
+
+    @_abc_1.abstractmethod
+    def ExportKubespray(
+        self,
+        request: _inventory_pb2.ExportKubesprayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_inventory_pb2.ExportKubesprayResponse], _abc.AsyncIterator[_inventory_pb2.ExportKubesprayResponse]]:
+        """The cluster's Kubespray inventory, validated; refused (FAILED_PRECONDITION) when invalid.
+        Streamed in pieces: ten thousand nodes' labels exceed one message's size limit.
+        """
+
+    @_abc_1.abstractmethod
+    def StartJoin(
+        self,
+        request: _inventory_pb2.StartJoinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Job, _abc.Awaitable[_inventory_pb2.Job]]: ...
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _inventory_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Job, _abc.Awaitable[_inventory_pb2.Job]]: ...
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _inventory_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ListJobsResponse, _abc.Awaitable[_inventory_pb2.ListJobsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _inventory_pb2.JobActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Job, _abc.Awaitable[_inventory_pb2.Job]]: ...
+
+    @_abc_1.abstractmethod
+    def RetryJob(
+        self,
+        request: _inventory_pb2.JobActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Job, _abc.Awaitable[_inventory_pb2.Job]]:
+        """A new job for the nodes of a finished job that did not join."""
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _inventory_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_inventory_pb2.JobEvent], _abc.AsyncIterator[_inventory_pb2.JobEvent]]:
+        """Progress of a job; the stream ends after the job's final event."""
 
 def add_InventoryServiceServicer_to_server(servicer: InventoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

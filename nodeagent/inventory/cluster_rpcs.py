@@ -1,0 +1,152 @@
+"""The inventory's Kubespray RPCs: clusters, node addresses, the export, join jobs.
+
+A mixin of InventoryServicer (service.py keeps the permissions table and the error
+mapping for every RPC); each method validates its input, then runs one store function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.inventory import clusters, joins, pki
+from nodeagent.inventory.store import Conflict
+
+if TYPE_CHECKING:
+    from nodeagent.inventory.service import InventoryService
+
+EXPORT_PIECE = 1 << 20
+MAX_PROBLEMS_SHOWN = 20
+
+
+def _principal() -> pki.Principal:
+    from nodeagent.inventory.service import principal_var  # set by the servicer's Authorizer
+
+    principal = principal_var.get()
+    assert principal is not None
+    return principal
+
+
+def _text(value: str, what: str, limit: int = 253) -> str:
+    if len(value) > limit or not value.isprintable():
+        raise ValueError(f"{what}: at most {limit} printable characters")
+    return value
+
+
+class ClusterRpcs:
+    s: InventoryService
+
+    async def CheckHostname(
+        self, request: ipb.CheckHostnameRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.CheckHostnameResponse:
+        me = _principal()
+        _text(request.hostname, "hostname")
+        other_than = me.name if me.kind == pki.NODE else ""
+        ids = await self.s.store.run(clusters.hostname_owners, self.s.store, request.hostname,
+                                     other_than)  # fmt: skip
+        return ipb.CheckHostnameResponse(node_ids=ids)
+
+    async def CreateCluster(self, request: ipb.Cluster,
+                            context: grpc.aio.ServicerContext) -> ipb.Cluster:  # fmt: skip
+        return await self.s.store.run(clusters.create_cluster, self.s.store, request)
+
+    async def GetCluster(self, request: ipb.GetClusterRequest,
+                         context: grpc.aio.ServicerContext) -> ipb.Cluster:  # fmt: skip
+        _text(request.name, "name", 63)
+        return await self.s.store.run(clusters.get_cluster, self.s.store, request.name)
+
+    async def ListClusters(
+        self, request: ipb.ListClustersRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.ListClustersResponse:
+        found = await self.s.store.run(clusters.list_clusters, self.s.store)
+        return ipb.ListClustersResponse(clusters=found)
+
+    async def UpdateCluster(self, request: ipb.UpdateClusterRequest,
+                            context: grpc.aio.ServicerContext) -> ipb.Cluster:  # fmt: skip
+        _text(request.cluster.name, "name", 63)
+        return await self.s.store.run(clusters.update_cluster, self.s.store, request.cluster,
+                                      list(request.fields))  # fmt: skip
+
+    async def SetNodeAddress(self, request: ipb.NodeAddress,
+                             context: grpc.aio.ServicerContext) -> ipb.NodeAddress:  # fmt: skip
+        _text(request.node_id, "node_id", 64)
+        return await self.s.store.run(clusters.set_address, self.s.store, request)
+
+    async def ExportKubespray(self, request: ipb.ExportKubesprayRequest,
+                              context: grpc.aio.ServicerContext) -> Any:  # fmt: skip
+        _text(request.cluster, "cluster", 63)
+        inventory, problems, warnings, count = await self.s.store.run(
+            clusters.export, self.s.store, request.cluster
+        )
+        if problems:
+            more = len(problems) - MAX_PROBLEMS_SHOWN
+            shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+            shown += f"; and {more} more" if more > 0 else ""
+            raise Conflict(f"cluster {request.cluster!r}: invalid Kubespray inventory: {shown}")
+        data = (await asyncio.to_thread(json.dumps, inventory, separators=(",", ":"))).encode()
+        first = ipb.ExportKubesprayResponse(nodes=count, warnings=warnings[:1000])
+        for start in range(0, max(len(data), 1), EXPORT_PIECE):
+            piece = data[start : start + EXPORT_PIECE]
+            if start == 0:
+                first.inventory_json = piece
+                yield first
+            else:
+                yield ipb.ExportKubesprayResponse(inventory_json=piece)
+
+    async def StartJoin(self, request: ipb.StartJoinRequest,
+                        context: grpc.aio.ServicerContext) -> ipb.Job:  # fmt: skip
+        _text(request.cluster, "cluster", 63)
+        if len(request.node_ids) > 10000:
+            raise ValueError("at most 10000 node ids")
+        for node_id in request.node_ids:
+            _text(node_id, "node id", 64)
+        return await self.s.store.run(joins.create_job, self.s.store, request, _principal().actor)
+
+    async def GetJob(self, request: ipb.GetJobRequest,
+                     context: grpc.aio.ServicerContext) -> ipb.Job:  # fmt: skip
+        _text(request.id, "id", 64)
+        return await self.s.store.run(joins.get_job, self.s.store, request.id)
+
+    async def ListJobs(self, request: ipb.ListJobsRequest,
+                       context: grpc.aio.ServicerContext) -> ipb.ListJobsResponse:  # fmt: skip
+        _text(request.cluster, "cluster", 63)
+        found = await self.s.store.run(joins.list_jobs, self.s.store, request.cluster)
+        return ipb.ListJobsResponse(jobs=found)
+
+    async def CancelJob(self, request: ipb.JobActionRequest,
+                        context: grpc.aio.ServicerContext) -> ipb.Job:  # fmt: skip
+        _text(request.id, "id", 64)
+        _text(request.reason, "reason", 1000)
+        return await self.s.store.run(joins.cancel, self.s.store, request.id, _principal().actor,
+                                      request.reason)  # fmt: skip
+
+    async def RetryJob(self, request: ipb.JobActionRequest,
+                       context: grpc.aio.ServicerContext) -> ipb.Job:  # fmt: skip
+        _text(request.id, "id", 64)
+        _text(request.reason, "reason", 1000)
+        return await self.s.store.run(joins.retry, self.s.store, request.id, _principal().actor,
+                                      request.reason)  # fmt: skip
+
+    async def WatchJob(self, request: ipb.WatchJobRequest,
+                       context: grpc.aio.ServicerContext) -> Any:  # fmt: skip
+        # Polls the event table, as WatchNodes does: the same across replicas.
+        _text(request.id, "id", 64)
+        store = self.s.store
+        await store.run(joins.get_job, store, request.id)  # NOT_FOUND before streaming
+        seq = request.after_sequence
+        while True:
+            events = await store.run(joins.events_after, store, request.id, seq)
+            for ev in events:
+                seq = ev.sequence
+                yield ev
+                if ev.kind == "job-finished":
+                    return
+            if not events:
+                job = await store.run(joins.get_job, store, request.id)
+                if job.state in joins.FINISHED:
+                    return
+                await asyncio.sleep(0.25)

@@ -1,0 +1,226 @@
+"""The Kubespray inventory of a cluster, built from the database, and its validation.
+
+Pure functions: the cluster spec and node rows in, the inventory (the structure of
+Kubespray's `hosts.yaml`) and a list of problems out. Validation covers what
+Kubespray's own `validate_inventory` role checks (non-empty control plane, odd etcd
+count) and what it misses until a run is half done (node names, which preinstall only
+checks after fact gathering, and overlapping pod and service subnets, which it does
+not check at all); see ../shared/reference/kubespray.md sections 5 and 6.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.labels import syntax
+from nodeagent.labels.config import taint_problem
+
+# Kubespray's "Stop if bad hostname" (roles/kubernetes/preinstall): DNS-1123 labels joined by dots.
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+NODE_NAME_RE = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+GROUPS = ("kube_control_plane", "etcd", "kube_node")
+# Names Ansible or Kubespray use for groups: a host by one of these names is ambiguous in --limit.
+RESERVED_NAMES = frozenset({*GROUPS, "all", "ungrouped", "k8s_cluster", "calico_rr", "bastion",
+                            "localhost"})  # fmt: skip
+# Kubespray's defaults (roles/kubespray_defaults) when the cluster's group vars do not say.
+DEFAULT_SUBNETS = {"kube_service_addresses": "10.233.0.0/18", "kube_pods_subnet": "10.233.64.0/18"}
+IPV6_SUBNETS = {"kube_service_addresses_ipv6": "fd85:ee78:d8a6:8607::1000/116",
+                "kube_pods_subnet_ipv6": "fd85:ee78:d8a6:8607::1:0000/112"}  # fmt: skip
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ANSIBLE_HOST = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """A nodeagent node as it goes into the inventory."""
+
+    node_id: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: Sequence[str] = ()
+    ansible_host: str = ""
+    ip: str = ""
+    access_ip: str = ""
+
+
+def node_name_problem(name: str) -> str:
+    """Why `name` cannot be a Kubernetes node name in Kubespray ('' when it can)."""
+    if not name:
+        return "empty host name"
+    shown = name if name.isprintable() and len(name) <= 80 else repr(name[:80])
+    if len(name) > 253 or not NODE_NAME_RE.fullmatch(name):
+        return f"host name {shown!r} is not a lower-case RFC 1123 name"
+    if any(len(part) > 63 for part in name.split(".")):
+        return f"host name {shown!r} has a label longer than 63 characters"
+    if name in RESERVED_NAMES:
+        return f"host name {shown!r} is an Ansible or Kubespray group name"
+    return ""
+
+
+def address_problem(value: str, what: str) -> str:
+    if not value:
+        return ""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{what} {value[:80]!r} is not an IP address"
+    return ""
+
+
+def ansible_host_problem(value: str) -> str:
+    if not value:
+        return ""
+    if len(value) > 253 or not _ANSIBLE_HOST.fullmatch(value):
+        return f"ansible_host {value[:80]!r} is neither an address nor a host name"
+    return ""
+
+
+def host_problems(name: str, ansible_host: str, ip: str, access_ip: str) -> list[str]:
+    found = [node_name_problem(name), ansible_host_problem(ansible_host),
+             address_problem(ip, "ip"), address_problem(access_ip, "access_ip")]  # fmt: skip
+    return [p for p in found if p]
+
+
+def labels_problems(labels: Mapping[str, str], taints: Iterable[str]) -> list[str]:
+    return syntax.problems(dict(labels)) + [p for p in map(taint_problem, taints) if p]
+
+
+def subnet_problems(group_vars: Mapping[str, Any]) -> list[str]:
+    """Pod and service networks must be networks, distinct and disjoint (Kubespray only
+    rejects pods inside services, not services inside pods or a partial overlap)."""
+    out = []
+    pairs = [DEFAULT_SUBNETS]
+    if group_vars.get("ipv6_stack") or group_vars.get("enable_dual_stack_networks"):
+        pairs.append(IPV6_SUBNETS)
+    for defaults in pairs:
+        nets = {}
+        for var, default in defaults.items():
+            text = str(group_vars.get(var, default))
+            try:
+                nets[var] = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                out.append(f"{var} {text[:80]!r} is not a network")
+        if len(nets) == 2:
+            (a_var, a), (b_var, b) = nets.items()
+            if a == b:
+                out.append(f"{a_var} and {b_var} are the same network {a}")
+            elif a.version == b.version and a.overlaps(b):
+                out.append(f"{a_var} {a} and {b_var} {b} overlap")
+    return out
+
+
+def group_vars_problems(group_vars: Mapping[str, Any]) -> list[str]:
+    bad = [k for k in group_vars if not _VAR_NAME.fullmatch(k)]
+    return [f"group variable name {k[:80]!r} is not an Ansible variable name" for k in bad]
+
+
+def cluster_problems(cluster: ipb.Cluster) -> list[str]:
+    """What is wrong with the cluster's own hosts and settings."""
+    out = []
+    if not cluster.control_plane:
+        out.append("kube_control_plane is empty: give the cluster's control-plane hosts")
+    if not cluster.etcd or len(cluster.etcd) % 2 == 0:
+        out.append(f"etcd has {len(cluster.etcd)} hosts: Kubespray needs an odd number")
+    for group, hosts in (("kube_control_plane", cluster.control_plane), ("etcd", cluster.etcd)):
+        for h in hosts:
+            out += [f"{group}: {p}" for p in host_problems(h.name, h.ansible_host, h.ip,
+                                                         h.access_ip)]  # fmt: skip
+    existing: dict[str, tuple[str, str, str]] = {}
+    for h in [*cluster.control_plane, *cluster.etcd]:
+        addr = (h.ansible_host, h.ip, h.access_ip)
+        if existing.setdefault(h.name, addr) != addr:
+            out.append(f"host {h.name!r} is listed twice with different addresses")
+    group_vars = json_format.MessageToDict(cluster.group_vars)
+    out += group_vars_problems(group_vars)
+    out += subnet_problems(group_vars)
+    return out
+
+
+def node_problems(node: NodeEntry) -> list[str]:
+    where = node.name if not node_name_problem(node.name) else f"node {node.node_id}"
+    found = host_problems(node.name, node.ansible_host, node.ip, node.access_ip)
+    found += labels_problems(node.labels, node.taints)
+    return [f"{where}: {p}" for p in found]
+
+
+def _host_vars(ansible_host: str, ip: str, access_ip: str, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"ansible_host": ansible_host or ip or name}
+    if ip:
+        out["ip"] = ip
+    if access_ip or ip:
+        out["access_ip"] = access_ip or ip
+    return out
+
+
+def build(cluster: ipb.Cluster, nodes: Sequence[NodeEntry]) -> tuple[dict[str, Any], list[str]]:
+    """(hosts.yaml structure, problems). Nodes are workers (kube_node); the cluster's own
+    hosts are its control plane and etcd. Problems empty: Kubespray may be run with it."""
+    problems = cluster_problems(cluster)
+    hosts: dict[str, dict[str, Any]] = {}
+    for h in [*cluster.control_plane, *cluster.etcd]:
+        hosts.setdefault(h.name, _host_vars(h.ansible_host, h.ip, h.access_ip, h.name))
+    existing = set(hosts)
+    workers: dict[str, None] = {}
+    seen: dict[str, str] = {}
+    for n in nodes:
+        problems += node_problems(n)
+        if n.name in existing:
+            problems.append(f"{n.name}: node {n.node_id} has the name of a control-plane or "
+                            "etcd host")  # fmt: skip
+            continue
+        if n.name in seen:
+            problems.append(f"{n.name}: nodes {seen[n.name]} and {n.node_id} share this name")
+            continue
+        seen[n.name] = n.node_id
+        entry = _host_vars(n.ansible_host, n.ip, n.access_ip, n.name)
+        entry["node_labels"] = dict(sorted(n.labels.items()))
+        entry["node_taints"] = list(n.taints)
+        hosts[n.name] = entry
+        workers[n.name] = None
+    all_vars: dict[str, Any] = json_format.MessageToDict(cluster.group_vars)
+    if cluster.ssh_user:
+        all_vars["ansible_user"] = cluster.ssh_user
+    if cluster.ssh_key_path:
+        all_vars["ansible_ssh_private_key_file"] = cluster.ssh_key_path
+    children: dict[str, Any] = {
+        "kube_control_plane": {"hosts": {h.name: {} for h in cluster.control_plane}},
+        "etcd": {"hosts": {h.name: {} for h in cluster.etcd}},
+        "kube_node": {"hosts": {name: {} for name in workers}},
+        "k8s_cluster": {"children": {"kube_control_plane": {}, "kube_node": {}}},
+    }
+    inventory = {"all": {"vars": all_vars, "hosts": hosts, "children": children}}
+    return inventory, problems
+
+
+def to_script_list(inventory: Mapping[str, Any]) -> dict[str, Any]:
+    """The same inventory in Ansible's dynamic-inventory `--list` format (with `_meta`, so
+    Ansible does not call `--host` once per host)."""
+    top = inventory["all"]
+    out: dict[str, Any] = {"_meta": {"hostvars": top["hosts"]}}
+    out["all"] = {"children": ["ungrouped", *top["children"]], "vars": top["vars"]}
+    for group, body in top["children"].items():
+        entry: dict[str, Any] = {}
+        if "hosts" in body:
+            entry["hosts"] = list(body["hosts"])
+        if "children" in body:
+            entry["children"] = list(body["children"])
+        out[group] = entry
+    return out
+
+
+def to_yaml(inventory: Mapping[str, Any]) -> str:
+    """hosts.yaml text (libyaml's emitter when PyYAML has it: ten thousand hosts in a second)."""
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    header = "# Kubespray inventory written by nodeagent (admin export kubespray); do not edit.\n"
+    body = yaml.dump(dict(inventory), Dumper=dumper, sort_keys=False, default_flow_style=False,
+                     width=1000)  # fmt: skip
+    return header + str(body)
