@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "nodeagent.cli.labels_cmd",
     "nodeagent.cli.inventory_cmd",
     "nodeagent.cli.tune_cmd",
+    "nodeagent.cli.preflight_cmd",
 )
 
 
