@@ -40,10 +40,13 @@ from nodeagent.agent.tuning import TuningService
 from nodeagent.agent.watch import HOTPLUG_CLASSES, UdevWatcher, XidWatcher
 from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc, tuning_pb2
+from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware import inventory as hw
 from nodeagent.hardware.rdma import read_port_status
 from nodeagent.host import HostRoot
+from nodeagent.topology.config import FabricConfig
+from nodeagent.topology.observe import observe
 
 log = logging.getLogger("nodeagent.agent")
 EVENT_KINDS = {"hotplug", "xid", "rdma-port", "discovery", "phase", "hook"}
@@ -149,6 +152,7 @@ class Agent:
         self.phase = "STARTING"
         self.last_error = ""
         self._discovery_failed = False
+        self.fabric: fpb.FabricObservation | None = None
         self.started = time.monotonic()
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -210,6 +214,8 @@ class Agent:
                 await asyncio.to_thread(hw.rediscover, self.root, self.inventory, only)
             self.view.inventory = self.inventory
             self.view.hostname = self.inventory.system.hostname
+            if only is None or "rdma" in only or "network" in only:
+                self.fabric = await asyncio.to_thread(self._observe_fabric)
             self.discovered_at.FromNanoseconds(time.time_ns())
             new_hash = inventory_hash(self.inventory)
             if self.hash and new_hash != self.hash:
@@ -253,6 +259,14 @@ class Agent:
             inventory_state=self.inventory_client.state if self.inventory_client
             else "not-configured")  # fmt: skip
 
+    def _observe_fabric(self) -> fpb.FabricObservation | None:
+        """Where the node sits in the fabric (rails, leaf/spine switches, cloud placement)."""
+        try:
+            return observe(self.root, self.inventory, FabricConfig())
+        except Exception as exc:  # a probe gone wrong must not stop the agent
+            log.warning("fabric observation failed: %s", exc)
+            return None
+
     def _on_desired(self, desired: Any) -> None:
         """The inventory's assignment: tuning resolves the profile from it."""
         if desired.profile != self.state.get("assigned_profile", ""):
@@ -267,7 +281,7 @@ class Agent:
                   for r in g.health_reasons]  # fmt: skip
         return Snapshot(phase=self.phase, inventory=self.inventory, inventory_hash=self.hash,
                         drift_count=sum(1 for d in self.view.drift.values() if d),
-                        health=health)  # fmt: skip
+                        health=health, fabric=self.fabric)  # fmt: skip
 
     # --- watchers ------------------------------------------------------------------------
     def _on_hotplug(self, subsystem: str, action: str, name: str) -> None:

@@ -27,9 +27,10 @@ import grpc
 from nodeagent import tlsutil
 from nodeagent.agent.config import InventoryClientConfig
 from nodeagent.api import channels
+from nodeagent.api.v1 import fabric_pb2 as fpb
+from nodeagent.api.v1 import fleet_pb2, fleet_pb2_grpc, inventory_pb2_grpc
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.api.v1 import inventory_pb2_grpc
 
 log = logging.getLogger("nodeagent.enrol")
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 120.0
@@ -47,6 +48,7 @@ class Snapshot:
     inventory_hash: str
     drift_count: int
     health: list[str]
+    fabric: fpb.FabricObservation | None = None
 
 
 class Identity:
@@ -86,6 +88,8 @@ class InventoryClient:
         self.node_state = ipb.NODE_STATE_UNSPECIFIED
         self.interval = cfg.heartbeat_seconds or 10.0
         self._sent_hash = ""
+        self._sent_fabric = b""
+        self.tiers = fpb.FabricTiers()  # the fleet's view of where this node sits
         self._channel: Any = None
         self._on_desired = on_desired
 
@@ -176,12 +180,27 @@ class InventoryClient:
             self._sent_hash = ""  # the next beat carries it
         if "renew-certificate" in resp.actions:
             await self.renew()
+        await self._report_fabric(snap)
         if self.state != "connected":
             log.info("inventory connected (%s)", self.cfg.address)
         self.state = "connected"
         self._desired(resp.desired, resp.state)
         if resp.next_interval_seconds and not self.cfg.heartbeat_seconds:
             self.interval = float(resp.next_interval_seconds)
+
+    async def _report_fabric(self, snap: Snapshot) -> None:
+        """The fabric observation, when it changed: the service groups the whole fleet."""
+        if snap.fabric is None:
+            return
+        blob = snap.fabric.SerializeToString(deterministic=True)
+        if blob == self._sent_fabric:
+            return
+        self._stub()  # opens the mTLS channel if needed
+        stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
+        resp = await stub.ReportFabric(fleet_pb2.ReportFabricRequest(
+            node_id=self.identity.node_id(), observation=snap.fabric), timeout=10)  # fmt: skip
+        self._sent_fabric = blob
+        self.tiers = resp.tiers
 
     async def renew(self) -> None:
         key = tlsutil.new_key()

@@ -198,6 +198,61 @@ def _render_node(node: Any) -> str:
             f"NVMe, hash {node.inventory_hash[:12] or '-'}\n")  # fmt: skip
 
 
+def _fleet_call(args: argparse.Namespace, method: str, request: Any) -> Any:
+    import grpc
+
+    from nodeagent.api.v1 import fleet_pb2_grpc
+
+    channel, _ = _admin_stub(args)
+    with channel:
+        try:
+            return getattr(fleet_pb2_grpc.FleetServiceStub(channel), method)(
+                request, timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            raise CliError(f"{method}: {exc.code().name}: {exc.details()}") from None
+
+
+def _cmd_export_topology(args: argparse.Namespace) -> int:
+    """`admin export kueue-topology|slurm-topology|fabric`: the fleet grouped by fabric."""
+    from nodeagent.api.v1 import fleet_pb2
+
+    fmt = {"kueue-topology": "kueue", "slurm-topology": "slurm", "fabric": "json"}[
+        args.export_command
+    ]
+    resp = _fleet_call(args, "ExportTopology", fleet_pb2.ExportTopologyRequest(
+        format=fmt, cluster=args.cluster or "", domain=args.domain or ""))  # fmt: skip
+    sys.stdout.write(resp.text if resp.text.endswith("\n") else resp.text + "\n")
+    return EXIT_OK
+
+
+def _cmd_node_labels(args: argparse.Namespace) -> int:
+    import json
+
+    from nodeagent.api.v1 import fleet_pb2
+
+    resp = _fleet_call(args, "GetNodeLabels", fleet_pb2.GetNodeLabelsRequest(
+        node_id=args.node, domain=args.domain or ""))  # fmt: skip
+    if args.output == "table":
+        width = max((len(k) for k in resp.labels), default=0)
+        for key in sorted(resp.labels):
+            print(f"{key.ljust(width)}  {resp.labels[key]}")
+    else:
+        print(json.dumps(dict(sorted(resp.labels.items())), indent=2))
+    return EXIT_OK
+
+
+def register_topology_exports(ex_sub: Any) -> None:
+    """The fleet topology formats of `nodeagent admin export`."""
+    for name, text in (("kueue-topology", "a Kueue Topology over the tier labels"),
+                       ("slurm-topology", "Slurm topology.conf from the fleet grouping"),
+                       ("fabric", "the fleet grouping itself (JSON)")):  # fmt: skip
+        p = ex_sub.add_parser(name, help=text)
+        p.add_argument("--cluster", help="only nodes assigned to this cluster")
+        p.add_argument("--domain", help="label domain (default nodeagent.io)")
+        p.set_defaults(func=_cmd_export_topology)
+
+
 def _cmd_tokens(args: argparse.Namespace) -> int:
     from nodeagent.api.v1 import inventory_pb2 as ipb
 
@@ -276,6 +331,10 @@ def register(sub: Any) -> None:
         p.add_argument("node")
         p.add_argument("--reason", default="")
     nodes.set_defaults(func=_cmd_nodes)
+    p = nodes_sub.add_parser("labels", help="the node's labels, as its agent publishes them")
+    p.add_argument("node")
+    p.add_argument("--domain")
+    p.set_defaults(func=_cmd_node_labels)
 
     toks = admin_sub.add_parser("tokens", help="bootstrap tokens")
     toks_sub = toks.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")

@@ -317,6 +317,9 @@ def register_admin(admin_sub: Any) -> None:
 
     export = admin_sub.add_parser("export", help="export the inventory for other tools")
     ex_sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
+    from nodeagent.cli.inventory_cmd import register_topology_exports
+
+    register_topology_exports(ex_sub)  # kueue-topology, slurm-topology, fabric
     p = ex_sub.add_parser("kubespray", help="hosts.yaml (and a dynamic inventory script)")
     p.add_argument("--cluster", required=True)
     p.add_argument("-o", "--file", required=True, help="hosts.yaml to write ('-': stdout)")

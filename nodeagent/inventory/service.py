@@ -32,11 +32,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from nodeagent.api.handlers import service_handler
+from nodeagent.api.v1 import fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.api.v1 import inventory_pb2_grpc
 from nodeagent.inventory import lifecycle, pki, registry, tokens
 from nodeagent.inventory.cluster_rpcs import ClusterRpcs
 from nodeagent.inventory.config import InventoryConfig
+from nodeagent.inventory.fleet import FleetServicer
 from nodeagent.inventory.joinrun import JoinScheduler
 from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
 
@@ -48,6 +49,7 @@ PERMISSIONS: dict[str, set[str] | None] = {
     "ListNodes": VIEW, "GetNode": VIEW | {"node"}, "WatchNodes": VIEW, "ListTokens": VIEW,
     "UpdateAssignment": OPERATE, "HoldNode": OPERATE, "ReleaseNode": OPERATE,
     "RetireNode": ADMIN, "DeleteNode": ADMIN, "CreateToken": ADMIN, "RevokeToken": ADMIN,
+    "ReportFabric": {"node"}, "ExportTopology": VIEW, "GetNodeLabels": VIEW,
     "CheckHostname": VIEW | {"node"},
     # A cluster spec decides which playbooks the service runs, as itself, with its SSH key.
     "CreateCluster": ADMIN, "UpdateCluster": ADMIN,
@@ -373,9 +375,18 @@ class InventoryService:
                 ),
             )
         )
+        fleet = fleet_pb2.DESCRIPTOR.services_by_name["FleetService"]
+        server.add_generic_rpc_handlers(
+            (
+                service_handler(
+                    fleet, FleetServicer(self.store, _me), authorize=Authorizer(), errors=ERRORS
+                ),
+            )
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((service.full_name, reflection.SERVICE_NAME,
+        reflection.enable_server_reflection((service.full_name, fleet.full_name,
+                                             reflection.SERVICE_NAME,
                                              "grpc.health.v1.Health"), server)  # fmt: skip
         self.port = server.add_secure_port(c.listen, self._credentials(True))
         self.bootstrap_port = server.add_secure_port(c.bootstrap_address, self._credentials(False))

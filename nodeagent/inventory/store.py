@@ -163,6 +163,15 @@ def _migrations(serial: str) -> list[str]:
             expires_at DOUBLE PRECISION NOT NULL
         );
         """,
+        # 3: what each node sees of the fabric, and its tiers from the last fleet grouping
+        """
+        CREATE TABLE fabric (
+            node_id TEXT PRIMARY KEY,
+            observation TEXT NOT NULL,
+            tiers TEXT NOT NULL DEFAULT '',
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        """,
     ]
 
 

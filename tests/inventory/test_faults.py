@@ -46,6 +46,7 @@ def test_postgresql_restart_under_heartbeat_load(
     admin = svc.admin()
     nodes = [enrol(svc, admin, variant(dgx_inventory, 600 + i)) for i in range(4)]
     stop, beats, failures = threading.Event(), [0], [0]
+    codes: set[grpc.StatusCode] = set()
 
     def load() -> None:
         while not stop.is_set():
@@ -54,8 +55,8 @@ def test_postgresql_restart_under_heartbeat_load(
                     node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED"),
                                           timeout=5)  # fmt: skip
                     beats[0] += 1
-                except grpc.RpcError as exc:
-                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
+                except grpc.RpcError as exc:  # checked below, in the test's own thread
+                    codes.add(exc.code())
                     failures[0] += 1
             time.sleep(0.02)
 
@@ -84,6 +85,9 @@ def test_postgresql_restart_under_heartbeat_load(
     finally:
         stop.set()
         worker.join(30)
+    # heartbeats are answered from memory: an outage of the database may slow them, but
+    # any refusal is UNAVAILABLE (retry later), never an internal error
+    assert codes <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}, codes
 
 
 def test_disk_full(

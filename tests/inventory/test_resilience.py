@@ -17,7 +17,7 @@ import pytest
 
 from nodeagent import tlsutil
 from nodeagent.api import channels
-from nodeagent.api.v1 import agent_pb2, inventory_pb2_grpc
+from nodeagent.api.v1 import agent_pb2, fleet_pb2, fleet_pb2_grpc, inventory_pb2_grpc
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import pki
@@ -75,6 +75,12 @@ class InventoryProcess:
     def ca(self) -> pki.CertificateAuthority:
         return pki.CertificateAuthority.load_or_create(
             self.ca_dir / "ca.crt", self.ca_dir / "ca.key", create=False
+        )
+
+    def fleet(self) -> fleet_pb2_grpc.FleetServiceStub:
+        cert, key = self.ca().issue_client("vic", "viewer")
+        return fleet_pb2_grpc.FleetServiceStub(
+            channels.secure_channel(self.address, self.ca().pem, cert, key)
         )
 
     def admin(self) -> inventory_pb2_grpc.InventoryServiceStub:
@@ -175,6 +181,11 @@ def test_agent_enrols_heartbeats_and_survives_inventory_restart(
         state_file = scratch / "agent" / "state" / "state.json"
         wait_for(lambda: json.loads(state_file.read_text()).get("assigned_profile") == "cpu-node",
                  20, "the assignment to reach the agent")  # fmt: skip
+        # and its fabric observation reached the fleet view
+        topo = inv.fleet().ExportTopology(
+            fleet_pb2.ExportTopologyRequest(format="json"), timeout=10
+        )
+        assert "cpu-node-01" in topo.topology.nodes
         inv.kill(signal.SIGKILL)
         wait_for(lambda: status().inventory_state.startswith("unreachable"), 30,
                  "the agent to notice the outage")  # fmt: skip

@@ -1,0 +1,138 @@
+"""FleetService: the fabric as the whole fleet sees it, and the labels of any node.
+
+Nodes report their fabric observation (compute rails, leaf and spine switches, cloud
+placement); an export groups every node's latest report with the same pure function the
+benchmarks measure (`topology.fleet.group_fleet`), keeps each node's tiers as its
+last-good value for the next grouping (one broken cable does not relabel a node), and
+renders the Kueue Topology or Slurm topology.conf. Node labels are derived here with the
+agent's own derivation, from the stored inventory, tiers and assignment.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import grpc
+import yaml
+from google.protobuf import json_format
+
+from nodeagent.api.v1 import fabric_pb2 as fpb
+from nodeagent.api.v1 import fleet_pb2, fleet_pb2_grpc
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.inventory.store import NotFound, Store
+from nodeagent.labels.config import LabelConfig
+from nodeagent.labels.derive import derive
+from nodeagent.labels.inputs import Assignment, LabelInputs
+from nodeagent.topology.export import kueue_topology, slurm_topology
+from nodeagent.topology.fleet import group_fleet
+
+FORMATS = ("kueue", "slurm", "json")
+
+
+def report(store: Store, node_id: str, obs: fpb.FabricObservation) -> fpb.FabricTiers:
+    with store.tx() as cur:
+        cur.execute(store.q("SELECT hostname FROM nodes WHERE id = ?"), (node_id,))
+        if cur.fetchone() is None:
+            raise NotFound(node_id)
+        cur.execute(store.q("INSERT INTO fabric (node_id, observation, updated_at) "
+                            "VALUES (?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                            "observation = excluded.observation, "
+                            "updated_at = excluded.updated_at"),
+                    (node_id, json_format.MessageToJson(obs, indent=None),
+                     time.time()))  # fmt: skip
+        cur.execute(store.q("SELECT tiers FROM fabric WHERE node_id = ?"), (node_id,))
+        tiers = cur.fetchone()[0]
+    return json_format.Parse(tiers, fpb.FabricTiers()) if tiers else fpb.FabricTiers()
+
+
+def group(store: Store, cluster: str) -> tuple[fpb.FabricTopology, dict[str, str]]:
+    """Group the fleet (or one cluster) and store each node's tiers as its last-good value.
+
+    Returns the topology (keyed by node name) and node name -> node id.
+    """
+    with store.tx() as cur:
+        where = " AND n.cluster = ?" if cluster else ""
+        cur.execute(store.q("SELECT n.id, n.hostname, f.observation, f.tiers FROM fabric f "
+                            f"JOIN nodes n ON n.id = f.node_id WHERE 1 = 1{where}"),
+                    (cluster,) if cluster else ())  # fmt: skip
+        rows = cur.fetchall()
+    observations, previous, ids = [], {}, {}
+    for node_id, hostname, obs_json, tiers_json in rows:
+        obs = json_format.Parse(obs_json, fpb.FabricObservation())
+        obs.node = obs.node or hostname
+        observations.append(obs)
+        ids[obs.node] = node_id
+        if tiers_json:
+            previous[obs.node] = json_format.Parse(tiers_json, fpb.FabricTiers())
+    topology = group_fleet(observations, previous)
+    with store.tx() as cur:
+        for name, tiers in topology.nodes.items():
+            cur.execute(store.q("UPDATE fabric SET tiers = ? WHERE node_id = ?"),
+                        (json_format.MessageToJson(tiers, indent=None), ids[name]))  # fmt: skip
+    return topology, ids
+
+
+def node_labels(store: Store, node_id: str, domain: str) -> dict[str, str]:
+    with store.tx() as cur:
+        cur.execute(store.q("SELECT inventory, pool, profile FROM nodes WHERE id = ?"),
+                    (node_id,))  # fmt: skip
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(node_id)
+        cur.execute(store.q("SELECT observation, tiers FROM fabric WHERE node_id = ?"),
+                    (node_id,))  # fmt: skip
+        fabric = cur.fetchone()
+    inv = json_format.Parse(row[0], pb.HardwareInventory()) if row[0] else pb.HardwareInventory()
+    obs = json_format.Parse(fabric[0], fpb.FabricObservation()) if fabric else None
+    tiers = json_format.Parse(fabric[1], fpb.FabricTiers()) if fabric and fabric[1] else None
+    inputs = LabelInputs(inventory=inv, tiers=tiers or fpb.FabricTiers(),
+                         observation=obs or fpb.FabricObservation(),
+                         assignment=Assignment(pool=row[1], profile=row[2]))  # fmt: skip
+    return derive(inputs, LabelConfig(domain=domain or LabelConfig().domain))
+
+
+class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
+    def __init__(self, store: Store, me: Any) -> None:
+        self.store = store
+        self.me = me  # () -> the calling Principal
+
+    async def ReportFabric(self, request: fleet_pb2.ReportFabricRequest,
+                           context: grpc.aio.ServicerContext,
+                           ) -> fleet_pb2.ReportFabricResponse:  # fmt: skip
+        me = self.me()
+        if request.node_id and request.node_id != me.name:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"certificate is for node {me.name}, not {request.node_id}",
+            )
+        tiers = await self.store.run(report, self.store, me.name, request.observation)
+        return fleet_pb2.ReportFabricResponse(tiers=tiers)
+
+    async def ExportTopology(self, request: fleet_pb2.ExportTopologyRequest,
+                             context: grpc.aio.ServicerContext,
+                             ) -> fleet_pb2.ExportTopologyResponse:  # fmt: skip
+        fmt = request.format or "json"
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+        if len(request.cluster) > 253 or len(request.domain) > 253:
+            raise ValueError("cluster and domain: at most 253 characters")
+        topology, _ = await self.store.run(group, self.store, request.cluster)
+        if fmt == "kueue":
+            text = yaml.safe_dump(kueue_topology(request.domain or "nodeagent.io"),
+                                  sort_keys=False)  # fmt: skip
+        elif fmt == "slurm":
+            text = slurm_topology(dict(topology.nodes))
+        else:
+            text = json.dumps(json_format.MessageToDict(topology,
+                                                        preserving_proto_field_name=True),
+                              indent=2, sort_keys=True)  # fmt: skip
+        return fleet_pb2.ExportTopologyResponse(text=text, topology=topology)
+
+    async def GetNodeLabels(self, request: fleet_pb2.GetNodeLabelsRequest,
+                            context: grpc.aio.ServicerContext) -> fleet_pb2.NodeLabels:  # fmt: skip
+        if len(request.domain) > 253:
+            raise ValueError("domain: at most 253 characters")
+        labels = await self.store.run(node_labels, self.store, request.node_id, request.domain)
+        return fleet_pb2.NodeLabels(node_id=request.node_id, labels=labels)
