@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from nodeagent import __version__
 from nodeagent.agent import config as config_mod
-from nodeagent.agent import hooks, sdnotify
+from nodeagent.agent import hooks, preflight, sdnotify
 from nodeagent.agent.enrol import InventoryClient, Snapshot
 from nodeagent.agent.events import EventBus
 from nodeagent.agent.metrics import AgentCollector, AgentView
@@ -152,6 +152,7 @@ class Agent:
         self.phase = "STARTING"
         self.last_error = ""
         self._discovery_failed = False
+        self._preflight_failing: list[str] = []
         self.fabric: fpb.FabricObservation | None = None
         self.started = time.monotonic()
         self._lock = asyncio.Lock()
@@ -232,9 +233,9 @@ class Agent:
                 if await self._hooks("post-discovery"):
                     # discovery settles only what discovery owns: a failed tuning run or a
                     # later phase stays as it is until its own step changes it
-                    if self.phase in ("STARTING", "DISCOVERED") or self._discovery_failed:
+                    if self.phase in ("STARTING", "DISCOVERED", "READY") or self._discovery_failed:
                         self.last_error = ""
-                        self._set_phase("DISCOVERED")
+                        self._set_phase(await asyncio.to_thread(self._ready_or_not))
                     self._discovery_failed = False
                 else:
                     self._discovery_failed = True
@@ -258,6 +259,19 @@ class Agent:
             node_id=self.inventory_client.identity.node_id() if self.inventory_client else "",
             inventory_state=self.inventory_client.state if self.inventory_client
             else "not-configured")  # fmt: skip
+
+    def _ready_or_not(self) -> str:
+        """READY when preflight passes (the node can join a cluster), else DISCOVERED."""
+        try:
+            report = preflight.run(self.root, preflight.Options())
+        except Exception as exc:  # a broken check must not stop the agent
+            log.warning("preflight failed to run: %s", exc)
+            return "DISCOVERED"
+        failing = [c.name for c in report.checks if c.status == preflight.FAIL]
+        if failing and failing != self._preflight_failing:
+            log.info("not ready to join: preflight fails %s", ", ".join(failing))
+        self._preflight_failing = failing
+        return "DISCOVERED" if failing else "READY"
 
     def _observe_fabric(self) -> fpb.FabricObservation | None:
         """Where the node sits in the fabric (rails, leaf/spine switches, cloud placement)."""

@@ -64,9 +64,17 @@ def tuning_plan(fleet: Fleet) -> None:
 
 
 def kubespray(fleet: Fleet) -> None:
-    banner("Kubespray inventory: nodeagent admin export kubespray --cluster demo")
-    out = fleet.run("admin", "export", "kubespray", "--cluster", "demo", check=False)
-    print(out or "(the join commands are not part of this build)")
+    banner("Kubespray inventory: nodeagent admin export kubespray --cluster demo -o hosts.yaml")
+    # an existing cluster (its control plane and etcd hosts stand in), the GPU nodes assigned
+    fleet.run("admin", "clusters", "create", "demo", "--kubespray-dir", "/opt/kubespray",
+              "--control-plane", "cp-1=192.0.2.11", "--etcd", "cp-1=192.0.2.11")  # fmt: skip
+    for line in fleet.run("admin", "nodes", "list").splitlines()[1:]:
+        node_id, hostname = line.split()[:2]
+        if hostname != "cpu-node-01":
+            fleet.run("admin", "nodes", "update", node_id, "--cluster", "demo")
+    hosts = fleet.base / "hosts.yaml"
+    print(fleet.run("admin", "export", "kubespray", "--cluster", "demo", "-o", str(hosts)), end="")
+    print(hosts.read_text(), end="")
 
 
 def main() -> int:

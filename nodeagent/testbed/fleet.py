@@ -23,6 +23,7 @@ from pathlib import Path
 from nodeagent import tlsutil
 from nodeagent.inventory import pki
 from nodeagent.testbed.machines import build_machine
+from nodeagent.testbed.ready import make_ready
 
 FLEET = (("dgx-h100", "training"), ("oci-bm-gpu-h100-8", "training"), ("cpu-node", "services"))
 NODEAGENT = [sys.executable, "-m", "nodeagent.cli.main"]
@@ -127,7 +128,9 @@ class Fleet:
         for i, (machine, pool) in enumerate(FLEET):
             workdir = self.base / machine
             workdir.mkdir(exist_ok=True)
-            agent = Agent(machine, pool, build_machine(machine, workdir / "root"), workdir)
+            # installed, tuned and booted: preflight passes, the agent reports READY
+            root = make_ready(build_machine(machine, workdir / "root"))
+            agent = Agent(machine, pool, root, workdir)
             host = "127.0.0.1"
             if self.namespaces:
                 agent.netns = f"na-{os.getpid() % 100000}-{i}"

@@ -28,7 +28,10 @@ def test_fleet_converges_through_restarts() -> None:
         nodes = json.loads(fleet.run("admin", "-o", "json", "nodes", "list"))["nodes"]
         assert sorted(n["hostname"] for n in nodes) == ["cpu-node-01", "dgx-h100-01",
                                                        "gpu-h100-0017"]  # fmt: skip
-        assert {n["state"] for n in nodes} == {"DISCOVERED"}
+        # discovered, enrolled, preflight passed on the node: READY to join
+        fleet._wait(lambda: {n["state"] for n in json.loads(fleet.run(
+            "admin", "-o", "json", "nodes", "list"))["nodes"]} == {"READY"}, 30,
+            "every node READY")  # fmt: skip
         pools = {n["hostname"]: n["assignment"]["pool"] for n in nodes}
         assert pools == {"dgx-h100-01": "training", "gpu-h100-0017": "training",
                          "cpu-node-01": "services"}  # fmt: skip
@@ -72,7 +75,7 @@ def test_fleet_converges_through_restarts() -> None:
                 time.sleep(0.5)
             assert not reachable(), "marked unreachable after the missed intervals"
             shown = json.loads(fleet.run("admin", "-o", "json", "nodes", "show", node["id"]))
-            assert shown["state"] == "DISCOVERED"
+            assert shown["state"] == "READY"
             fleet.partition(cut, connected=True)
             deadline = time.monotonic() + 60
             while not reachable() and time.monotonic() < deadline:
