@@ -10,7 +10,6 @@ everything that follows.
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import ssl
 from pathlib import Path
@@ -19,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from nodeagent.fsutil import write_atomic
 
 
 class PinError(ValueError):
@@ -39,16 +40,8 @@ def cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Create a key file 0600 from the start (no window where it is world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """A key or token file: 0600 from the start, in a 0700 directory when it makes one."""
+    write_atomic(path, data, mode=0o600, dir_mode=0o700)
 
 
 def spki_hash(cert: x509.Certificate) -> str:

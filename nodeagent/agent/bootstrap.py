@@ -27,6 +27,7 @@ from nodeagent.agent import config as config_mod
 from nodeagent.agent.daemon import inventory_hash
 from nodeagent.agent.enrol import InventoryClient, Snapshot
 from nodeagent.agent.state import StateFile
+from nodeagent.fsutil import write_atomic
 from nodeagent.hardware.inventory import discover
 from nodeagent.host import HostRoot
 
@@ -78,9 +79,7 @@ def write_config(opts: BootstrapOptions) -> Path:
             f'token_file = "{token_file}"\n'
             + (f'bootstrap_address = "{opts.bootstrap_address}"\n' if opts.bootstrap_address
                else ""))  # fmt: skip
-    tmp = config.with_name(".agent.toml.tmp")
-    tmp.write_text(text)
-    tmp.replace(config)
+    write_atomic(config, text, mode=0o644)
     config_mod.load(config, required=True)  # what we wrote must be what the service accepts
     return config
 

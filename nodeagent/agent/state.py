@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nodeagent.fsutil import write_atomic
+
 log = logging.getLogger(__name__)
 MAX_STATE_BYTES = 4 << 20
 
@@ -43,18 +45,5 @@ class StateFile:
             return {}
 
     def save(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         blob = json.dumps(data, indent=1, sort_keys=True).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, blob)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, blob, mode=0o600, dir_mode=0o700)

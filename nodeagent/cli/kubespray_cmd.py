@@ -133,10 +133,9 @@ def _cmd_node_address(args: argparse.Namespace) -> int:
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    from nodeagent.fsutil import write_atomic
+
+    write_atomic(path, text, mode=mode)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
+
+from nodeagent import fsutil
 
 FEATURES_DIR = "etc/kubernetes/node-feature-discovery/features.d"
 FEATURE_FILE = "nodeagent"
@@ -64,15 +65,8 @@ def feature_file_path(root_path: str) -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `path` through a dot-file in the same directory and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """The NFD feature file: through a dot-file NFD ignores, renamed into place."""
+    fsutil.write_atomic(path, text, mode=0o644)
 
 
 def kubespray_host_vars(labels: Mapping[str, str], taints: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nodeagent import fsutil
 from nodeagent.labels import sinks
 
 LABELS = {"gpu.nodeagent.io/count": "8", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
@@ -50,7 +51,7 @@ def test_atomic_write_goes_through_a_dot_file(
         renames.append((os.path.basename(src), os.path.basename(dst), Path(src).read_text()))
         real_replace(src, dst)
 
-    monkeypatch.setattr(sinks.os, "replace", spy)
+    monkeypatch.setattr(fsutil.os, "replace", spy)  # the one atomic writer sinks use
     sinks.write_atomic(target, "old\n")
     sinks.write_atomic(target, "new\n")
     # NFD skips names starting with '.'; the file is complete before it becomes visible

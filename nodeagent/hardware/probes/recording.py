@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+from nodeagent.fsutil import write_atomic
 from nodeagent.host import PROBES_DIR, HostReadError, HostRoot
 
 MAX_RECORDING_BYTES = 16 << 20
@@ -28,9 +29,5 @@ def load(root: HostRoot, probe: str) -> dict[str, Any] | None:
 def save(root_dir: str, probe: str, data: dict[str, Any]) -> str:
     """Write a recording into a directory root (used by snapshot capture)."""
     path = os.path.join(root_dir, PROBES_DIR, f"{probe}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
     return path
