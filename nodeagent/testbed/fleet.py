@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,10 +194,10 @@ class Fleet:
         return self.run("agent", *args, "--socket", agent.socket)
 
     @staticmethod
-    def _wait(predicate: object, timeout: float, what: str) -> None:
+    def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if predicate():  # type: ignore[operator]
+            if predicate():
                 return
             time.sleep(0.2)
         raise RuntimeError(f"timed out waiting for {what}")
