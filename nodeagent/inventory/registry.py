@@ -231,6 +231,15 @@ def renew(store: Store, node_id: str, issue: Any) -> bytes:
     return bytes(cert_pem)
 
 
+def all_nodes(store: Store) -> list[tuple[ipb.Node, str]]:
+    """Every node with the phase its agent last reported (the service's heartbeat cache)."""
+    columns = ", ".join(f"n.{c.strip()}" for c in NODE_COLUMNS.split(","))
+    with store.tx() as cur:
+        cur.execute(f"SELECT {columns}, l.phase FROM nodes n "
+                    "LEFT JOIN liveness l ON l.node_id = n.id")  # fmt: skip
+        return [(node_from_row(row[:-1]), row[-1] or "") for row in cur.fetchall()]
+
+
 def get_node(store: Store, node_id: str, events: int, deadline: float) -> ipb.Node:
     with store.tx() as cur:
         cur.execute(store.q(f"SELECT {NODE_COLUMNS}, inventory FROM nodes WHERE id = ?"),

@@ -144,6 +144,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         log.info("registered node %s (%s) with token %s", node.id, node.hostname,
                  tokens.redact(request.token))  # fmt: skip
         s.seen(node.id, "DISCOVERED")
+        s.nodes[node.id] = (node, "DISCOVERED", time.monotonic())
         return ipb.RegisterResponse(node_id=node.id, certificate_pem=cert_pem.decode(),
                                     ca_bundle_pem=s.ca.pem.decode(),
                                     heartbeat_interval_seconds=s.config.heartbeat_interval_seconds,
@@ -158,7 +159,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                 f"certificate is for node {me.name}, not {request.node_id}",
             )
         _validate_text(request.phase, "phase", 32)
-        cached = s.nodes.get(me.name)
+        cached = s.cached(me.name)
         inv = request.inventory if request.HasField("inventory") else None
         if cached is None or inv is not None or cached[1] != request.phase:
             node, _ = await s.store.run(
@@ -169,7 +170,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                 inv,
                 request.inventory_hash,
             )
-            s.nodes[me.name] = (node, request.phase)
+            s.nodes[me.name] = (node, request.phase, time.monotonic())
         else:
             node = cached[0]  # nothing but liveness changed: no transaction
         wants = bool(request.inventory_hash) and request.inventory_hash != node.inventory_hash
@@ -309,7 +310,12 @@ class InventoryService:
             cert_path, key_path, create=not (config.ca_cert and config.ca_key)
         )
         self.store = Store.open(config.database_url)
-        self.nodes: dict[str, tuple[ipb.Node, str]] = {}  # id -> (node, last reported phase)
+        # id -> (node, last reported phase, when loaded): heartbeats that change nothing but
+        # liveness are answered from here without a transaction
+        self.nodes: dict[str, tuple[ipb.Node, str, float]] = {}
+        # Other replicas and the join jobs change nodes too: an entry is re-read after this
+        # long (a heartbeat a minute per node reads the database; the rest do not).
+        self.cache_seconds = 60.0
         self._liveness: dict[str, tuple[float, str]] = {}
         self._stop = asyncio.Event()
         self.server: grpc.aio.Server | None = None
@@ -317,6 +323,19 @@ class InventoryService:
         self.joins: JoinScheduler | None = None
         self.port = 0
         self.bootstrap_port = 0
+
+    def cached(self, node_id: str) -> tuple[ipb.Node, str, float] | None:
+        entry = self.nodes.get(node_id)
+        if entry is not None and time.monotonic() - entry[2] > self.cache_seconds:
+            return None
+        return entry
+
+    async def warm_cache(self) -> None:
+        """Load every node once at start: a fleet reconnecting after a restart then costs
+        no transaction per node."""
+        now = time.monotonic()
+        rows = await self.store.run(registry.all_nodes, self.store)
+        self.nodes = {node.id: (node, phase, now) for node, phase in rows}
 
     def seen(self, node_id: str, phase: str) -> None:
         self._liveness[node_id] = (time.time(), phase)
@@ -396,6 +415,7 @@ class InventoryService:
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
         self.server = server
+        await self.warm_cache()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._flush_liveness()), loop.create_task(self._sweep())]
         self.joins = JoinScheduler(self.store, c.data_dir, poll_seconds=c.join_poll_seconds,
