@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ DEFAULT_SOCKET = "/run/nodeagent/agent.sock"
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from nodeagent.agent import config, daemon, logs
 
     try:

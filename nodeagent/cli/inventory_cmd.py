@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -24,6 +23,8 @@ def _service_config(path: str | None) -> Any:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from nodeagent.agent import logs
     from nodeagent.inventory.service import InventoryService
 
