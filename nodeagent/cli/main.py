@@ -15,29 +15,40 @@ from collections.abc import Sequence
 
 from nodeagent.cli.common import EXIT_ERROR, EXIT_OK, CliError
 
-COMMAND_MODULES = (
-    "nodeagent.cli.discover_cmd",
-    "nodeagent.cli.agent_cmd",
-    "nodeagent.cli.labels_cmd",
-    "nodeagent.cli.inventory_cmd",
-    "nodeagent.cli.tune_cmd",
-    "nodeagent.cli.preflight_cmd",
-)
+# module -> the top-level commands it registers
+COMMAND_MODULES = {
+    "nodeagent.cli.discover_cmd": ("discover", "snapshot"),
+    "nodeagent.cli.agent_cmd": ("serve", "agent", "bootstrap"),
+    "nodeagent.cli.labels_cmd": ("labels", "fabric"),
+    "nodeagent.cli.inventory_cmd": ("inventory", "admin"),
+    "nodeagent.cli.tune_cmd": ("tune",),
+    "nodeagent.cli.preflight_cmd": ("preflight",),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given argv, only the module of the command asked for is imported.
+
+    `nodeagent discover` must start fast (it is measured against lshw): the other
+    command modules pull in labels, tuning and gRPC code it never uses. Help and
+    unknown commands get every module.
+    """
     parser = argparse.ArgumentParser(
         prog="nodeagent", description="Provisioning agent for bare-metal GPU servers."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    words = [a for a in (argv or []) if not a.startswith("-")]
+    wanted = [m for m, cmds in COMMAND_MODULES.items() if words and words[0] in cmds]
+    for name in wanted or COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
