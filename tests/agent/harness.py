@@ -7,6 +7,7 @@ WATCHDOG=1 and STOPPING=1 exactly as systemd would receive them.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,18 @@ from nodeagent.api.v1 import agent_pb2_grpc
 
 # The tests poll faster than production so they can observe changes quickly.
 FAST_WATCH = "rdma_poll_seconds = 0.5\ncoalesce_seconds = 0.2\n"
+
+
+# A bootstrap token's secret part or PEM key material must never reach a log.
+SECRET_PATTERNS = (re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{32}\b"),
+                   re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"))  # fmt: skip
+
+
+def assert_no_secrets(text: str, where: str) -> None:
+    """Every log the test processes write is scanned when they are closed."""
+    for pattern in SECRET_PATTERNS:
+        match = pattern.search(text)
+        assert match is None, f"secret material in the {where}: {match.group(0)[:12]}..."
 
 
 def free_port() -> int:
@@ -110,3 +123,4 @@ class AgentProcess:
             self.proc.kill()
             self.proc.wait()
         self.notify.close()
+        assert_no_secrets(self.log(), "agent log")

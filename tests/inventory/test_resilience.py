@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from nodeagent.api.v1 import agent_pb2, fleet_pb2, fleet_pb2_grpc, inventory_pb2
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import pki
-from tests.agent.harness import AgentProcess, free_port
+from tests.agent.harness import AgentProcess, assert_no_secrets, free_port
 from tests.inventory.conftest import Postgres, variant, wait_for
 
 
@@ -93,6 +94,8 @@ class InventoryProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
         self.proc.wait(30)
+        log = (self.workdir / "inventory.log").read_text(errors="replace")
+        assert_no_secrets(log, "inventory log")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -190,6 +193,10 @@ def test_agent_enrols_heartbeats_and_survives_inventory_restart(
         wait_for(lambda: status().inventory_state.startswith("unreachable"), 30,
                  "the agent to notice the outage")  # fmt: skip
         assert status().phase == "DISCOVERED", "the local API keeps serving"
+        if agent.metrics_port:  # and so do its metrics
+            with urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics",
+                                        timeout=5) as resp:  # fmt: skip
+                assert b"nodeagent_phase" in resp.read()
         inv.start()
         wait_for(lambda: status().inventory_state == "connected", 60,
                  "the agent to reconnect by itself")  # fmt: skip
