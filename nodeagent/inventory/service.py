@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import datetime as dt
-import hashlib
 import logging
 import time
 from functools import lru_cache
@@ -436,11 +434,3 @@ class InventoryService:
         with contextlib.suppress(StoreError):
             await self.flush()
         self.store.close()
-
-
-def admin_cert_expiry(cert_pem: bytes) -> dt.datetime:
-    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
-
-
-def fingerprint(pem: bytes) -> str:
-    return hashlib.sha256(pem).hexdigest()[:16]
