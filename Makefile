@@ -41,16 +41,16 @@ test: $(STAMP) deps-system
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m nodeagent.testbed.demo
+	$(PY) -m testbed.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check nodeagent tests bench tools
-	$(VENV)/bin/mypy nodeagent tools bench
+	$(VENV)/bin/ruff format --check nodeagent testbed tests bench tools
+	$(VENV)/bin/mypy nodeagent testbed tools bench
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
-	$(VENV)/bin/ruff format nodeagent tests bench tools
+	$(VENV)/bin/ruff format nodeagent testbed tests bench tools
 
 protos: $(STAMP)
 	$(PY) tools/gen_protos.py

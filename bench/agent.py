@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nodeagent.api.v1 import agent_pb2  # noqa: E402
-from nodeagent.testbed.machines import build_machine  # noqa: E402
-from tests.agent.harness import AgentProcess, free_port  # noqa: E402
+from testbed.agent_process import AgentProcess, free_port  # noqa: E402
+from testbed.machines import build_machine  # noqa: E402
 
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -125,21 +125,56 @@ def main() -> int:
         f"(nodeagent on the DGX H100-like root; node_exporter on this machine)"
     )
     results = [
-        {"name": "idle_rss", "value": round(rss["nodeagent"], 1), "unit": "MB", "goal": 64,
-         "better": "lower"},
-        {"name": "idle_cpu", "value": round(idle_cpu["nodeagent"], 3), "unit": "% core",
-         "goal": 1, "better": "lower"},
-        {"name": "get_inventory_p99", "value": round(inv_p99, 3), "unit": "ms", "goal": 5,
-         "better": "lower"},
-        {"name": "metrics_scrape_p50", "value": round(agent_scrape[0], 2), "unit": "ms",
-         "goal": 50, "better": "lower"},
-        {"name": "node_exporter_scrape_p50", "value": round(exporter_scrape[0], 2), "unit": "ms",
-         "goal": None, "better": "lower"},
-        {"name": "node_exporter_idle_rss", "value": round(rss.get("node_exporter", nan), 1),
-         "unit": "MB", "goal": None, "better": "lower"},
-        {"name": "scrape_ratio_to_node_exporter", "value": round(ratio, 2), "unit": "x",
-         "goal": None, "better": "lower"},
-    ]  # fmt: skip
+        {
+            "name": "idle_rss",
+            "value": round(rss["nodeagent"], 1),
+            "unit": "MB",
+            "goal": 64,
+            "better": "lower",
+        },
+        {
+            "name": "idle_cpu",
+            "value": round(idle_cpu["nodeagent"], 3),
+            "unit": "% core",
+            "goal": 1,
+            "better": "lower",
+        },
+        {
+            "name": "get_inventory_p99",
+            "value": round(inv_p99, 3),
+            "unit": "ms",
+            "goal": 5,
+            "better": "lower",
+        },
+        {
+            "name": "metrics_scrape_p50",
+            "value": round(agent_scrape[0], 2),
+            "unit": "ms",
+            "goal": 50,
+            "better": "lower",
+        },
+        {
+            "name": "node_exporter_scrape_p50",
+            "value": round(exporter_scrape[0], 2),
+            "unit": "ms",
+            "goal": None,
+            "better": "lower",
+        },
+        {
+            "name": "node_exporter_idle_rss",
+            "value": round(rss.get("node_exporter", nan), 1),
+            "unit": "MB",
+            "goal": None,
+            "better": "lower",
+        },
+        {
+            "name": "scrape_ratio_to_node_exporter",
+            "value": round(ratio, 2),
+            "unit": "x",
+            "goal": None,
+            "better": "lower",
+        },
+    ]
     print(json.dumps({"bench": "agent", "results": results}))
     return 0
 

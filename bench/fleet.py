@@ -36,11 +36,12 @@ from nodeagent import tlsutil  # noqa: E402
 from nodeagent.api import channels  # noqa: E402
 from nodeagent.api.v1 import inventory_pb2 as ipb  # noqa: E402
 from nodeagent.api.v1 import inventory_pb2_grpc  # noqa: E402
-from nodeagent.hardware.inventory import discover  # noqa: E402
+from nodeagent.hardware.discover import discover  # noqa: E402
 from nodeagent.host import HostRoot  # noqa: E402
-from nodeagent.testbed.machines import build_machine  # noqa: E402
-from tests.agent.harness import free_port  # noqa: E402
-from tests.inventory.conftest import Postgres, variant  # noqa: E402
+from testbed.agent_process import free_port  # noqa: E402
+from testbed.machines import build_machine  # noqa: E402
+from testbed.postgres import Postgres  # noqa: E402
+from testbed.variants import variant  # noqa: E402
 
 NODES = int(os.environ.get("BENCH_NODES", "10000"))
 PROCS = int(os.environ.get("BENCH_PROCS", "4"))
@@ -87,8 +88,9 @@ def _agent_proc(args: tuple[str, str, bytes, list[bytes], list[bytes], Any]) -> 
     return asyncio.run(run())
 
 
-async def beat(address: str, ca: bytes, ids: list[tuple[str, bytes, bytes]],
-               seconds: float) -> tuple[list[float], float]:  # fmt: skip
+async def beat(
+    address: str, ca: bytes, ids: list[tuple[str, bytes, bytes]], seconds: float
+) -> tuple[list[float], float]:
     """Connect every node (its own mTLS connection), then heartbeat each every INTERVAL
     (+-20 % jitter) for `seconds`. Returns the steady-state latencies and the connect time.
     """
@@ -124,15 +126,24 @@ async def beat(address: str, ca: bytes, ids: list[tuple[str, bytes, bytes]],
     return latencies, connect_s
 
 
-def run_fleet(name: str, servers: list[ib.Server], token: str, keys: list[bytes],
-              invs: list[bytes]) -> dict[str, Any]:  # fmt: skip
+def run_fleet(
+    name: str, servers: list[ib.Server], token: str, keys: list[bytes], invs: list[bytes]
+) -> dict[str, Any]:
     """Split the nodes over PROCS agent processes (and over the replicas, round robin)."""
     chunks = []
     for p in range(PROCS):
         server = servers[p % len(servers)]
         idx = range(p, len(invs), PROCS)
-        chunks.append((f"127.0.0.1:{server.boot}", f"127.0.0.1:{server.port}", server.ca.pem,
-                       [keys[i] for i in idx], [invs[i] for i in idx], token))  # fmt: skip
+        chunks.append(
+            (
+                f"127.0.0.1:{server.boot}",
+                f"127.0.0.1:{server.port}",
+                server.ca.pem,
+                [keys[i] for i in idx],
+                [invs[i] for i in idx],
+                token,
+            )
+        )
     cpu0 = [ib.cpu_seconds(s.proc.pid) for s in servers]
     wall = time.perf_counter()
     with mp.get_context("fork").Pool(PROCS) as pool:
@@ -141,12 +152,16 @@ def run_fleet(name: str, servers: list[ib.Server], token: str, keys: list[bytes]
     cpu = sum(ib.cpu_seconds(s.proc.pid) - c for s, c in zip(servers, cpu0, strict=True))
     lat = sorted(x for r in results for x in r["latencies"])
     ok = [x for x in lat if x != float("inf")]
-    return {"enrol_s": max(r["enrol_s"] for r in results),
-            "connect_s": max(r["connect_s"] for r in results),
-            "nodes": sum(r["nodes"] for r in results),
-            "hb_p50": statistics.median(ok), "hb_p99": ok[int(len(ok) * 0.99)],
-            "hb_missed": len(lat) - len(ok), "hb_count": len(lat),
-            "server_cpu_pct": cpu / wall * 100}  # fmt: skip
+    return {
+        "enrol_s": max(r["enrol_s"] for r in results),
+        "connect_s": max(r["connect_s"] for r in results),
+        "nodes": sum(r["nodes"] for r in results),
+        "hb_p50": statistics.median(ok),
+        "hb_p99": ok[int(len(ok) * 0.99)],
+        "hb_missed": len(lat) - len(ok),
+        "hb_count": len(lat),
+        "server_cpu_pct": cpu / wall * 100,
+    }
 
 
 def main() -> int:
@@ -154,12 +169,16 @@ def main() -> int:
     pg = None
     results: dict[str, dict[str, Any]] = {}
     try:
-        kinds = [discover(HostRoot(build_machine(m, tmp / m)))
-                 for m in ("dgx-h100", "oci-bm-gpu-h100-8", "cpu-node")]  # fmt: skip
+        kinds = [
+            discover(HostRoot(build_machine(m, tmp / m)))
+            for m in ("dgx-h100", "oci-bm-gpu-h100-8", "cpu-node")
+        ]
         print(f"preparing {NODES} agents ...", flush=True)
         keys = [tlsutil.key_pem(tlsutil.new_key()) for _ in range(NODES)]
-        invs = [ipb.RegisterRequest(inventory=variant(kinds[n % 3], n)).SerializeToString()
-                for n in range(NODES)]  # fmt: skip
+        invs = [
+            ipb.RegisterRequest(inventory=variant(kinds[n % 3], n)).SerializeToString()
+            for n in range(NODES)
+        ]
         runs: list[tuple[str, list[str]]] = [("sqlite", [f"sqlite:///{tmp / 'fleet.db'}"])]
         if os.geteuid() == 0 and shutil.which("runuser"):
             pg = Postgres().start()
@@ -171,8 +190,9 @@ def main() -> int:
             if len(dbs) == 2:  # the second replica: same database, same CA
                 servers.append(_replica(tmp / f"{name}-1", dbs[1], tmp / f"{name}-0"))
             cert, key = servers[0].ca.issue_client("bench", "admin")
-            with channels.secure_channel(f"127.0.0.1:{servers[0].port}", servers[0].ca.pem, cert,
-                                         key) as ch:  # fmt: skip
+            with channels.secure_channel(
+                f"127.0.0.1:{servers[0].port}", servers[0].ca.pem, cert, key
+            ) as ch:
                 token = (
                     inventory_pb2_grpc.InventoryServiceStub(ch)
                     .CreateToken(
@@ -180,8 +200,11 @@ def main() -> int:
                     )
                     .secret
                 )
-            print(f"{name}: enrolment storm of {NODES}, then {STEADY_SECONDS:.0f} s of "
-                  f"heartbeats every {INTERVAL:.0f} s ...", flush=True)  # fmt: skip
+            print(
+                f"{name}: enrolment storm of {NODES}, then {STEADY_SECONDS:.0f} s of "
+                f"heartbeats every {INTERVAL:.0f} s ...",
+                flush=True,
+            )
             results[name] = run_fleet(name, servers, token, keys, invs)
             for s in servers:
                 s.stop()
@@ -214,17 +237,24 @@ def _echo_steady(tmp: Path, keys: list[bytes]) -> dict[str, float]:
     ids = []
     for n, key_pem in enumerate(keys):
         key = load_key(key_pem)
-        ids.append((f"n{n}", pki.cert_pem(ca.sign_csr(tlsutil.make_csr(key, "n"), f"n{n}", "node",
-                                                      1)), key_pem))  # fmt: skip
+        ids.append(
+            (
+                f"n{n}",
+                pki.cert_pem(ca.sign_csr(tlsutil.make_csr(key, "n"), f"n{n}", "node", 1)),
+                key_pem,
+            )
+        )
     server_cert, server_key = ca.issue_server(["127.0.0.1"])
     paths = []
     for name, data in (("key", server_key), ("cert", server_cert), ("ca", ca.pem)):
         (tmp / f"echo-{name}").write_bytes(data)
         paths.append(str(tmp / f"echo-{name}"))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", ib.ECHO_SERVER, *paths, str(port)],
-                            stdout=subprocess.PIPE,
-                            preexec_fn=ib.pinned(ib.SERVER_CPU))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ib.ECHO_SERVER, *paths, str(port)],
+        stdout=subprocess.PIPE,
+        preexec_fn=ib.pinned(ib.SERVER_CPU),
+    )
     assert proc.stdout is not None
     proc.stdout.readline()
     try:
@@ -237,8 +267,11 @@ def _echo_steady(tmp: Path, keys: list[bytes]) -> dict[str, float]:
         proc.kill()
         proc.wait()
     ok = sorted(x for lat in lats for x in lat if x != float("inf"))
-    return {"hb_p50": statistics.median(ok), "hb_p99": ok[int(len(ok) * 0.99)],
-            "server_cpu_pct": cpu}  # fmt: skip
+    return {
+        "hb_p50": statistics.median(ok),
+        "hb_p99": ok[int(len(ok) * 0.99)],
+        "server_cpu_pct": cpu,
+    }
 
 
 def _echo_proc(args: tuple[str, bytes, list[tuple[str, bytes, bytes]]]) -> list[float]:
@@ -250,11 +283,15 @@ def _echo_proc(args: tuple[str, bytes, list[tuple[str, bytes, bytes]]]) -> list[
 def _report(results: dict[str, dict[str, Any]], echo: dict[str, float]) -> None:
     names = list(results)
     print(f"\n{'measure':<44}" + "".join(f"{n:>24}" for n in names) + f"{'bare echo':>12}")
-    rows = [("enrolment storm (s)", "enrol_s", "%.1f"), ("nodes enrolled", "nodes", "%d"),
-            ("mTLS (re)connect of every node (s)", "connect_s", "%.1f"),
-            ("heartbeat p50 (ms), 10 s interval", "hb_p50", "%.2f"),
-            ("heartbeat p99 (ms)", "hb_p99", "%.2f"), ("heartbeats missed", "hb_missed", "%d"),
-            ("server CPU, whole run (% of a core)", "server_cpu_pct", "%.0f")]  # fmt: skip
+    rows = [
+        ("enrolment storm (s)", "enrol_s", "%.1f"),
+        ("nodes enrolled", "nodes", "%d"),
+        ("mTLS (re)connect of every node (s)", "connect_s", "%.1f"),
+        ("heartbeat p50 (ms), 10 s interval", "hb_p50", "%.2f"),
+        ("heartbeat p99 (ms)", "hb_p99", "%.2f"),
+        ("heartbeats missed", "hb_missed", "%d"),
+        ("server CPU, whole run (% of a core)", "server_cpu_pct", "%.0f"),
+    ]
     print(
         f"(steady state: {NODES} nodes, one heartbeat each every {INTERVAL:.0f} s "
         f"= {NODES / INTERVAL:.0f}/s, measured for {STEADY_SECONDS:.0f} s after all connected)"
@@ -268,21 +305,54 @@ def _report(results: dict[str, dict[str, Any]], echo: dict[str, float]) -> None:
     speedup = None
     if "postgresql" in results and "postgresql-2-replicas" in results:
         speedup = results["postgresql"]["enrol_s"] / results["postgresql-2-replicas"]["enrol_s"]
-        print(f"two replicas over one PostgreSQL: enrolment speed-up {speedup:.2f}x over one "
-              "(2 cores in all: the replicas share CPU 0 with each other)")  # fmt: skip
+        print(
+            f"two replicas over one PostgreSQL: enrolment speed-up {speedup:.2f}x over one "
+            "(2 cores in all: the replicas share CPU 0 with each other)"
+        )
     out = []
     for n, r in results.items():
-        out += [{"name": f"{n}_enrol_{NODES}", "value": round(r["enrol_s"], 1), "unit": "s",
-                 "goal": 60, "better": "lower"},
-                {"name": f"{n}_heartbeat_p99", "value": round(r["hb_p99"], 2), "unit": "ms",
-                 "goal": 50, "better": "lower"},
-                {"name": f"{n}_server_cpu", "value": round(r["server_cpu_pct"]), "unit": "%",
-                 "goal": None, "better": "lower"}]  # fmt: skip
-    out.append({"name": "echo_heartbeat_p99", "value": round(echo["hb_p99"], 2), "unit": "ms",
-                "goal": None, "better": "lower"})  # fmt: skip
+        out += [
+            {
+                "name": f"{n}_enrol_{NODES}",
+                "value": round(r["enrol_s"], 1),
+                "unit": "s",
+                "goal": 60,
+                "better": "lower",
+            },
+            {
+                "name": f"{n}_heartbeat_p99",
+                "value": round(r["hb_p99"], 2),
+                "unit": "ms",
+                "goal": 50,
+                "better": "lower",
+            },
+            {
+                "name": f"{n}_server_cpu",
+                "value": round(r["server_cpu_pct"]),
+                "unit": "%",
+                "goal": None,
+                "better": "lower",
+            },
+        ]
+    out.append(
+        {
+            "name": "echo_heartbeat_p99",
+            "value": round(echo["hb_p99"], 2),
+            "unit": "ms",
+            "goal": None,
+            "better": "lower",
+        }
+    )
     if speedup is not None:
-        out.append({"name": "two_replica_speedup", "value": round(speedup, 2), "unit": "x",
-                    "goal": None, "better": "higher"})  # fmt: skip
+        out.append(
+            {
+                "name": "two_replica_speedup",
+                "value": round(speedup, 2),
+                "unit": "x",
+                "goal": None,
+                "better": "higher",
+            }
+        )
     print(json.dumps({"bench": "fleet", "results": out}))
 
 

@@ -29,12 +29,13 @@ from nodeagent import tlsutil  # noqa: E402
 from nodeagent.api import channels  # noqa: E402
 from nodeagent.api.v1 import inventory_pb2 as ipb  # noqa: E402
 from nodeagent.api.v1 import inventory_pb2_grpc  # noqa: E402
-from nodeagent.hardware.inventory import discover  # noqa: E402
+from nodeagent.hardware.discover import discover  # noqa: E402
 from nodeagent.host import HostRoot  # noqa: E402
 from nodeagent.inventory import pki  # noqa: E402
-from nodeagent.testbed.machines import build_machine  # noqa: E402
-from tests.agent.harness import free_port  # noqa: E402
-from tests.inventory.conftest import Postgres, variant  # noqa: E402
+from testbed.agent_process import free_port  # noqa: E402
+from testbed.machines import build_machine  # noqa: E402
+from testbed.postgres import Postgres  # noqa: E402
+from testbed.variants import variant  # noqa: E402
 
 NODES = int(os.environ.get("BENCH_NODES", "10000"))
 HB_SECONDS = float(os.environ.get("BENCH_HB_SECONDS", "10"))
@@ -80,21 +81,34 @@ class Server:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.boot = free_port(), free_port()
         config = workdir / "inventory.toml"
-        config.write_text(f'listen = "127.0.0.1:{self.port}"\n'
-                          f'bootstrap_listen = "127.0.0.1:{self.boot}"\n'
-                          f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
-                          'metrics_listen = ""\nlog_level = "warning"\n')  # fmt: skip
+        config.write_text(
+            f'listen = "127.0.0.1:{self.port}"\n'
+            f'bootstrap_listen = "127.0.0.1:{self.boot}"\n'
+            f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
+            'metrics_listen = ""\nlog_level = "warning"\n'
+        )
         self.log = open(workdir / "log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "nodeagent.cli.main", "inventory",
-                                      "serve", "--config", str(config)],
-                                     stdout=self.log, stderr=self.log,
-                                     preexec_fn=pinned(SERVER_CPU))  # fmt: skip
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nodeagent.cli.main",
+                "inventory",
+                "serve",
+                "--config",
+                str(config),
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            preexec_fn=pinned(SERVER_CPU),
+        )
         data = workdir / "data"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                self.ca = pki.CertificateAuthority.load_or_create(data / "ca.crt", data / "ca.key",
-                                                                  create=False)  # fmt: skip
+                self.ca = pki.CertificateAuthority.load_or_create(
+                    data / "ca.crt", data / "ca.key", create=False
+                )
                 tlsutil.fetch_pinned_ca(f"127.0.0.1:{self.boot}", self.ca.pin, timeout=1)
                 break
             except (OSError, ValueError):
@@ -108,8 +122,9 @@ class Server:
         self.log.close()
 
 
-async def enrol_all(server: Server, requests: list[ipb.RegisterRequest],
-                    keep: int) -> tuple[float, list[tuple[str, bytes, bytes]]]:  # fmt: skip
+async def enrol_all(
+    server: Server, requests: list[ipb.RegisterRequest], keep: int
+) -> tuple[float, list[tuple[str, bytes, bytes]]]:
     queue: asyncio.Queue[tuple[int, ipb.RegisterRequest]] = asyncio.Queue()
     for item in enumerate(requests):
         queue.put_nowait(item)
@@ -136,13 +151,16 @@ async def enrol_all(server: Server, requests: list[ipb.RegisterRequest],
     return took, kept
 
 
-async def heartbeats(address: str, ca: bytes, identities: list[tuple[str, bytes, bytes]],
-                     seconds: float, pid: int) -> tuple[float, float, float, float]:  # fmt: skip
+async def heartbeats(
+    address: str, ca: bytes, identities: list[tuple[str, bytes, bytes]], seconds: float, pid: int
+) -> tuple[float, float, float, float]:
     """(achieved heartbeats/s, p50 ms, p99 ms, server CPU in cores over the timed window)."""
     chans = [channels.secure_aio_channel(address, ca, cert, key) for _, cert, key in identities]
     stubs = [inventory_pb2_grpc.InventoryServiceStub(c) for c in chans]
-    reqs = [ipb.HeartbeatRequest(node_id=node_id, phase="READY", inventory_hash="h")
-            for node_id, _, _ in identities]  # fmt: skip
+    reqs = [
+        ipb.HeartbeatRequest(node_id=node_id, phase="READY", inventory_hash="h")
+        for node_id, _, _ in identities
+    ]
     for stub, req in zip(stubs, reqs, strict=True):  # connect (mTLS handshakes) before timing
         await stub.Heartbeat(req, timeout=30)
     latencies: list[float] = []
@@ -162,26 +180,36 @@ async def heartbeats(address: str, ca: bytes, identities: list[tuple[str, bytes,
     for ch in chans:
         await ch.close()
     latencies.sort()
-    return (len(latencies) / took, statistics.median(latencies),
-            latencies[int(len(latencies) * 0.99)], cpu / took)  # fmt: skip
+    return (
+        len(latencies) / took,
+        statistics.median(latencies),
+        latencies[int(len(latencies) * 0.99)],
+        cpu / took,
+    )
 
 
-def echo_baseline(workdir: Path, ca: pki.CertificateAuthority,
-                  identities: list[tuple[str, bytes, bytes]],
-                  ) -> tuple[float, float, float, float]:  # fmt: skip
+def echo_baseline(
+    workdir: Path,
+    ca: pki.CertificateAuthority,
+    identities: list[tuple[str, bytes, bytes]],
+) -> tuple[float, float, float, float]:
     cert, key = ca.issue_server(["127.0.0.1"])
     paths = []
     for name, data in (("key", key), ("cert", cert), ("ca", ca.pem)):
         (workdir / name).write_bytes(data)
         paths.append(str(workdir / name))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, *paths, str(port)],
-                            stdout=subprocess.PIPE, preexec_fn=pinned(SERVER_CPU))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ECHO_SERVER, *paths, str(port)],
+        stdout=subprocess.PIPE,
+        preexec_fn=pinned(SERVER_CPU),
+    )
     assert proc.stdout is not None
     proc.stdout.readline()
     try:
-        return asyncio.run(heartbeats(f"127.0.0.1:{port}", ca.pem, identities, HB_SECONDS,
-                                      proc.pid))  # fmt: skip
+        return asyncio.run(
+            heartbeats(f"127.0.0.1:{port}", ca.pem, identities, HB_SECONDS, proc.pid)
+        )
     finally:
         proc.kill()
         proc.wait()
@@ -195,15 +223,20 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-inventory-", dir="/dev/shm"))
     pg = None
     try:
-        kinds = [discover(HostRoot(build_machine(m, tmp / m)))
-                 for m in ("dgx-h100", "oci-bm-gpu-h100-8", "cpu-node")]  # fmt: skip
+        kinds = [
+            discover(HostRoot(build_machine(m, tmp / m)))
+            for m in ("dgx-h100", "oci-bm-gpu-h100-8", "cpu-node")
+        ]
         print(f"preparing {NODES} keys, CSRs and inventories ...", flush=True)
         requests = []
         for n in range(NODES):
             key = tlsutil.new_key()
             KEYS.append(tlsutil.key_pem(key))
-            requests.append(ipb.RegisterRequest(csr_pem=tlsutil.make_csr(key, "n").decode(),
-                                                inventory=variant(kinds[n % 3], n)))  # fmt: skip
+            requests.append(
+                ipb.RegisterRequest(
+                    csr_pem=tlsutil.make_csr(key, "n").decode(), inventory=variant(kinds[n % 3], n)
+                )
+            )
         results: dict[str, dict[str, float]] = {}
         backends = [("sqlite", f"sqlite:///{tmp / 'inv.db'}")]
         if os.geteuid() == 0 and shutil.which("runuser"):
@@ -213,8 +246,9 @@ def main() -> int:
         for name, url in backends:
             server = Server(tmp / name, url)
             admin_cert, admin_key = server.ca.issue_client("bench", "admin")
-            with channels.secure_channel(f"127.0.0.1:{server.port}", server.ca.pem, admin_cert,
-                                         admin_key) as ch:  # fmt: skip
+            with channels.secure_channel(
+                f"127.0.0.1:{server.port}", server.ca.pem, admin_cert, admin_key
+            ) as ch:
                 secret = (
                     inventory_pb2_grpc.InventoryServiceStub(ch)
                     .CreateToken(
@@ -227,18 +261,33 @@ def main() -> int:
             cpu0 = cpu_seconds(server.proc.pid)
             enrol_s, identities = asyncio.run(enrol_all(server, requests, HB_IDENTITIES))
             enrol_cpu = cpu_seconds(server.proc.pid) - cpu0
-            rps, p50, p99, hb_cpu = asyncio.run(heartbeats(
-                f"127.0.0.1:{server.port}", server.ca.pem, identities, HB_SECONDS,
-                server.proc.pid))  # fmt: skip
+            rps, p50, p99, hb_cpu = asyncio.run(
+                heartbeats(
+                    f"127.0.0.1:{server.port}",
+                    server.ca.pem,
+                    identities,
+                    HB_SECONDS,
+                    server.proc.pid,
+                )
+            )
             if echo is None:
                 echo = echo_baseline(tmp, server.ca, identities)
             server.stop()
-            db_size = sum(f.stat().st_size for f in (tmp).glob("inv.db*")) if name == "sqlite" \
-                else float("nan")  # fmt: skip
-            results[name] = {"enrol_s": enrol_s, "enrol_cpu_s": enrol_cpu, "hb_rps": rps,
-                             "hb_p50": p50, "hb_p99": p99, "hb_cpu": hb_cpu,
-                             "hb_per_core": rps / max(hb_cpu, 1e-9),
-                             "db_mb": db_size / 1e6}  # fmt: skip
+            db_size = (
+                sum(f.stat().st_size for f in (tmp).glob("inv.db*"))
+                if name == "sqlite"
+                else float("nan")
+            )
+            results[name] = {
+                "enrol_s": enrol_s,
+                "enrol_cpu_s": enrol_cpu,
+                "hb_rps": rps,
+                "hb_p50": p50,
+                "hb_p99": p99,
+                "hb_cpu": hb_cpu,
+                "hb_per_core": rps / max(hb_cpu, 1e-9),
+                "db_mb": db_size / 1e6,
+            }
     finally:
         if pg is not None:
             pg.stop()
@@ -246,13 +295,16 @@ def main() -> int:
 
     assert echo is not None
     print(f"\n{'measure':<52}" + "".join(f"{n:>14}" for n in results) + "   goal")
-    rows = [(f"enrolment of {NODES} nodes (s)", "enrol_s", "< 60"),
-            ("  server CPU during enrolment (s)", "enrol_cpu_s", ""),
-            (f"heartbeats/s achieved, {IN_FLIGHT} in flight", "hb_rps", ""),
-            ("  heartbeat p50 (ms)", "hb_p50", ""), ("  heartbeat p99 (ms)", "hb_p99", "< 50"),
-            ("  server CPU during heartbeats (cores)", "hb_cpu", ""),
-            ("heartbeats/s per server core (achieved / CPU)", "hb_per_core", ">= 3000"),
-            ("SQLite database size (MB)", "db_mb", "")]  # fmt: skip
+    rows = [
+        (f"enrolment of {NODES} nodes (s)", "enrol_s", "< 60"),
+        ("  server CPU during enrolment (s)", "enrol_cpu_s", ""),
+        (f"heartbeats/s achieved, {IN_FLIGHT} in flight", "hb_rps", ""),
+        ("  heartbeat p50 (ms)", "hb_p50", ""),
+        ("  heartbeat p99 (ms)", "hb_p99", "< 50"),
+        ("  server CPU during heartbeats (cores)", "hb_cpu", ""),
+        ("heartbeats/s per server core (achieved / CPU)", "hb_per_core", ">= 3000"),
+        ("SQLite database size (MB)", "db_mb", ""),
+    ]
     for label, column, goal in rows:
         values = "".join(f"{r[column]:>14.2f}" for r in results.values())
         print(f"{label:<52}{values}   {goal}")
@@ -273,20 +325,51 @@ def main() -> int:
     out = []
     for name, r in results.items():
         out += [
-            {"name": f"{name}_enrol_{NODES}", "value": round(r["enrol_s"], 2), "unit": "s",
-             "goal": 60, "better": "lower"},
-            {"name": f"{name}_heartbeats_per_s_per_core", "value": round(r["hb_per_core"]),
-             "unit": "1/s", "goal": 3000, "better": "higher"},
-            {"name": f"{name}_heartbeats_per_s_achieved", "value": round(r["hb_rps"]),
-             "unit": "1/s", "goal": None, "better": "higher"},
-            {"name": f"{name}_heartbeat_p99", "value": round(r["hb_p99"], 2), "unit": "ms",
-             "goal": 50, "better": "lower"},
-            {"name": f"{name}_ratio_to_echo", "value": round(r["hb_per_core"] / echo_per_core, 2),
-             "unit": "x", "goal": 0.6, "better": "higher"},
-        ]  # fmt: skip
-    out.append({"name": "echo_heartbeats_per_s_per_core", "value": round(echo_per_core),
+            {
+                "name": f"{name}_enrol_{NODES}",
+                "value": round(r["enrol_s"], 2),
+                "unit": "s",
+                "goal": 60,
+                "better": "lower",
+            },
+            {
+                "name": f"{name}_heartbeats_per_s_per_core",
+                "value": round(r["hb_per_core"]),
                 "unit": "1/s",
-                "goal": None, "better": "higher"})  # fmt: skip
+                "goal": 3000,
+                "better": "higher",
+            },
+            {
+                "name": f"{name}_heartbeats_per_s_achieved",
+                "value": round(r["hb_rps"]),
+                "unit": "1/s",
+                "goal": None,
+                "better": "higher",
+            },
+            {
+                "name": f"{name}_heartbeat_p99",
+                "value": round(r["hb_p99"], 2),
+                "unit": "ms",
+                "goal": 50,
+                "better": "lower",
+            },
+            {
+                "name": f"{name}_ratio_to_echo",
+                "value": round(r["hb_per_core"] / echo_per_core, 2),
+                "unit": "x",
+                "goal": 0.6,
+                "better": "higher",
+            },
+        ]
+    out.append(
+        {
+            "name": "echo_heartbeats_per_s_per_core",
+            "value": round(echo_per_core),
+            "unit": "1/s",
+            "goal": None,
+            "better": "higher",
+        }
+    )
     print(json.dumps({"bench": "inventory", "results": out}))
     return 0
 

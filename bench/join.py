@@ -26,15 +26,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from google.protobuf import json_format
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # testbed/ is not installed: it lives beside the package
 
-from nodeagent import tlsutil
-from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.hardware.inventory import discover
-from nodeagent.host import HostRoot
-from nodeagent.inventory import clusters, pki
-from nodeagent.inventory.store import Store, dumps
-from nodeagent.testbed.machines import build_machine
+from google.protobuf import json_format  # noqa: E402
+
+from nodeagent import tlsutil  # noqa: E402
+from nodeagent.api.v1 import inventory_pb2 as ipb  # noqa: E402
+from nodeagent.hardware.discover import discover  # noqa: E402
+from nodeagent.host import HostRoot  # noqa: E402
+from nodeagent.inventory import clusters, pki  # noqa: E402
+from nodeagent.inventory.store import Store, dumps  # noqa: E402
+from testbed.machines import build_machine  # noqa: E402
 
 NODES = 10_000
 RUNS = 3
@@ -52,22 +55,49 @@ def populate(database: str, workdir: Path) -> None:
     text = json_format.MessageToJson(inv, indent=None)
     store = Store.open(database)
     cp = [ipb.KubesprayHost(name=f"cp{i}", ip=f"10.0.0.{i}") for i in (1, 2, 3)]
-    clusters.create_cluster(store, ipb.Cluster(
-        name="bench", kubespray_dir="/opt/kubespray", control_plane=cp, etcd=cp,
-        ssh_user="deploy", ssh_key_path="/etc/nodeagent/ssh/id_ed25519"))  # fmt: skip
+    clusters.create_cluster(
+        store,
+        ipb.Cluster(
+            name="bench",
+            kubespray_dir="/opt/kubespray",
+            control_plane=cp,
+            etcd=cp,
+            ssh_user="deploy",
+            ssh_key_path="/etc/nodeagent/ssh/id_ed25519",
+        ),
+    )
     now = time.time()
     with store.tx() as cur:
         for n in range(NODES):
             node_id = f"{n:08d}-0000-4000-8000-000000000000"
-            cur.execute(store.q(
-                "INSERT INTO nodes (id, identity_key, hostname, state, pool, cluster, profile, "
-                "labels, taints, gpu_model, gpu_count, inventory, inventory_hash, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (node_id, f"bench-{n}", f"gpu-{n:05d}", ipb.READY, "train", "bench",
-                 "dgx-h100", dumps({"rack": f"r{n // 32}"}), "[]", "NVIDIA H100 80GB HBM3", 8,
-                 text, f"hash-{n}", now, now))  # fmt: skip
-            cur.execute(store.q("INSERT INTO node_addresses (node_id, ip) VALUES (?, ?)"),
-                        (node_id, f"10.{1 + n // 65536}.{n // 256 % 256}.{n % 256}"))  # fmt: skip
+            cur.execute(
+                store.q(
+                    "INSERT INTO nodes (id, identity_key, hostname, state, pool, cluster, profile, "
+                    "labels, taints, gpu_model, gpu_count, inventory, inventory_hash, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    node_id,
+                    f"bench-{n}",
+                    f"gpu-{n:05d}",
+                    ipb.READY,
+                    "train",
+                    "bench",
+                    "dgx-h100",
+                    dumps({"rack": f"r{n // 32}"}),
+                    "[]",
+                    "NVIDIA H100 80GB HBM3",
+                    8,
+                    text,
+                    f"hash-{n}",
+                    now,
+                    now,
+                ),
+            )
+            cur.execute(
+                store.q("INSERT INTO node_addresses (node_id, ip) VALUES (?, ?)"),
+                (node_id, f"10.{1 + n // 65536}.{n // 256 % 256}.{n % 256}"),
+            )
     store.close()
 
 
@@ -75,21 +105,34 @@ class Server:
     def __init__(self, workdir: Path, database: str) -> None:
         self.port, boot = free_port(), free_port()
         config = workdir / "inventory.toml"
-        config.write_text(f'listen = "127.0.0.1:{self.port}"\n'
-                          f'bootstrap_listen = "127.0.0.1:{boot}"\n'
-                          f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
-                          'metrics_listen = ""\nlog_level = "warning"\n'
-                          "max_message_bytes = 67108864\n")  # fmt: skip
+        config.write_text(
+            f'listen = "127.0.0.1:{self.port}"\n'
+            f'bootstrap_listen = "127.0.0.1:{boot}"\n'
+            f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
+            'metrics_listen = ""\nlog_level = "warning"\n'
+            "max_message_bytes = 67108864\n"
+        )
         self.log = open(workdir / "log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "nodeagent.cli.main", "inventory",
-                                      "serve", "--config", str(config)],
-                                     stdout=self.log, stderr=self.log)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nodeagent.cli.main",
+                "inventory",
+                "serve",
+                "--config",
+                str(config),
+            ],
+            stdout=self.log,
+            stderr=self.log,
+        )
         data = workdir / "data"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                self.ca = pki.CertificateAuthority.load_or_create(data / "ca.crt", data / "ca.key",
-                                                                  create=False)  # fmt: skip
+                self.ca = pki.CertificateAuthority.load_or_create(
+                    data / "ca.crt", data / "ca.key", create=False
+                )
                 tlsutil.fetch_pinned_ca(f"127.0.0.1:{boot}", self.ca.pin, timeout=1)
                 break
             except (OSError, ValueError):
@@ -125,14 +168,28 @@ def main() -> int:
             (work / "v.crt").write_bytes(cert)
             (work / "v.key").write_bytes(key)
             (work / "ca.crt").write_bytes(server.ca.pem)
-            env = {**os.environ, "NODEAGENT_INVENTORY": f"127.0.0.1:{server.port}",
-                   "NODEAGENT_ADMIN_CERT": str(work / "v.crt"),
-                   "NODEAGENT_ADMIN_KEY": str(work / "v.key"),
-                   "NODEAGENT_ADMIN_CA": str(work / "ca.crt")}  # fmt: skip
+            env = {
+                **os.environ,
+                "NODEAGENT_INVENTORY": f"127.0.0.1:{server.port}",
+                "NODEAGENT_ADMIN_CERT": str(work / "v.crt"),
+                "NODEAGENT_ADMIN_KEY": str(work / "v.key"),
+                "NODEAGENT_ADMIN_CA": str(work / "ca.crt"),
+            }
             hosts, script = work / "hosts.yaml", work / "inventory.py"
-            export = [str(BIN / "nodeagent"), "admin", "--timeout", "600", "export",
-                      "kubespray", "--cluster", "bench", "-o", str(hosts), "--script",
-                      str(script)]  # fmt: skip
+            export = [
+                str(BIN / "nodeagent"),
+                "admin",
+                "--timeout",
+                "600",
+                "export",
+                "kubespray",
+                "--cluster",
+                "bench",
+                "-o",
+                str(hosts),
+                "--script",
+                str(script),
+            ]
             cold = timed(export, env)
             warm = statistics.median(timed(export, env) for _ in range(RUNS))
             listing = statistics.median(timed([str(script), "--list"], env) for _ in range(RUNS))
@@ -141,8 +198,11 @@ def main() -> int:
                 for _ in range(RUNS)
             )
             size_mb = hosts.stat().st_size / 1e6
-            listed = json.loads(subprocess.run([str(script), "--list"], env=env, text=True,
-                                               capture_output=True, check=True).stdout)  # fmt: skip
+            listed = json.loads(
+                subprocess.run(
+                    [str(script), "--list"], env=env, text=True, capture_output=True, check=True
+                ).stdout
+            )
             assert len(listed["kube_node"]["hosts"]) == NODES
         finally:
             server.stop()
@@ -160,17 +220,42 @@ def main() -> int:
     for name, value, goal in rows:
         print(f"{name.ljust(width)}  {value:>10}  {goal}")
     results = [
-        {"name": "export_hosts_yaml_10k", "value": round(warm, 3), "unit": "s", "goal": 2,
-         "better": "lower"},
-        {"name": "dynamic_inventory_list_10k", "value": round(listing, 3), "unit": "s",
-         "goal": 2, "better": "lower"},
-        {"name": "ansible_inventory_list_static_10k", "value": round(peer, 3), "unit": "s",
-         "goal": None, "better": "lower"},
-        {"name": "export_to_ansible_inventory_ratio", "value": round(warm / peer, 2),
-         "unit": "x", "goal": None, "better": "lower"},
-        {"name": "export_hosts_yaml_10k_cold", "value": round(cold, 2), "unit": "s",
-         "goal": None, "better": "lower"},
-    ]  # fmt: skip
+        {
+            "name": "export_hosts_yaml_10k",
+            "value": round(warm, 3),
+            "unit": "s",
+            "goal": 2,
+            "better": "lower",
+        },
+        {
+            "name": "dynamic_inventory_list_10k",
+            "value": round(listing, 3),
+            "unit": "s",
+            "goal": 2,
+            "better": "lower",
+        },
+        {
+            "name": "ansible_inventory_list_static_10k",
+            "value": round(peer, 3),
+            "unit": "s",
+            "goal": None,
+            "better": "lower",
+        },
+        {
+            "name": "export_to_ansible_inventory_ratio",
+            "value": round(warm / peer, 2),
+            "unit": "x",
+            "goal": None,
+            "better": "lower",
+        },
+        {
+            "name": "export_hosts_yaml_10k_cold",
+            "value": round(cold, 2),
+            "unit": "s",
+            "goal": None,
+            "better": "lower",
+        },
+    ]
     print(json.dumps({"bench": "join", "results": results}))
     return 0
 

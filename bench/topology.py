@@ -23,18 +23,21 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nodeagent.api.v1 import fabric_pb2 as fpb
-from nodeagent.hardware.inventory import discover
-from nodeagent.host import HostRoot
-from nodeagent.labels.config import FAMILIES, LabelConfig
-from nodeagent.labels.derive import derive
-from nodeagent.labels.features import read_features
-from nodeagent.labels.inputs import Assignment, LabelInputs
-from nodeagent.testbed.machines import build_machine
-from nodeagent.topology.config import FabricConfig
-from nodeagent.topology.fleet import group_fleet
-from nodeagent.topology.observe import observe
-from nodeagent.topology.tiers import node_tiers
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # testbed/ is not installed: it lives beside the package
+
+from nodeagent.api.v1 import fabric_pb2 as fpb  # noqa: E402
+from nodeagent.hardware.discover import discover  # noqa: E402
+from nodeagent.host import HostRoot  # noqa: E402
+from nodeagent.labels.config import FAMILIES, LabelConfig  # noqa: E402
+from nodeagent.labels.derive import derive  # noqa: E402
+from nodeagent.labels.features import read_features  # noqa: E402
+from nodeagent.labels.inputs import Assignment, LabelInputs  # noqa: E402
+from nodeagent.topology.config import FabricConfig  # noqa: E402
+from nodeagent.topology.fleet import group_fleet  # noqa: E402
+from nodeagent.topology.observe import observe  # noqa: E402
+from nodeagent.topology.tiers import node_tiers  # noqa: E402
+from testbed.machines import build_machine  # noqa: E402
 
 NODES, SMALL, RAILS, SU_NODES, SPINES = 10_000, 1_000, 8, 32, 8
 
@@ -53,9 +56,13 @@ def fleet(n: int, seed: int = 1) -> list[fpb.FabricObservation]:
         pod = su % 4
         for r in range(RAILS):
             rail = obs.rails.add(
-                name=f"mlx5_{r}/1", device=f"mlx5_{r}", port=1, link_layer="infiniband",
-                active=r != pulled, rate_gbps=400,
-            )  # fmt: skip
+                name=f"mlx5_{r}/1",
+                device=f"mlx5_{r}",
+                port=1,
+                link_layer="infiniband",
+                active=r != pulled,
+                rate_gbps=400,
+            )
             if r == pulled:
                 continue
             unit = (su + 1) % units if r == wrong else su
@@ -99,8 +106,13 @@ def label_inputs() -> LabelInputs:
         root = HostRoot(build_machine("dgx-h100", tmp / "dgx"))
         inv = discover(root)
         obs = observe(root, inv, FabricConfig())
-        return LabelInputs(inv, node_tiers(obs), obs, read_features(root),
-                           Assignment("train-a", "dgx-h100-v1", "applied"))  # fmt: skip
+        return LabelInputs(
+            inv,
+            node_tiers(obs),
+            obs,
+            read_features(root),
+            Assignment("train-a", "dgx-h100-v1", "applied"),
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -122,45 +134,101 @@ def main() -> int:
     tiers_ms = median_ms(lambda: node_tiers(inp.observation), 300)
 
     rows = [
-        (f"fleet grouping, {NODES:,} nodes x {RAILS} rails (median)", f"{grouping_ms:.0f} ms",
-         "< 1000 ms"),
+        (
+            f"fleet grouping, {NODES:,} nodes x {RAILS} rails (median)",
+            f"{grouping_ms:.0f} ms",
+            "< 1000 ms",
+        ),
         (f"fleet grouping, {SMALL:,} nodes", f"{small_ms:.1f} ms", ""),
         (f"naive all-pairs grouping, {SMALL:,} nodes (measured)", f"{naive_small_ms:.0f} ms", ""),
-        (f"naive all-pairs grouping, {NODES:,} nodes (extrapolated x{(NODES // SMALL) ** 2})",
-         f"{naive_big_ms:.0f} ms", ""),
-        (f"speed-up over naive at {SMALL:,} nodes (both measured)",
-         f"{naive_small_ms / small_ms:.1f}x", ""),
-        (f"speed-up over naive at {NODES:,} nodes (naive extrapolated)",
-         f"{naive_big_ms / grouping_ms:.0f}x", ""),
-        (f"labels of a DGX H100, {len(labels)} keys, all families (median)",
-         f"{labels_ms:.3f} ms", "< 5 ms"),
+        (
+            f"naive all-pairs grouping, {NODES:,} nodes (extrapolated x{(NODES // SMALL) ** 2})",
+            f"{naive_big_ms:.0f} ms",
+            "",
+        ),
+        (
+            f"speed-up over naive at {SMALL:,} nodes (both measured)",
+            f"{naive_small_ms / small_ms:.1f}x",
+            "",
+        ),
+        (
+            f"speed-up over naive at {NODES:,} nodes (naive extrapolated)",
+            f"{naive_big_ms / grouping_ms:.0f}x",
+            "",
+        ),
+        (
+            f"labels of a DGX H100, {len(labels)} keys, all families (median)",
+            f"{labels_ms:.3f} ms",
+            "< 5 ms",
+        ),
         ("node-local tiers of a DGX H100 (median)", f"{tiers_ms:.3f} ms", ""),
-    ]  # fmt: skip
+    ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure'.ljust(width)}  {'value':>12}  goal")
     for name, value, goal in rows:
         print(f"{name.ljust(width)}  {value:>12}  {goal}")
-    print(f"\nThe naive peer is O(n^2): it ran on {SMALL:,} nodes; its {NODES:,}-node figure is "
-          f"that time x (n/{SMALL:,})^2, not a measurement.")  # fmt: skip
+    print(
+        f"\nThe naive peer is O(n^2): it ran on {SMALL:,} nodes; its {NODES:,}-node figure is "
+        f"that time x (n/{SMALL:,})^2, not a measurement."
+    )
     results = [
-        {"name": "fleet_grouping_10k_nodes_8_rails", "value": round(grouping_ms, 1), "unit": "ms",
-         "goal": 1000, "better": "lower"},
-        {"name": "fleet_grouping_1k_nodes", "value": round(small_ms, 2), "unit": "ms",
-         "goal": None, "better": "lower"},
-        {"name": "naive_all_pairs_1k_nodes", "value": round(naive_small_ms, 1), "unit": "ms",
-         "goal": None, "better": "lower"},
-        {"name": "naive_all_pairs_10k_nodes_extrapolated", "value": round(naive_big_ms),
-         "unit": "ms", "goal": None, "better": "lower"},
-        {"name": "speedup_over_naive_1k_nodes", "value": round(naive_small_ms / small_ms, 1),
-         "unit": "x", "goal": None, "better": "higher"},
-        {"name": "speedup_over_naive_10k_nodes_extrapolated",
-         "value": round(naive_big_ms / grouping_ms, 1), "unit": "x", "goal": None,
-         "better": "higher"},
-        {"name": "label_derivation_per_node", "value": round(labels_ms, 3), "unit": "ms",
-         "goal": 5, "better": "lower"},
-        {"name": "node_tiers_per_node", "value": round(tiers_ms, 3), "unit": "ms", "goal": None,
-         "better": "lower"},
-    ]  # fmt: skip
+        {
+            "name": "fleet_grouping_10k_nodes_8_rails",
+            "value": round(grouping_ms, 1),
+            "unit": "ms",
+            "goal": 1000,
+            "better": "lower",
+        },
+        {
+            "name": "fleet_grouping_1k_nodes",
+            "value": round(small_ms, 2),
+            "unit": "ms",
+            "goal": None,
+            "better": "lower",
+        },
+        {
+            "name": "naive_all_pairs_1k_nodes",
+            "value": round(naive_small_ms, 1),
+            "unit": "ms",
+            "goal": None,
+            "better": "lower",
+        },
+        {
+            "name": "naive_all_pairs_10k_nodes_extrapolated",
+            "value": round(naive_big_ms),
+            "unit": "ms",
+            "goal": None,
+            "better": "lower",
+        },
+        {
+            "name": "speedup_over_naive_1k_nodes",
+            "value": round(naive_small_ms / small_ms, 1),
+            "unit": "x",
+            "goal": None,
+            "better": "higher",
+        },
+        {
+            "name": "speedup_over_naive_10k_nodes_extrapolated",
+            "value": round(naive_big_ms / grouping_ms, 1),
+            "unit": "x",
+            "goal": None,
+            "better": "higher",
+        },
+        {
+            "name": "label_derivation_per_node",
+            "value": round(labels_ms, 3),
+            "unit": "ms",
+            "goal": 5,
+            "better": "lower",
+        },
+        {
+            "name": "node_tiers_per_node",
+            "value": round(tiers_ms, 3),
+            "unit": "ms",
+            "goal": None,
+            "better": "lower",
+        },
+    ]
     print(json.dumps({"bench": "topology", "results": results}))
     return 0
 

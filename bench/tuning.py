@@ -18,12 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from nodeagent.hardware.inventory import discover
-from nodeagent.host import HostRoot
-from nodeagent.testbed import fakehost
-from nodeagent.testbed.machines import build_machine
-from nodeagent.tuning import apply, profiles
-from nodeagent.tuning.verify import verify
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # testbed/ is not installed: it lives beside the package
+
+from nodeagent.hardware.discover import discover  # noqa: E402
+from nodeagent.host import HostRoot  # noqa: E402
+from nodeagent.tuning import apply, profiles  # noqa: E402
+from nodeagent.tuning.verify import verify  # noqa: E402
+from testbed import fakehost  # noqa: E402
+from testbed.machines import build_machine  # noqa: E402
 
 VERIFY_RUNS = 30
 EMPTY_RUNS = 3

@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644,
-                 dir_mode: int | None = None) -> None:  # fmt: skip
+def write_atomic(
+    path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644, dir_mode: int | None = None
+) -> None:
     target = Path(path)
     if dir_mode is None:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,9 @@ def new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())  # fmt: skip
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -53,9 +54,11 @@ def spki_hash(cert: x509.Certificate) -> str:
 
 
 def make_csr(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-           .sign(key, hashes.SHA256()))  # fmt: skip
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
@@ -69,13 +72,17 @@ def fetch_pinned_ca(address: str, pin: str, timeout: float = 10.0) -> bytes:
     ctx.verify_mode = ssl.CERT_NONE  # verified below, against the pin
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["h2"])
-    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw, \
-            ctx.wrap_socket(raw, server_hostname=host.strip("[]")) as tls:  # fmt: skip
+    with (
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
+        ctx.wrap_socket(raw, server_hostname=host.strip("[]")) as tls,
+    ):
         chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]
         ders = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
     for der in ders:
         cert = x509.load_der_x509_certificate(der)
         if spki_hash(cert) == pin:
             return cert_pem(cert)
-    raise PinError(f"{address} presented no CA certificate matching {pin[:23]}...; "
-                   "wrong address, wrong --ca-hash, or someone in the middle")  # fmt: skip
+    raise PinError(
+        f"{address} presented no CA certificate matching {pin[:23]}...; "
+        "wrong address, wrong --ca-hash, or someone in the middle"
+    )

@@ -71,8 +71,9 @@ def _build(
     return cls(**kwargs)
 
 
-def load_file(cls: type[T], path: Path, *, required: bool = False,
-              choices: dict[str, set[str]] | None = None) -> T:  # fmt: skip
+def load_file(
+    cls: type[T], path: Path, *, required: bool = False, choices: dict[str, set[str]] | None = None
+) -> T:
     """Parse and validate `path` into `cls`; a missing optional file gives the defaults."""
     try:
         data = tomllib.loads(path.read_text())

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from nodeagent.api.v1 import hardware_pb2 as pb
-from nodeagent.hardware.inventory import discover
+from nodeagent.hardware.discover import discover
 from nodeagent.host import HostRoot
-from nodeagent.testbed.machines import build_machine
+from testbed.machines import build_machine
 
 SHARED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

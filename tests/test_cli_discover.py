@@ -14,13 +14,27 @@ from google.protobuf import json_format
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware.snapshot import ALLOWED_PREFIXES
 
-CONTRACT_KEYS = {"system", "cpu", "memory", "numa_nodes", "gpus", "nvswitches", "rdma_devices",
-                 "nvme_controllers", "network_interfaces", "software"}  # fmt: skip
+CONTRACT_KEYS = {
+    "system",
+    "cpu",
+    "memory",
+    "numa_nodes",
+    "gpus",
+    "nvswitches",
+    "rdma_devices",
+    "nvme_controllers",
+    "network_interfaces",
+    "software",
+}
 
 
 def nodeagent(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nodeagent.cli.main", *args],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "nodeagent.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_discover_json_is_the_contract(machine_root: Callable[..., Path]) -> None:
@@ -29,8 +43,19 @@ def test_discover_json_is_the_contract(machine_root: Callable[..., Path]) -> Non
     data = json.loads(proc.stdout)
     assert set(data) >= CONTRACT_KEYS
     gpu = data["gpus"][0]
-    for key in ("index", "vendor", "model", "pci_device_id", "memory_bytes", "uuid", "serial",
-                "pci_address", "numa_node", "pcie", "health"):  # fmt: skip
+    for key in (
+        "index",
+        "vendor",
+        "model",
+        "pci_device_id",
+        "memory_bytes",
+        "uuid",
+        "serial",
+        "pci_address",
+        "numa_node",
+        "pcie",
+        "health",
+    ):
         assert key in gpu, key
     assert gpu["pci_address"] == "0000:1b:00.0" and gpu["numa_node"] == 0
     port = data["rdma_devices"][0]["ports"][0]
@@ -55,7 +80,8 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     missing = nodeagent("discover", "--root", str(tmp_path / "nope"))
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        f"nodeagent: error: root '{tmp_path / 'nope'}' does not exist"]  # fmt: skip
+        f"nodeagent: error: root '{tmp_path / 'nope'}' does not exist"
+    ]
     (tmp_path / "junk.tar.gz").write_bytes(b"not a tarball")
     junk = nodeagent("discover", "--root", str(tmp_path / "junk.tar.gz"))
     assert junk.returncode == 1 and len(junk.stderr.strip().splitlines()) == 1
@@ -92,8 +118,9 @@ def test_snapshot_round_trip(machine_root: Callable[..., Path], tmp_path: Path) 
         names = tar.getnames()
         assert ".nodeagent/probes/nvml.json" in names
         for member in tar.getmembers():
-            assert any(member.name == p.rstrip("/") or member.name.startswith(p)
-                       for p in ALLOWED_PREFIXES), member.name  # fmt: skip
+            assert any(
+                member.name == p.rstrip("/") or member.name.startswith(p) for p in ALLOWED_PREFIXES
+            ), member.name
             assert not member.name.startswith("/") and ".." not in member.name.split("/")
             if member.issym():
                 assert not member.linkname.startswith("/"), member.name

@@ -13,8 +13,9 @@ def _tree(tmp_path: Path) -> Path:
     (tmp_path / "sys/devices/pci0000:00/0000:00:01.0").mkdir(parents=True)
     (tmp_path / "sys/devices/pci0000:00/0000:00:01.0/vendor").write_text("0x10de\n")
     (tmp_path / "sys/bus/pci/devices").mkdir(parents=True)
-    os.symlink("../../../devices/pci0000:00/0000:00:01.0",
-               tmp_path / "sys/bus/pci/devices/0000:00:01.0")  # fmt: skip
+    os.symlink(
+        "../../../devices/pci0000:00/0000:00:01.0", tmp_path / "sys/bus/pci/devices/0000:00:01.0"
+    )
     return tmp_path
 
 

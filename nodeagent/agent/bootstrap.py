@@ -28,7 +28,7 @@ from nodeagent.agent.daemon import inventory_hash
 from nodeagent.agent.enrol import InventoryClient, Snapshot
 from nodeagent.agent.state import StateFile
 from nodeagent.fsutil import write_atomic
-from nodeagent.hardware.inventory import discover
+from nodeagent.hardware.discover import discover
 from nodeagent.host import HostRoot
 
 STEPS = ("config", "discover", "enrol", "tune", "handoff")
@@ -54,16 +54,20 @@ class BootstrapOptions:
 
 def _validate(opts: BootstrapOptions) -> None:
     """Values reach a TOML file and an RPC: check them before anything is written."""
-    for flag, value in (("--inventory", opts.inventory),
-                        ("--bootstrap-address", opts.bootstrap_address)):  # fmt: skip
+    for flag, value in (
+        ("--inventory", opts.inventory),
+        ("--bootstrap-address", opts.bootstrap_address),
+    ):
         host, _, port = value.rpartition(":")
         if value and (not host or not port.isdigit() or not set(value) <= _ADDRESS_CHARS):
             raise BootstrapError(f"{flag} must be host:port, got {value!r}")
     if not opts.inventory:
         raise BootstrapError("--inventory is required")
     if not opts.ca_hash.startswith("sha256:") or len(opts.ca_hash) != 71:
-        raise BootstrapError("--ca-hash must be sha256:<64 hex digits> "
-                             "(`nodeagent inventory ca-hash` on the inventory host)")  # fmt: skip
+        raise BootstrapError(
+            "--ca-hash must be sha256:<64 hex digits> "
+            "(`nodeagent inventory ca-hash` on the inventory host)"
+        )
     if opts.tuning not in ("apply", "check", "skip") or opts.reboot not in ("never", "auto"):
         raise BootstrapError("--tuning is apply|check|skip and --reboot never|auto")
 
@@ -74,11 +78,12 @@ def write_config(opts: BootstrapOptions) -> Path:
     token_file = directory / "bootstrap-token"
     tlsutil.write_private(token_file, opts.token.strip().encode() + b"\n")
     config = directory / "agent.toml"
-    text = (f'root = "{opts.root}"\nstate_dir = "{opts.state_dir}"\n\n[inventory]\n'
-            f'address = "{opts.inventory}"\nca_hash = "{opts.ca_hash}"\n'
-            f'token_file = "{token_file}"\n'
-            + (f'bootstrap_address = "{opts.bootstrap_address}"\n' if opts.bootstrap_address
-               else ""))  # fmt: skip
+    text = (
+        f'root = "{opts.root}"\nstate_dir = "{opts.state_dir}"\n\n[inventory]\n'
+        f'address = "{opts.inventory}"\nca_hash = "{opts.ca_hash}"\n'
+        f'token_file = "{token_file}"\n'
+        + (f'bootstrap_address = "{opts.bootstrap_address}"\n' if opts.bootstrap_address else "")
+    )
     write_atomic(config, text, mode=0o644)
     config_mod.load(config, required=True)  # what we wrote must be what the service accepts
     return config
@@ -116,9 +121,13 @@ def run(opts: BootstrapOptions, log: Callable[[str], None] = print) -> list[str]
             if step == "enrol":
                 assert inventory is not None
                 cfg = config_mod.load(Path(opts.config_dir) / "agent.toml", required=True)
-                snap = Snapshot(phase="DISCOVERED", inventory=inventory,
-                                inventory_hash=inventory_hash(inventory), drift_count=0,
-                                health=[])  # fmt: skip
+                snap = Snapshot(
+                    phase="DISCOVERED",
+                    inventory=inventory,
+                    inventory_hash=inventory_hash(inventory),
+                    drift_count=0,
+                    health=[],
+                )
                 client = InventoryClient(
                     cfg.inventory, opts.state_dir, functools.partial(_same, snap)
                 )
@@ -147,8 +156,19 @@ def _tune(opts: BootstrapOptions, profile: str, log: Callable[[str], None]) -> N
     if opts.tuning == "skip" or not profile:
         log(f"bootstrap: tune skipped ({'policy skip' if profile else 'no profile assigned'})")
         return
-    cmd = [sys.executable, "-m", "nodeagent.cli.main", "tune", "apply", "--profile", profile,
-           "--root", opts.root, "--reboot", opts.reboot]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "nodeagent.cli.main",
+        "tune",
+        "apply",
+        "--profile",
+        profile,
+        "--root",
+        opts.root,
+        "--reboot",
+        opts.reboot,
+    ]
     if opts.tuning == "check":
         cmd.append("--check")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)

@@ -36,13 +36,13 @@ from nodeagent.agent.enrol import InventoryClient, Snapshot
 from nodeagent.agent.events import EventBus
 from nodeagent.agent.metrics import AgentCollector, AgentView
 from nodeagent.agent.state import StateFile
-from nodeagent.agent.tuning import TuningService
+from nodeagent.agent.tuning_rpc import TuningService
 from nodeagent.agent.watch import HOTPLUG_CLASSES, UdevWatcher, XidWatcher
 from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc, tuning_pb2
 from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.api.v1 import hardware_pb2 as pb
-from nodeagent.hardware import inventory as hw
+from nodeagent.hardware import discover as hw
 from nodeagent.hardware.rdma import read_port_status
 from nodeagent.host import HostRoot
 from nodeagent.topology.config import FabricConfig
@@ -104,8 +104,10 @@ class NodeAgentServicer(agent_pb2_grpc.NodeAgentServicer):
             try:
                 await asyncio.wait_for(asyncio.shield(self.agent.discover("refresh")), remaining)
             except TimeoutError:
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                    "discovery did not finish before the deadline")  # fmt: skip
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "discovery did not finish before the deadline",
+                )
         return self.agent.inventory_response()
 
     async def GetStatus(
@@ -119,9 +121,10 @@ class NodeAgentServicer(agent_pb2_grpc.NodeAgentServicer):
         kinds = set(request.kinds)
         unknown = kinds - EVENT_KINDS
         if unknown:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"unknown event kinds {sorted(unknown)}; "
-                                f"known: {sorted(EVENT_KINDS)}")  # fmt: skip
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown event kinds {sorted(unknown)}; known: {sorted(EVENT_KINDS)}",
+            )
         async for event in self.agent.bus.subscribe(kinds):
             yield event
 
@@ -172,9 +175,12 @@ class Agent:
             self.bus.publish("phase", "", f"phase {phase}")
 
     def _save_state(self) -> None:
-        self.state.update(phase=self.phase, inventory_hash=self.hash,
-                          last_discovery=self.discovered_at.ToJsonString(),
-                          last_error=self.last_error)  # fmt: skip
+        self.state.update(
+            phase=self.phase,
+            inventory_hash=self.hash,
+            last_discovery=self.discovered_at.ToJsonString(),
+            last_error=self.last_error,
+        )
         try:
             self.state_file.save(self.state)
         except OSError as exc:  # a full disk must not stop the agent serving
@@ -183,14 +189,19 @@ class Agent:
     # --- discovery -----------------------------------------------------------------------
     def _facts(self) -> dict[str, str]:
         inv = self.inventory
-        return {"hostname": inv.system.hostname, "gpu_count": str(len(inv.gpus)),
-                "rdma_count": str(len(inv.rdma_devices)), "root": self.root.path,
-                "inventory_hash": self.hash}  # fmt: skip
+        return {
+            "hostname": inv.system.hostname,
+            "gpu_count": str(len(inv.gpus)),
+            "rdma_count": str(len(inv.rdma_devices)),
+            "root": self.root.path,
+            "inventory_hash": self.hash,
+        }
 
     async def _hooks(self, phase: str) -> bool:
         try:
-            await hooks.run_phase(self.config.hooks_dir, phase, self._facts(),
-                                  self.config.hook_timeout_seconds)  # fmt: skip
+            await hooks.run_phase(
+                self.config.hooks_dir, phase, self._facts(), self.config.hook_timeout_seconds
+            )
             return True
         except (hooks.HookError, OSError) as exc:
             self.last_error = str(exc)
@@ -220,15 +231,22 @@ class Agent:
             self.discovered_at.FromNanoseconds(time.time_ns())
             new_hash = inventory_hash(self.inventory)
             if self.hash and new_hash != self.hash:
-                self.bus.publish("discovery", "", "hardware changed", reason=reason,
-                                 inventory_hash=new_hash)  # fmt: skip
+                self.bus.publish(
+                    "discovery", "", "hardware changed", reason=reason, inventory_hash=new_hash
+                )
             self.hash = new_hash
             failed = [c.name for c in self.inventory.collectors if not c.success]
             inv = self.inventory
             errs = f"; collectors with errors: {', '.join(failed)}" if failed else ""
-            log.info("discovery (%s) in %.1f ms: %d GPUs, %d RDMA devices, %d NVMe%s", reason,
-                     (time.perf_counter() - start) * 1000, len(inv.gpus),
-                     len(inv.rdma_devices), len(inv.nvme_controllers), errs)  # fmt: skip
+            log.info(
+                "discovery (%s) in %.1f ms: %d GPUs, %d RDMA devices, %d NVMe%s",
+                reason,
+                (time.perf_counter() - start) * 1000,
+                len(inv.gpus),
+                len(inv.rdma_devices),
+                len(inv.nvme_controllers),
+                errs,
+            )
             if only is None:
                 if await self._hooks("post-discovery"):
                     # discovery settles only what discovery owns: a failed tuning run or a
@@ -243,22 +261,29 @@ class Agent:
             self._save_state()
 
     def inventory_response(self) -> agent_pb2.GetInventoryResponse:
-        return agent_pb2.GetInventoryResponse(inventory=self.inventory,
-                                              discovered_at=self.discovered_at,
-                                              inventory_hash=self.hash)  # fmt: skip
+        return agent_pb2.GetInventoryResponse(
+            inventory=self.inventory, discovered_at=self.discovered_at, inventory_hash=self.hash
+        )
 
     def status(self) -> agent_pb2.AgentStatus:
         return agent_pb2.AgentStatus(
-            phase=self.phase, version=__version__,
+            phase=self.phase,
+            version=__version__,
             uptime_seconds=time.monotonic() - self.started,
             last_discovery=self.discovered_at,
             last_discovery_seconds=self.view.discovery_seconds,
-            collectors=self.inventory.collectors, config=self.config.summary(),
-            root=self.root.path, events_emitted=self.bus.emitted, watchers=self.bus.watchers,
-            inventory_hash=self.hash, last_error=self.last_error,
+            collectors=self.inventory.collectors,
+            config=self.config.summary(),
+            root=self.root.path,
+            events_emitted=self.bus.emitted,
+            watchers=self.bus.watchers,
+            inventory_hash=self.hash,
+            last_error=self.last_error,
             node_id=self.inventory_client.identity.node_id() if self.inventory_client else "",
-            inventory_state=self.inventory_client.state if self.inventory_client
-            else "not-configured")  # fmt: skip
+            inventory_state=self.inventory_client.state
+            if self.inventory_client
+            else "not-configured",
+        )
 
     def _ready_or_not(self) -> str:
         """READY when preflight passes (the node can join a cluster), else DISCOVERED."""
@@ -287,27 +312,38 @@ class Agent:
             self.state["assigned_profile"] = desired.profile
             self.state["assigned_pool"] = desired.pool
             self._save_state()
-            log.info("assignment from the inventory: profile %s, pool %s",
-                     desired.profile or "-", desired.pool or "-")  # fmt: skip
+            log.info(
+                "assignment from the inventory: profile %s, pool %s",
+                desired.profile or "-",
+                desired.pool or "-",
+            )
 
     def snapshot(self) -> Snapshot:
-        health = [f"GPU {g.index} {g.pci_address}: {r}" for g in self.inventory.gpus
-                  for r in g.health_reasons]  # fmt: skip
-        return Snapshot(phase=self.phase, inventory=self.inventory, inventory_hash=self.hash,
-                        drift_count=sum(1 for d in self.view.drift.values() if d),
-                        health=health, fabric=self.fabric)  # fmt: skip
+        health = [
+            f"GPU {g.index} {g.pci_address}: {r}"
+            for g in self.inventory.gpus
+            for r in g.health_reasons
+        ]
+        return Snapshot(
+            phase=self.phase,
+            inventory=self.inventory,
+            inventory_hash=self.hash,
+            drift_count=sum(1 for d in self.view.drift.values() if d),
+            health=health,
+            fabric=self.fabric,
+        )
 
     # --- watchers ------------------------------------------------------------------------
     def _on_hotplug(self, subsystem: str, action: str, name: str) -> None:
-        self.bus.publish("hotplug", name, f"{subsystem} {action}", subsystem=subsystem,
-                         action=action)  # fmt: skip
+        self.bus.publish(
+            "hotplug", name, f"{subsystem} {action}", subsystem=subsystem, action=action
+        )
         only = HOTPLUG_CLASSES.get(subsystem)
         if only:
             self._spawn(self.discover(f"hotplug {subsystem} {action} {name}", only=set(only)))
 
     def _on_xid(self, address: str, xid: int) -> None:
-        gpu = next((str(g.index) for g in self.inventory.gpus if g.pci_address == address),
-                   address)  # fmt: skip
+        gpu = next((str(g.index) for g in self.inventory.gpus if g.pci_address == address), address)
         key = (gpu, xid)
         self.view.xid_counts[key] = self.view.xid_counts.get(key, 0) + 1
         self.bus.publish("xid", address, f"XID {xid}", xid=str(xid), gpu=gpu)
@@ -323,11 +359,16 @@ class Agent:
             for key, status in ports.items():
                 before = self.view.rdma_ports.get(key)
                 if before is not None and (before.get("state"), before.get("phys_state")) != (
-                    status.get("state"), status.get("phys_state")):  # fmt: skip
-                    self.bus.publish("rdma-port", f"{key[0]}/{key[1]}",
-                                     f"{before.get('state')} -> {status.get('state')}",
-                                     state=str(status.get("state")),
-                                     phys_state=str(status.get("phys_state")))  # fmt: skip
+                    status.get("state"),
+                    status.get("phys_state"),
+                ):
+                    self.bus.publish(
+                        "rdma-port",
+                        f"{key[0]}/{key[1]}",
+                        f"{before.get('state')} -> {status.get('state')}",
+                        state=str(status.get("state")),
+                        phys_state=str(status.get("phys_state")),
+                    )
             self.view.rdma_ports = ports
 
     async def _rediscover_periodically(self) -> None:
@@ -361,10 +402,18 @@ class Agent:
         ):
             log.warning("api, metrics, root and state_dir changes apply at the next restart")
         self.config = config_mod.AgentConfig(
-            root=self.config.root, state_dir=self.config.state_dir, hooks_dir=new.hooks_dir,
-            hook_timeout_seconds=new.hook_timeout_seconds, log_format=new.log_format,
-            log_level=new.log_level, api=self.config.api, metrics=self.config.metrics,
-            watch=new.watch, inventory=self.config.inventory, tuning=new.tuning)  # fmt: skip
+            root=self.config.root,
+            state_dir=self.config.state_dir,
+            hooks_dir=new.hooks_dir,
+            hook_timeout_seconds=new.hook_timeout_seconds,
+            log_format=new.log_format,
+            log_level=new.log_level,
+            api=self.config.api,
+            metrics=self.config.metrics,
+            watch=new.watch,
+            inventory=self.config.inventory,
+            tuning=new.tuning,
+        )
         self.bus.coalesce_seconds = new.watch.coalesce_seconds
         logging.getLogger().setLevel(new.log_level.upper())
         log.info("configuration reloaded from %s", self.config_path or "defaults")
@@ -373,17 +422,22 @@ class Agent:
     async def _start_server(self) -> None:
         api = self.config.api
         server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", api.max_request_bytes),
-                     ("grpc.max_send_message_length", api.max_response_bytes),
-                     ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=api.max_concurrent_rpcs)  # fmt: skip
+            options=[
+                ("grpc.max_receive_message_length", api.max_request_bytes),
+                ("grpc.max_send_message_length", api.max_response_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=api.max_concurrent_rpcs,
+        )
         service = agent_pb2.DESCRIPTOR.services_by_name["NodeAgent"]
         server.add_generic_rpc_handlers((service_handler(service, NodeAgentServicer(self)),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        names = (agent_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name,
-                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                 reflection.SERVICE_NAME)  # fmt: skip
+        names = (
+            agent_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
         reflection.enable_server_reflection(names, server)
         prepare_socket(api.socket)
         server.add_insecure_port(f"unix:{api.socket}")
@@ -422,15 +476,19 @@ class Agent:
         self.view.phase = self.phase
         self.last_error = str(self.state.get("last_error") or "")
         self._discovery_failed = self.phase == "FAILED" and not isinstance(
-            self.state.get("tuning"), dict)  # fmt: skip
+            self.state.get("tuning"), dict
+        )
         self.tuning.recover()
         await self.discover("startup")
         with contextlib.suppress(Exception):  # the poller retries; metrics start complete
             self.view.rdma_ports = await asyncio.to_thread(read_port_status, self.root)
         await self._start_server()
         self._start_metrics()
-        for sig, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
-                             (signal.SIGHUP, self.reload)):  # fmt: skip
+        for sig, handler in (
+            (signal.SIGTERM, self._stop.set),
+            (signal.SIGINT, self._stop.set),
+            (signal.SIGHUP, self.reload),
+        ):
             loop.add_signal_handler(sig, handler)
         if self.config.watch.udev:
             udev = UdevWatcher(loop, self._on_hotplug)
@@ -443,15 +501,20 @@ class Agent:
         self._spawn(self._poll_rdma())
         self._spawn(self._rediscover_periodically())
         if self.config.inventory.address:
-            self.inventory_client = InventoryClient(self.config.inventory, self.config.state_dir,
-                                                    self.snapshot, self._on_desired)  # fmt: skip
+            self.inventory_client = InventoryClient(
+                self.config.inventory, self.config.state_dir, self.snapshot, self._on_desired
+            )
             self._spawn(self.inventory_client.run(self._stop))
         interval = sdnotify.watchdog_interval()
         if interval:
             self._spawn(self._watchdog(interval))
         sdnotify.notify(f"READY=1\nSTATUS=serving on {self.config.api.socket}")
-        log.info("nodeagent %s serving on %s (root %s)", __version__, self.config.api.socket,
-                 self.root.path)  # fmt: skip
+        log.info(
+            "nodeagent %s serving on %s (root %s)",
+            __version__,
+            self.config.api.socket,
+            self.root.path,
+        )
         await self._stop.wait()
         await self.shutdown()
 

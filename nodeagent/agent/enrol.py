@@ -34,9 +34,14 @@ from nodeagent.api.v1 import inventory_pb2 as ipb
 
 log = logging.getLogger("nodeagent.enrol")
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 120.0
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
-             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}  # fmt: skip
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+}
 
 
 @dataclass
@@ -77,9 +82,13 @@ class Identity:
 
 
 class InventoryClient:
-    def __init__(self, cfg: InventoryClientConfig, state_dir: str,
-                 snapshot: Callable[[], Snapshot],
-                 on_desired: Callable[[ipb.Assignment], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: InventoryClientConfig,
+        state_dir: str,
+        snapshot: Callable[[], Snapshot],
+        on_desired: Callable[[ipb.Assignment], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.identity = Identity(Path(state_dir) / "identity")
         self.snapshot = snapshot
@@ -139,8 +148,9 @@ class InventoryClient:
 
     async def enrol(self) -> None:
         token = Path(self.cfg.token_file).read_text().strip()
-        ca_pem = await asyncio.to_thread(tlsutil.fetch_pinned_ca, self.bootstrap_address,
-                                         self.cfg.ca_hash)  # fmt: skip
+        ca_pem = await asyncio.to_thread(
+            tlsutil.fetch_pinned_ca, self.bootstrap_address, self.cfg.ca_hash
+        )
         key = tlsutil.new_key()
         csr = tlsutil.make_csr(key, "node")
         snap = self.snapshot()
@@ -150,8 +160,12 @@ class InventoryClient:
                 ipb.RegisterRequest(token=token, csr_pem=csr.decode(), inventory=snap.inventory),
                 timeout=30,
             )
-        self.identity.save(resp.node_id, tlsutil.key_pem(key), resp.certificate_pem.encode(),
-                           resp.ca_bundle_pem.encode())  # fmt: skip
+        self.identity.save(
+            resp.node_id,
+            tlsutil.key_pem(key),
+            resp.certificate_pem.encode(),
+            resp.ca_bundle_pem.encode(),
+        )
         self._sent_hash = snap.inventory_hash
         self._desired(resp.desired, resp.state)
         if resp.heartbeat_interval_seconds and not self.cfg.heartbeat_seconds:
@@ -162,15 +176,22 @@ class InventoryClient:
         if self._channel is None:
             ident = self.identity
             self._channel = channels.secure_aio_channel(
-                self.cfg.address, ident.ca.read_bytes(), ident.cert.read_bytes(),
-                ident.key.read_bytes())  # fmt: skip
+                self.cfg.address,
+                ident.ca.read_bytes(),
+                ident.cert.read_bytes(),
+                ident.key.read_bytes(),
+            )
         return inventory_pb2_grpc.InventoryServiceStub(self._channel)
 
     async def heartbeat(self) -> None:
         snap = self.snapshot()
-        req = ipb.HeartbeatRequest(node_id=self.identity.node_id(), phase=snap.phase,
-                                   drift_count=snap.drift_count, health=snap.health[:50],
-                                   inventory_hash=snap.inventory_hash)  # fmt: skip
+        req = ipb.HeartbeatRequest(
+            node_id=self.identity.node_id(),
+            phase=snap.phase,
+            drift_count=snap.drift_count,
+            health=snap.health[:50],
+            inventory_hash=snap.inventory_hash,
+        )
         if snap.inventory_hash != self._sent_hash:
             req.inventory.CopyFrom(snap.inventory)
         resp = await self._stub().Heartbeat(req, timeout=5)
@@ -197,16 +218,18 @@ class InventoryClient:
             return
         self._stub()  # opens the mTLS channel if needed
         stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
-        resp = await stub.ReportFabric(fleet_pb2.ReportFabricRequest(
-            node_id=self.identity.node_id(), observation=snap.fabric), timeout=10)  # fmt: skip
+        resp = await stub.ReportFabric(
+            fleet_pb2.ReportFabricRequest(node_id=self.identity.node_id(), observation=snap.fabric),
+            timeout=10,
+        )
         self._sent_fabric = blob
         self.tiers = resp.tiers
 
     async def renew(self) -> None:
         key = tlsutil.new_key()
         resp = await self._stub().RenewCertificate(
-            ipb.RenewCertificateRequest(csr_pem=tlsutil.make_csr(key, "node").decode()),
-            timeout=30)  # fmt: skip
+            ipb.RenewCertificateRequest(csr_pem=tlsutil.make_csr(key, "node").decode()), timeout=30
+        )
         self.identity.save(
             self.identity.node_id(),
             tlsutil.key_pem(key),

@@ -42,8 +42,9 @@ class EventBus:
             return
         stamp = Timestamp()
         stamp.FromNanoseconds(time.time_ns())
-        event = agent_pb2.AgentEvent(time=stamp, kind=kind, device=device, message=message,
-                                     attributes=attributes, count=1)  # fmt: skip
+        event = agent_pb2.AgentEvent(
+            time=stamp, kind=kind, device=device, message=message, attributes=attributes, count=1
+        )
         self._pending[key] = event
         if self.coalesce_seconds <= 0:
             self._flush()
@@ -59,8 +60,13 @@ class EventBus:
         for event in pending:
             self.emitted += 1
             self.by_kind[event.kind] = self.by_kind.get(event.kind, 0) + 1
-            log.info("event kind=%s device=%s count=%d %s", event.kind, event.device,
-                     event.count, event.message)  # fmt: skip
+            log.info(
+                "event kind=%s device=%s count=%d %s",
+                event.kind,
+                event.device,
+                event.count,
+                event.message,
+            )
             for queue in list(self._subscribers):
                 try:
                     queue.put_nowait(event)

@@ -52,8 +52,13 @@ async def run_hook(path: Path, env: dict[str, str], timeout: float) -> HookResul
     loop = asyncio.get_running_loop()
     start = loop.time()
     proc = await asyncio.create_subprocess_exec(
-        str(path), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)  # fmt: skip
+        str(path),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     out, err = bytearray(), bytearray()
     assert proc.stdout is not None and proc.stderr is not None
     readers = asyncio.gather(_drain(proc.stdout, out), _drain(proc.stderr, err), proc.wait())
@@ -84,12 +89,15 @@ def hooks_for(hooks_dir: str, phase: str) -> list[Path]:
     return found
 
 
-async def run_phase(hooks_dir: str, phase: str, facts: dict[str, str],
-                    timeout: float) -> list[HookResult]:  # fmt: skip
+async def run_phase(
+    hooks_dir: str, phase: str, facts: dict[str, str], timeout: float
+) -> list[HookResult]:
     """Run a phase's hooks in order; the first failure raises HookError."""
     results = []
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-           "NODEAGENT_PHASE": phase}  # fmt: skip
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "NODEAGENT_PHASE": phase,
+    }
     env.update({f"NODEAGENT_{k.upper()}": v for k, v in facts.items()})
     for path in hooks_for(hooks_dir, phase):
         result = await run_hook(path, env, timeout)
@@ -100,6 +108,7 @@ async def run_phase(hooks_dir: str, phase: str, facts: dict[str, str],
         if result.returncode != 0:
             raise HookError(f"{phase} hook {path.name} failed (exit {result.returncode}): {tail}")
         note = " (output truncated)" if result.truncated else ""
-        log.info("hook phase=%s name=%s ok in %.2fs%s", phase, path.name,
-                 result.duration_seconds, note)  # fmt: skip
+        log.info(
+            "hook phase=%s name=%s ok in %.2fs%s", phase, path.name, result.duration_seconds, note
+        )
     return results

@@ -18,8 +18,15 @@ from prometheus_client.registry import Collector
 from nodeagent.api.v1 import hardware_pb2 as pb
 
 PORT_STATES = {"NOP": 0, "DOWN": 1, "INIT": 2, "ARMED": 3, "ACTIVE": 4, "ACTIVE_DEFER": 5}
-PHYS_STATES = {"Sleep": 1, "Polling": 2, "Disabled": 3, "PortConfigurationTraining": 4,
-               "LinkUp": 5, "LinkErrorRecovery": 6, "Phy Test": 7}  # fmt: skip
+PHYS_STATES = {
+    "Sleep": 1,
+    "Polling": 2,
+    "Disabled": 3,
+    "PortConfigurationTraining": 4,
+    "LinkUp": 5,
+    "LinkErrorRecovery": 6,
+    "Phy Test": 7,
+}
 # sysfs counter -> (metric suffix, help, multiplier); *_data counts 4-byte words.
 RDMA_COUNTERS = {
     "port_xmit_data": ("transmitted_bytes_total", "Bytes transmitted", 4),
@@ -56,11 +63,13 @@ class AgentCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         v = self.view
         info = InfoMetricFamily("nodeagent", "Agent build and node identity")
-        info.add_metric([], {"version": v.version, "hostname": v.hostname,
-                             "root": v.inventory.source})  # fmt: skip
+        info.add_metric(
+            [], {"version": v.version, "hostname": v.hostname, "root": v.inventory.source}
+        )
         yield info
-        phase = GaugeMetricFamily("nodeagent_phase", "Lifecycle phase (1 for the current one)",
-                                  labels=["phase"])  # fmt: skip
+        phase = GaugeMetricFamily(
+            "nodeagent_phase", "Lifecycle phase (1 for the current one)", labels=["phase"]
+        )
         phase.add_metric([v.phase], 1)
         yield phase
         yield GaugeMetricFamily(
@@ -92,40 +101,56 @@ class AgentCollector(Collector):
         yield from self._rdma(v)
         yield from self._nvme(v)
         if v.drift:
-            drift = GaugeMetricFamily("nodeagent_tuning_drift",
-                                      "1 when a tuning setting differs from its profile",
-                                      labels=["setting"])  # fmt: skip
+            drift = GaugeMetricFamily(
+                "nodeagent_tuning_drift",
+                "1 when a tuning setting differs from its profile",
+                labels=["setting"],
+            )
             for setting, drifted in sorted(v.drift.items()):
                 drift.add_metric([setting], 1.0 if drifted else 0.0)
             yield drift
 
     def _gpus(self, v: AgentView) -> Iterator[Metric]:
         gpus = v.inventory.gpus
-        info = GaugeMetricFamily("nodeagent_gpu_info", "GPU identity (value 1)",
-                                 labels=["gpu", "pci_address", "model", "uuid"])  # fmt: skip
-        healthy = GaugeMetricFamily("nodeagent_gpu_healthy", "1 when the GPU's health is ok",
-                                    labels=["gpu"])  # fmt: skip
+        info = GaugeMetricFamily(
+            "nodeagent_gpu_info",
+            "GPU identity (value 1)",
+            labels=["gpu", "pci_address", "model", "uuid"],
+        )
+        healthy = GaugeMetricFamily(
+            "nodeagent_gpu_healthy", "1 when the GPU's health is ok", labels=["gpu"]
+        )
         gauges = {
             "temperature_celsius": GaugeMetricFamily(
-                "nodeagent_gpu_temperature_celsius", "GPU temperature", labels=["gpu"]),
+                "nodeagent_gpu_temperature_celsius", "GPU temperature", labels=["gpu"]
+            ),
             "power_draw_watts": GaugeMetricFamily(
-                "nodeagent_gpu_power_watts", "GPU power draw", labels=["gpu"]),
+                "nodeagent_gpu_power_watts", "GPU power draw", labels=["gpu"]
+            ),
             "power_limit_watts": GaugeMetricFamily(
-                "nodeagent_gpu_power_limit_watts", "Enforced GPU power limit", labels=["gpu"]),
-        }  # fmt: skip
-        ecc = CounterMetricFamily("nodeagent_gpu_ecc_errors", "GPU memory ECC errors",
-                                  labels=["gpu", "severity", "scope"])  # fmt: skip
-        rows = GaugeMetricFamily("nodeagent_gpu_remapped_rows", "Rows remapped by the GPU",
-                                 labels=["gpu", "cause"])  # fmt: skip
-        remap_state = GaugeMetricFamily("nodeagent_gpu_row_remap_state",
-                                        "1 when a row remap is pending or has failed",
-                                        labels=["gpu", "state"])  # fmt: skip
+                "nodeagent_gpu_power_limit_watts", "Enforced GPU power limit", labels=["gpu"]
+            ),
+        }
+        ecc = CounterMetricFamily(
+            "nodeagent_gpu_ecc_errors", "GPU memory ECC errors", labels=["gpu", "severity", "scope"]
+        )
+        rows = GaugeMetricFamily(
+            "nodeagent_gpu_remapped_rows", "Rows remapped by the GPU", labels=["gpu", "cause"]
+        )
+        remap_state = GaugeMetricFamily(
+            "nodeagent_gpu_row_remap_state",
+            "1 when a row remap is pending or has failed",
+            labels=["gpu", "state"],
+        )
         nvl = GaugeMetricFamily("nodeagent_gpu_nvlinks", "NVLinks", labels=["gpu", "state"])
-        width = GaugeMetricFamily("nodeagent_gpu_pcie_link_width_lanes", "PCIe link width",
-                                  labels=["gpu", "kind"])  # fmt: skip
-        degraded = GaugeMetricFamily("nodeagent_gpu_pcie_link_degraded",
-                                     "1 when the PCIe link is narrower than its maximum",
-                                     labels=["gpu"])  # fmt: skip
+        width = GaugeMetricFamily(
+            "nodeagent_gpu_pcie_link_width_lanes", "PCIe link width", labels=["gpu", "kind"]
+        )
+        degraded = GaugeMetricFamily(
+            "nodeagent_gpu_pcie_link_degraded",
+            "1 when the PCIe link is narrower than its maximum",
+            labels=["gpu"],
+        )
         for g in gpus:
             idx = str(g.index)
             info.add_metric([idx, g.pci_address, g.model, g.uuid], 1)
@@ -135,10 +160,12 @@ class AgentCollector(Collector):
                     family.add_metric([idx], getattr(g, key))
             if g.HasField("ecc_errors"):
                 e = g.ecc_errors
-                counts = (("corrected", "volatile", e.corrected_volatile),
-                          ("uncorrected", "volatile", e.uncorrected_volatile),
-                          ("corrected", "aggregate", e.corrected_aggregate),
-                          ("uncorrected", "aggregate", e.uncorrected_aggregate))  # fmt: skip
+                counts = (
+                    ("corrected", "volatile", e.corrected_volatile),
+                    ("uncorrected", "volatile", e.uncorrected_volatile),
+                    ("corrected", "aggregate", e.corrected_aggregate),
+                    ("uncorrected", "aggregate", e.uncorrected_aggregate),
+                )
                 for sev, scope, n in counts:
                     ecc.add_metric([idx, sev, scope], n)
             if g.HasField("remapped_rows"):
@@ -154,26 +181,44 @@ class AgentCollector(Collector):
                 width.add_metric([idx, "current"], g.pcie.current_width)
                 width.add_metric([idx, "max"], g.pcie.max_width)
                 degraded.add_metric([idx], 1.0 if g.pcie.degraded else 0.0)
-        xid = CounterMetricFamily("nodeagent_gpu_xid_errors", "XID errors reported by the driver",
-                                  labels=["gpu", "xid"])  # fmt: skip
+        xid = CounterMetricFamily(
+            "nodeagent_gpu_xid_errors", "XID errors reported by the driver", labels=["gpu", "xid"]
+        )
         for (gpu, code), n in sorted(v.xid_counts.items()):
             xid.add_metric([gpu, str(code)], n)
-        yield from (info, healthy, *gauges.values(), ecc, rows, remap_state, nvl, width, degraded,
-                    xid)  # fmt: skip
+        yield from (
+            info,
+            healthy,
+            *gauges.values(),
+            ecc,
+            rows,
+            remap_state,
+            nvl,
+            width,
+            degraded,
+            xid,
+        )
 
     def _rdma(self, v: AgentView) -> Iterator[Metric]:
         labels = ["device", "port"]
-        state = GaugeMetricFamily("nodeagent_rdma_port_state",
-                                  "Port logical state (4 = ACTIVE)", labels=labels)  # fmt: skip
-        phys = GaugeMetricFamily("nodeagent_rdma_port_physical_state",
-                                 "Port physical state (5 = LinkUp)", labels=labels)  # fmt: skip
-        active = GaugeMetricFamily("nodeagent_rdma_port_active", "1 when the port is ACTIVE",
-                                   labels=labels)  # fmt: skip
-        rate = GaugeMetricFamily("nodeagent_rdma_port_rate_bytes_per_second",
-                                 "Port signalling rate", labels=labels)  # fmt: skip
-        counters = {key: CounterMetricFamily(f"nodeagent_rdma_port_{suffix.removesuffix('_total')}",
-                                             text, labels=labels)
-                    for key, (suffix, text, _) in RDMA_COUNTERS.items()}  # fmt: skip
+        state = GaugeMetricFamily(
+            "nodeagent_rdma_port_state", "Port logical state (4 = ACTIVE)", labels=labels
+        )
+        phys = GaugeMetricFamily(
+            "nodeagent_rdma_port_physical_state", "Port physical state (5 = LinkUp)", labels=labels
+        )
+        active = GaugeMetricFamily(
+            "nodeagent_rdma_port_active", "1 when the port is ACTIVE", labels=labels
+        )
+        rate = GaugeMetricFamily(
+            "nodeagent_rdma_port_rate_bytes_per_second", "Port signalling rate", labels=labels
+        )
+        counters = {
+            key: CounterMetricFamily(
+                f"nodeagent_rdma_port_{suffix.removesuffix('_total')}", text, labels=labels
+            )
+            for key, (suffix, text, _) in RDMA_COUNTERS.items()
+        }
         for (device, port), status in sorted(v.rdma_ports.items()):
             lv = [device, str(port)]
             state.add_metric(lv, PORT_STATES.get(str(status.get("state")), 0))
@@ -188,11 +233,14 @@ class AgentCollector(Collector):
 
     def _nvme(self, v: AgentView) -> Iterator[Metric]:
         ctrls = v.inventory.nvme_controllers
-        yield GaugeMetricFamily("nodeagent_nvme_controllers", "NVMe controllers present",
-                                value=len(ctrls))  # fmt: skip
-        info = GaugeMetricFamily("nodeagent_nvme_controller_info", "NVMe controller (value 1)",
-                                 labels=["controller", "model", "serial", "firmware",
-                                         "pci_address"])  # fmt: skip
+        yield GaugeMetricFamily(
+            "nodeagent_nvme_controllers", "NVMe controllers present", value=len(ctrls)
+        )
+        info = GaugeMetricFamily(
+            "nodeagent_nvme_controller_info",
+            "NVMe controller (value 1)",
+            labels=["controller", "model", "serial", "firmware", "pci_address"],
+        )
         cap = GaugeMetricFamily(
             "nodeagent_nvme_namespace_capacity_bytes",
             "NVMe namespace capacity",

@@ -25,8 +25,14 @@ PASS, WARN, FAIL, SKIP = ppb.CHECK_PASS, ppb.CHECK_WARN, ppb.CHECK_FAIL, ppb.CHE
 Check = ppb.PreflightCheck
 MODULES = ("overlay", "br_netfilter")
 SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
-RUNTIME_CONFLICTS = {"docker.io": FAIL, "docker-ce": FAIL, "cri-o": FAIL, "podman-docker": FAIL,
-                     "containerd": WARN, "containerd.io": WARN}  # fmt: skip
+RUNTIME_CONFLICTS = {
+    "docker.io": FAIL,
+    "docker-ce": FAIL,
+    "cri-o": FAIL,
+    "podman-docker": FAIL,
+    "containerd": WARN,
+    "containerd.io": WARN,
+}
 TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
 FM_PID = "var/run/nvidia-fabricmanager/nv-fabricmanager.pid"
 FM_UNIT = "etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service"
@@ -43,8 +49,12 @@ class Options:
 
 
 def _check(name: str, status: int, message: str, remedy: str = "") -> Check:
-    return Check(name=name, status=status, message=message,  # type: ignore[arg-type]
-                 remedy=remedy if status != PASS else "")  # fmt: skip
+    return Check(
+        name=name,
+        status=status,  # type: ignore[arg-type]
+        message=message,
+        remedy=remedy if status != PASS else "",
+    )
 
 
 def hostname(root: HostRoot) -> str:
@@ -58,9 +68,13 @@ def check_swap(root: HostRoot) -> Check:
         return _check("swap", WARN, f"cannot read /proc/swaps: {exc}", "check `swapon --show`")
     active = [line.split()[0] for line in lines if line.strip()]
     if active:
-        return _check("swap", FAIL, f"swap is on: {', '.join(active)}",
-                      "swapoff -a and remove the swap entries from /etc/fstab (the kubelet "
-                      "refuses to start with swap on)")  # fmt: skip
+        return _check(
+            "swap",
+            FAIL,
+            f"swap is on: {', '.join(active)}",
+            "swapoff -a and remove the swap entries from /etc/fstab (the kubelet "
+            "refuses to start with swap on)",
+        )
     return _check("swap", PASS, "no swap")
 
 
@@ -71,9 +85,12 @@ def check_modules(root: HostRoot) -> Check:
         loaded = set()
     missing = [m for m in MODULES if m not in loaded and not root.is_dir(f"sys/module/{m}")]
     if missing:
-        return _check("kernel-modules", FAIL, f"not loaded: {', '.join(missing)}",
-                      f"modprobe {' '.join(missing)} and list them in "
-                      "/etc/modules-load.d/k8s.conf")  # fmt: skip
+        return _check(
+            "kernel-modules",
+            FAIL,
+            f"not loaded: {', '.join(missing)}",
+            f"modprobe {' '.join(missing)} and list them in /etc/modules-load.d/k8s.conf",
+        )
     return _check("kernel-modules", PASS, f"{', '.join(MODULES)} loaded")
 
 
@@ -85,18 +102,25 @@ def check_sysctls(root: HostRoot) -> Check:
             wrong.append(f"{name}={value}")
     if wrong:
         fix = " ".join(f"{n}={v}" for n, v in SYSCTLS.items())
-        return _check("sysctl", FAIL, f"{', '.join(wrong)} (want 1)",
-                      f"sysctl -w {fix} and persist it in /etc/sysctl.d/ (the bridge setting "
-                      "exists once br_netfilter is loaded)")  # fmt: skip
+        return _check(
+            "sysctl",
+            FAIL,
+            f"{', '.join(wrong)} (want 1)",
+            f"sysctl -w {fix} and persist it in /etc/sysctl.d/ (the bridge setting "
+            "exists once br_netfilter is loaded)",
+        )
     return _check("sysctl", PASS, ", ".join(f"{n}=1" for n in SYSCTLS))
 
 
 def check_cgroup(root: HostRoot) -> Check:
     if root.exists("sys/fs/cgroup/cgroup.controllers"):
         return _check("cgroup-v2", PASS, "unified cgroup hierarchy (v2)")
-    return _check("cgroup-v2", FAIL, "cgroup v1 (no /sys/fs/cgroup/cgroup.controllers)",
-                  "boot with systemd.unified_cgroup_hierarchy=1: recent kubelets refuse "
-                  "cgroup v1 by default")  # fmt: skip
+    return _check(
+        "cgroup-v2",
+        FAIL,
+        "cgroup v1 (no /sys/fs/cgroup/cgroup.controllers)",
+        "boot with systemd.unified_cgroup_hierarchy=1: recent kubelets refuse cgroup v1 by default",
+    )
 
 
 def installed_packages(root: HostRoot) -> set[str]:
@@ -118,11 +142,14 @@ def check_runtime(root: HostRoot) -> Check:
     found = {p: RUNTIME_CONFLICTS[p] for p in packages if p in RUNTIME_CONFLICTS}
     if found:
         worst = max(found.values())
-        return _check("container-runtime", worst,
-                      f"packaged runtime installed: {', '.join(sorted(found))}",
-                      f"apt-get purge {' '.join(sorted(found))}: Kubespray installs its own "
-                      "containerd (/usr/local/bin) and unit, and a second runtime competes "
-                      "for the socket and the cgroups")  # fmt: skip
+        return _check(
+            "container-runtime",
+            worst,
+            f"packaged runtime installed: {', '.join(sorted(found))}",
+            f"apt-get purge {' '.join(sorted(found))}: Kubespray installs its own "
+            "containerd (/usr/local/bin) and unit, and a second runtime competes "
+            "for the socket and the cgroups",
+        )
     if root.exists("usr/local/bin/containerd"):
         return _check("container-runtime", PASS, "containerd in /usr/local/bin (Kubespray's)")
     return _check("container-runtime", PASS, "none installed: Kubespray installs containerd")
@@ -140,20 +167,28 @@ def check_hostname(root: HostRoot, fleet: Callable[[str], list[str]] | None) -> 
     name = hostname(root)
     problem = name_problem(name)
     if problem:
-        return _check("hostname", FAIL, problem,
-                      "hostnamectl set-hostname <lower-case name of [a-z0-9-.]>")  # fmt: skip
+        return _check(
+            "hostname", FAIL, problem, "hostnamectl set-hostname <lower-case name of [a-z0-9-.]>"
+        )
     if fleet is None:
         return _check("hostname", PASS, f"{name} (fleet uniqueness not checked: no inventory)")
     try:
         others = fleet(name)
     except Exception as exc:  # an inventory outage must not stop the rest of preflight
-        return _check("hostname", WARN, f"{name}; inventory unreachable, uniqueness not "
-                      f"checked: {str(exc).splitlines()[0][:200]}",
-                      "rerun when the inventory service is reachable")  # fmt: skip
+        return _check(
+            "hostname",
+            WARN,
+            f"{name}; inventory unreachable, uniqueness not "
+            f"checked: {str(exc).splitlines()[0][:200]}",
+            "rerun when the inventory service is reachable",
+        )
     if others:
-        return _check("hostname", FAIL, f"{name} is also the hostname of node(s) "
-                      f"{', '.join(others[:5])}",
-                      "give this node a unique hostname (node names must be)")  # fmt: skip
+        return _check(
+            "hostname",
+            FAIL,
+            f"{name} is also the hostname of node(s) {', '.join(others[:5])}",
+            "give this node a unique hostname (node names must be)",
+        )
     return _check("hostname", PASS, f"{name}, unique in the fleet")
 
 
@@ -182,8 +217,10 @@ def clock_state(root: HostRoot) -> tuple[bool | None, str]:
 
 def check_time(root: HostRoot) -> Check:
     synced, how = clock_state(root)
-    remedy = ("enable time synchronisation (chrony or systemd-timesyncd) and wait for it: "
-              "certificates and etcd need clocks within seconds")  # fmt: skip
+    remedy = (
+        "enable time synchronisation (chrony or systemd-timesyncd) and wait for it: "
+        "certificates and etcd need clocks within seconds"
+    )
     if synced is None:
         return _check("time-sync", WARN, f"cannot tell ({how})", remedy)
     if not synced:
@@ -221,9 +258,12 @@ def check_driver(root: HostRoot, gpus: int) -> Check:
         return _check("nvidia-driver", SKIP, "no NVIDIA GPU")
     version = root.attr("proc/driver/nvidia/version")
     if not version:
-        return _check("nvidia-driver", FAIL, f"{gpus} NVIDIA GPU(s), no driver loaded",
-                      "install the driver of the node's golden profile "
-                      "(nodeagent tune apply) and reboot")  # fmt: skip
+        return _check(
+            "nvidia-driver",
+            FAIL,
+            f"{gpus} NVIDIA GPU(s), no driver loaded",
+            "install the driver of the node's golden profile (nodeagent tune apply) and reboot",
+        )
     words = version.split()
     release = next((w for w in words if w[:1].isdigit() and "." in w), "loaded")
     return _check("nvidia-driver", PASS, f"{gpus} GPU(s), driver {release}")
@@ -241,18 +281,32 @@ def check_fabric_manager(root: HostRoot, nvswitches: int) -> Check:
         return _check("fabric-manager", PASS, f"running (pid {pid}) for {nvswitches} NVSwitch(es)")
     if root.exists(FM_UNIT):
         return _check("fabric-manager", FAIL, "enabled but not running", remedy)
-    return _check("fabric-manager", FAIL, f"{nvswitches} NVSwitch(es), fabric manager not "
-                  "installed or not enabled", remedy)  # fmt: skip
+    return _check(
+        "fabric-manager",
+        FAIL,
+        f"{nvswitches} NVSwitch(es), fabric manager not installed or not enabled",
+        remedy,
+    )
 
 
 def run(root: HostRoot, opts: Options) -> ppb.PreflightReport:
     from nodeagent.agent import preflight_net
 
     gpus, nvswitches = _nvidia(root)
-    checks = [check_swap(root), check_modules(root), check_sysctls(root), check_cgroup(root),
-              check_runtime(root), *preflight_net.check_ports(root, opts.ports),
-              check_hostname(root, opts.fleet), check_time(root), check_disk(root, opts),
-              check_driver(root, gpus), check_fabric_manager(root, nvswitches),
-              preflight_net.check_registries(opts.registries, opts.connect_timeout)]  # fmt: skip
-    return ppb.PreflightReport(hostname=hostname(root), checks=checks,
-                               ok=all(c.status != FAIL for c in checks))  # fmt: skip
+    checks = [
+        check_swap(root),
+        check_modules(root),
+        check_sysctls(root),
+        check_cgroup(root),
+        check_runtime(root),
+        *preflight_net.check_ports(root, opts.ports),
+        check_hostname(root, opts.fleet),
+        check_time(root),
+        check_disk(root, opts),
+        check_driver(root, gpus),
+        check_fabric_manager(root, nvswitches),
+        preflight_net.check_registries(opts.registries, opts.connect_timeout),
+    ]
+    return ppb.PreflightReport(
+        hostname=hostname(root), checks=checks, ok=all(c.status != FAIL for c in checks)
+    )

@@ -37,13 +37,21 @@ def check_ports(root: HostRoot, wanted: Sequence[int]) -> list[ppb.PreflightChec
     busy = sorted(set(wanted) & listening_ports(root))
     if busy:
         shown = ", ".join(map(str, busy))
-        return [ppb.PreflightCheck(name="ports", status=ppb.CHECK_FAIL,
-                                   message=f"in use: {shown}",
-                                   remedy=f"stop what listens there (ss -ltnp 'sport = :"
-                                          f"{busy[0]}'): the kubelet needs 10250 and "
-                                          "kube-proxy 10256")]  # fmt: skip
-    return [ppb.PreflightCheck(name="ports", status=ppb.CHECK_PASS,
-                               message=f"free: {', '.join(map(str, wanted))}")]  # fmt: skip
+        return [
+            ppb.PreflightCheck(
+                name="ports",
+                status=ppb.CHECK_FAIL,
+                message=f"in use: {shown}",
+                remedy=f"stop what listens there (ss -ltnp 'sport = :"
+                f"{busy[0]}'): the kubelet needs 10250 and "
+                "kube-proxy 10256",
+            )
+        ]
+    return [
+        ppb.PreflightCheck(
+            name="ports", status=ppb.CHECK_PASS, message=f"free: {', '.join(map(str, wanted))}"
+        )
+    ]
 
 
 def _split(target: str) -> tuple[str, int]:
@@ -65,22 +73,32 @@ def _reach(target: str, timeout: float) -> str:
 
 def check_registries(registries: Sequence[str], timeout: float) -> ppb.PreflightCheck:
     if not registries:
-        return ppb.PreflightCheck(name="registries", status=ppb.CHECK_SKIP,
-                                  message="no registries configured (--registry)")  # fmt: skip
+        return ppb.PreflightCheck(
+            name="registries",
+            status=ppb.CHECK_SKIP,
+            message="no registries configured (--registry)",
+        )
     with ThreadPoolExecutor(max_workers=min(len(registries), 16)) as pool:
         failures = [f for f in pool.map(lambda r: _reach(r, timeout), registries) if f]
     if failures:
-        return ppb.PreflightCheck(name="registries", status=ppb.CHECK_FAIL,
-                                  message="unreachable: " + "; ".join(failures),
-                                  remedy="open the firewall to the registries (or point "
-                                         "Kubespray's *_image_repo at the site's internal "
-                                         "registry on air-gapped sites)")  # fmt: skip
-    return ppb.PreflightCheck(name="registries", status=ppb.CHECK_PASS,
-                              message=f"reachable: {', '.join(registries)}")  # fmt: skip
+        return ppb.PreflightCheck(
+            name="registries",
+            status=ppb.CHECK_FAIL,
+            message="unreachable: " + "; ".join(failures),
+            remedy="open the firewall to the registries (or point "
+            "Kubespray's *_image_repo at the site's internal "
+            "registry on air-gapped sites)",
+        )
+    return ppb.PreflightCheck(
+        name="registries", status=ppb.CHECK_PASS, message=f"reachable: {', '.join(registries)}"
+    )
 
 
-def fleet_lookup(address: str, identity_dir: Path, timeout: float = 5.0,
-                 ) -> Callable[[str], list[str]]:  # fmt: skip
+def fleet_lookup(
+    address: str,
+    identity_dir: Path,
+    timeout: float = 5.0,
+) -> Callable[[str], list[str]]:
     """Ask the inventory, as this node (its enrolment identity), which other nodes carry a
     hostname."""
 
@@ -89,12 +107,12 @@ def fleet_lookup(address: str, identity_dir: Path, timeout: float = 5.0,
         from nodeagent.api.v1 import inventory_pb2 as ipb
         from nodeagent.api.v1 import inventory_pb2_grpc
 
-        ca, cert, key = ((identity_dir / f).read_bytes() for f in ("ca.crt", "node.crt",
-                                                                   "node.key"))  # fmt: skip
+        ca, cert, key = (
+            (identity_dir / f).read_bytes() for f in ("ca.crt", "node.crt", "node.key")
+        )
         with channels.secure_channel(address, ca, cert, key) as channel:
             stub = inventory_pb2_grpc.InventoryServiceStub(channel)
-            resp = stub.CheckHostname(ipb.CheckHostnameRequest(hostname=hostname),
-                                      timeout=timeout)  # fmt: skip
+            resp = stub.CheckHostname(ipb.CheckHostnameRequest(hostname=hostname), timeout=timeout)
         return list(resp.node_ids)
 
     return lookup

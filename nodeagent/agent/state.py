@@ -40,8 +40,9 @@ class StateFile:
         except (ValueError, UnicodeDecodeError) as exc:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             os.replace(self.path, aside)
-            log.warning("state file %s is corrupt (%s); moved to %s, starting clean",
-                        self.path, exc, aside)  # fmt: skip
+            log.warning(
+                "state file %s is corrupt (%s); moved to %s, starting clean", self.path, exc, aside
+            )
             return {}
 
     def save(self, data: dict[str, Any]) -> None:

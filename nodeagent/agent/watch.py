@@ -29,8 +29,9 @@ XID_EVENT = 0x8  # nvmlEventTypeXidCriticalError
 class UdevWatcher:
     """pyudev netlink monitor for PCI, NVMe, InfiniBand and net add/remove."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop,
-                 on_event: Callable[[str, str, str], None]) -> None:  # fmt: skip
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_event: Callable[[str, str, str], None]
+    ) -> None:
         self.loop = loop
         self.on_event = on_event  # (subsystem, action, device name)
         self._stop = threading.Event()
@@ -53,8 +54,7 @@ class UdevWatcher:
         except (OSError, ValueError) as exc:
             log.warning("hotplug watch off: %s", exc)
             return False
-        self._thread = threading.Thread(target=self._run, args=(monitor,), name="udev",
-                                        daemon=True)  # fmt: skip
+        self._thread = threading.Thread(target=self._run, args=(monitor,), name="udev", daemon=True)
         self._thread.start()
         log.info("hotplug watch on (%s events)", source)
         return True
@@ -94,8 +94,9 @@ class UdevWatcher:
 class XidWatcher:
     """NVML event loop for XID critical errors, in its own thread (the wait blocks)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop,
-                 on_xid: Callable[[str, int], None], nvml: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_xid: Callable[[str, int], None], nvml: Any = None
+    ) -> None:
         self.loop = loop
         self.on_xid = on_xid  # (pci address, xid)
         self.nvml = nvml

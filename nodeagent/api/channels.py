@@ -15,17 +15,21 @@ KEEPALIVE = [
 ]
 
 
-def credentials(ca_pem: bytes, cert_pem: bytes | None = None,
-                key_pem: bytes | None = None) -> grpc.ChannelCredentials:  # fmt: skip
-    return grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem,
-                                        certificate_chain=cert_pem)  # fmt: skip
+def credentials(
+    ca_pem: bytes, cert_pem: bytes | None = None, key_pem: bytes | None = None
+) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
+    )
 
 
-def secure_channel(address: str, ca_pem: bytes, cert_pem: bytes | None = None,
-                   key_pem: bytes | None = None) -> grpc.Channel:  # fmt: skip
+def secure_channel(
+    address: str, ca_pem: bytes, cert_pem: bytes | None = None, key_pem: bytes | None = None
+) -> grpc.Channel:
     return grpc.secure_channel(address, credentials(ca_pem, cert_pem, key_pem), KEEPALIVE)
 
 
-def secure_aio_channel(address: str, ca_pem: bytes, cert_pem: bytes | None = None,
-                       key_pem: bytes | None = None) -> Any:  # fmt: skip
+def secure_aio_channel(
+    address: str, ca_pem: bytes, cert_pem: bytes | None = None, key_pem: bytes | None = None
+) -> Any:
     return grpc.aio.secure_channel(address, credentials(ca_pem, cert_pem, key_pem), KEEPALIVE)

@@ -51,8 +51,9 @@ async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, errors: E
     raise exc
 
 
-def _guard(method: Callable[..., Any], name: str, authorize: Authorize | None,
-           errors: ErrorMap) -> Callable[..., Any]:  # fmt: skip
+def _guard(
+    method: Callable[..., Any], name: str, authorize: Authorize | None, errors: ErrorMap
+) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)
@@ -83,9 +84,13 @@ def _guard(method: Callable[..., Any], name: str, authorize: Authorize | None,
     return unary
 
 
-def service_handler(service: ServiceDescriptor, servicer: Any, *,
-                    authorize: Authorize | None = None,
-                    errors: ErrorMap = ()) -> grpc.GenericRpcHandler:  # fmt: skip
+def service_handler(
+    service: ServiceDescriptor,
+    servicer: Any,
+    *,
+    authorize: Authorize | None = None,
+    errors: ErrorMap = (),
+) -> grpc.GenericRpcHandler:
     """A generic handler serving every method of `service` from `servicer` (grpc.aio).
 
     `authorize(method, context)` runs first and aborts the call if it may not
@@ -95,11 +100,16 @@ def service_handler(service: ServiceDescriptor, servicer: Any, *,
     for m in service.methods:
         request_cls = message_factory.GetMessageClass(m.input_type)
         response_cls = message_factory.GetMessageClass(m.output_type)
-        kind = (grpc.unary_stream_rpc_method_handler if m.server_streaming
-                else grpc.unary_unary_rpc_method_handler)  # fmt: skip
+        kind = (
+            grpc.unary_stream_rpc_method_handler
+            if m.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
         if m.client_streaming:
             raise NotImplementedError(f"{m.full_name}: client streaming is not used")
-        handlers[m.name] = kind(_guard(getattr(servicer, m.name), m.name, authorize, errors),
-                                request_deserializer=_deserializer(request_cls),
-                                response_serializer=response_cls.SerializeToString)  # fmt: skip
+        handlers[m.name] = kind(
+            _guard(getattr(servicer, m.name), m.name, authorize, errors),
+            request_deserializer=_deserializer(request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)

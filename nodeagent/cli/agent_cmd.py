@@ -49,8 +49,9 @@ def _call(socket_path: str, method: str, request: Any, timeout: float) -> Any:
         except grpc.RpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.UNAVAILABLE:
-                raise CliError(f"no agent answers on {socket_path} (is nodeagent.service running?)"
-                               ) from None  # fmt: skip
+                raise CliError(
+                    f"no agent answers on {socket_path} (is nodeagent.service running?)"
+                ) from None
             raise CliError(f"{method}: {code.name}: {exc.details()}") from None
 
 
@@ -62,18 +63,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(render.to_json(status))
         return EXIT_OK
-    print(f"phase      {status.phase}\nversion    {status.version}\n"
-          f"uptime     {status.uptime_seconds:.0f}s\nroot       {status.root}\n"
-          f"discovery  {status.last_discovery.ToJsonString()} "
-          f"({status.last_discovery_seconds * 1000:.1f} ms)\n"
-          f"hardware   {status.inventory_hash[:16]}\nevents     {status.events_emitted} "
-          f"({status.watchers} watchers)")  # fmt: skip
+    print(
+        f"phase      {status.phase}\nversion    {status.version}\n"
+        f"uptime     {status.uptime_seconds:.0f}s\nroot       {status.root}\n"
+        f"discovery  {status.last_discovery.ToJsonString()} "
+        f"({status.last_discovery_seconds * 1000:.1f} ms)\n"
+        f"hardware   {status.inventory_hash[:16]}\nevents     {status.events_emitted} "
+        f"({status.watchers} watchers)"
+    )
     node = f" (node {status.node_id})" if status.node_id else ""
     print(f"inventory  {status.inventory_state or 'not-configured'}{node}")
     if status.last_error:
         print(f"error      {status.last_error}")
-    rows = [[c.name, "ok" if c.success else "FAILED", f"{c.duration_seconds * 1000:.2f}",
-             "; ".join(c.errors)] for c in status.collectors]  # fmt: skip
+    rows = [
+        [
+            c.name,
+            "ok" if c.success else "FAILED",
+            f"{c.duration_seconds * 1000:.2f}",
+            "; ".join(c.errors),
+        ]
+        for c in status.collectors
+    ]
     print(render.table(rows, ["COLLECTOR", "RESULT", "MS", "ERRORS"]))
     return EXIT_OK
 
@@ -82,8 +92,12 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     from nodeagent.api.v1 import agent_pb2
     from nodeagent.cli import render
 
-    resp = _call(args.socket, "GetInventory", agent_pb2.GetInventoryRequest(refresh=args.refresh),
-                 args.timeout)  # fmt: skip
+    resp = _call(
+        args.socket,
+        "GetInventory",
+        agent_pb2.GetInventoryRequest(refresh=args.refresh),
+        args.timeout,
+    )
     if args.output == "json":
         print(render.to_json(resp.inventory))
     else:
@@ -106,8 +120,10 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                 else:
                     when = time.strftime("%H:%M:%S", time.localtime(event.time.seconds))
                     count = f" (x{event.count})" if event.count > 1 else ""
-                    print(f"{when}  {event.kind:<10} {event.device:<14} {event.message}{count}",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"{when}  {event.kind:<10} {event.device:<14} {event.message}{count}",
+                        flush=True,
+                    )
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 raise CliError(f"no agent answers on {args.socket}") from None
@@ -121,10 +137,16 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from nodeagent.agent import bootstrap
 
     opts = bootstrap.BootstrapOptions(
-        inventory=args.inventory, token=_token(args), ca_hash=args.ca_hash,
+        inventory=args.inventory,
+        token=_token(args),
+        ca_hash=args.ca_hash,
         bootstrap_address=args.bootstrap_address or "",
-        config_dir=args.config_dir, state_dir=args.state_dir, root=args.root,
-        tuning=args.tuning, reboot=args.reboot)  # fmt: skip
+        config_dir=args.config_dir,
+        state_dir=args.state_dir,
+        root=args.root,
+        tuning=args.tuning,
+        reboot=args.reboot,
+    )
     try:
         bootstrap.run(opts)
     except bootstrap.BootstrapError as exc:
@@ -166,9 +188,11 @@ def register(sub: Any) -> None:
 
     agent = sub.add_parser("agent", help="talk to the local agent over its socket")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
-    actions = (("status", _cmd_status, "phase, uptime, last discovery"),
-               ("inventory", _cmd_inventory, "the cached inventory"),
-               ("watch", _cmd_watch, "stream hardware and health events"))  # fmt: skip
+    actions = (
+        ("status", _cmd_status, "phase, uptime, last discovery"),
+        ("inventory", _cmd_inventory, "the cached inventory"),
+        ("watch", _cmd_watch, "stream hardware and health events"),
+    )
     for name, func, text in actions:
         p = agent_sub.add_parser(name, help=text)
         p.add_argument("--socket", default=DEFAULT_SOCKET)

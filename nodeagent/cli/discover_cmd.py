@@ -12,7 +12,7 @@ from nodeagent.cli.common import EXIT_OK
 
 def _cmd_discover(args: argparse.Namespace) -> int:
     from nodeagent.cli import render
-    from nodeagent.hardware.inventory import discover
+    from nodeagent.hardware.discover import discover
     from nodeagent.host import open_root
 
     with open_root(args.root) as root:
@@ -27,8 +27,10 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     failed = [c.name for c in inv.collectors if not c.success]
     if failed and args.output != "table":
-        print(f"warning: collectors with errors: {', '.join(failed)} (see 'collectors')",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: collectors with errors: {', '.join(failed)} (see 'collectors')",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -38,8 +40,10 @@ def _cmd_snapshot_capture(args: argparse.Namespace) -> int:
 
     with open_root(args.root) as root:
         result = capture(root, args.output)
-    print(f"wrote {result.path}: {result.members} entries, {result.bytes_written} bytes"
-          f"{', probes: ' + ', '.join(result.probes) if result.probes else ''}")  # fmt: skip
+    print(
+        f"wrote {result.path}: {result.members} entries, {result.bytes_written} bytes"
+        f"{', probes: ' + ', '.join(result.probes) if result.probes else ''}"
+    )
     return EXIT_OK
 
 

@@ -18,8 +18,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-ENV = {"inventory": "NODEAGENT_INVENTORY", "cert": "NODEAGENT_ADMIN_CERT",
-       "key": "NODEAGENT_ADMIN_KEY", "ca": "NODEAGENT_ADMIN_CA"}  # fmt: skip
+ENV = {
+    "inventory": "NODEAGENT_INVENTORY",
+    "cert": "NODEAGENT_ADMIN_CERT",
+    "key": "NODEAGENT_ADMIN_KEY",
+    "ca": "NODEAGENT_ADMIN_CA",
+}
 
 
 def fetch(stub: Any, cluster: str, timeout: float) -> tuple[dict[str, Any], int, list[str]]:
@@ -27,8 +31,9 @@ def fetch(stub: Any, cluster: str, timeout: float) -> tuple[dict[str, Any], int,
     from nodeagent.api.v1 import inventory_pb2 as ipb
 
     pieces, count, warnings = [], 0, []
-    for i, part in enumerate(stub.ExportKubespray(ipb.ExportKubesprayRequest(cluster=cluster),
-                                                  timeout=timeout)):  # fmt: skip
+    for i, part in enumerate(
+        stub.ExportKubespray(ipb.ExportKubesprayRequest(cluster=cluster), timeout=timeout)
+    ):
         if i == 0:
             count, warnings = part.nodes, list(part.warnings)
         pieces.append(part.inventory_json)
@@ -55,8 +60,10 @@ def main(argv: Sequence[str], cluster: str, defaults: Mapping[str, str]) -> int:
     try:
         creds = {name: Path(cfg[name]).read_bytes() for name in ("cert", "key", "ca")}
     except OSError as exc:
-        print(f"nodeagent inventory: credentials: {exc} (set {', '.join(ENV.values())})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"nodeagent inventory: credentials: {exc} (set {', '.join(ENV.values())})",
+            file=sys.stderr,
+        )
         return 1
     channel = channels.secure_channel(cfg["inventory"], creds["ca"], creds["cert"], creds["key"])
     try:

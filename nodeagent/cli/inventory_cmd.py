@@ -38,8 +38,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(f"serving on {cfg.listen} (mTLS) and {cfg.bootstrap_address} (enrolment); "
-              f"CA pin {service.ca.pin}", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"serving on {cfg.listen} (mTLS) and {cfg.bootstrap_address} (enrolment); "
+            f"CA pin {service.ca.pin}",
+            file=sys.stderr,
+            flush=True,
+        )
         await stop.wait()
         await service.stop()
 
@@ -121,10 +125,19 @@ def _emit(args: argparse.Namespace, msg: Any, rows: list[list[str]], headers: li
 def _node_rows(nodes: Any) -> list[list[str]]:
     from nodeagent.api.v1 import inventory_pb2 as ipb
 
-    return [[n.id, n.hostname, ipb.NodeState.Name(n.state), n.assignment.pool or "-",
-             n.assignment.cluster or "-", n.assignment.profile or "-",
-             f"{n.gpu_count}x {n.gpu_model}" if n.gpu_count else "-",
-             "yes" if n.reachable else "NO"] for n in nodes]  # fmt: skip
+    return [
+        [
+            n.id,
+            n.hostname,
+            ipb.NodeState.Name(n.state),
+            n.assignment.pool or "-",
+            n.assignment.cluster or "-",
+            n.assignment.profile or "-",
+            f"{n.gpu_count}x {n.gpu_model}" if n.gpu_count else "-",
+            "yes" if n.reachable else "NO",
+        ]
+        for n in nodes
+    ]
 
 
 NODE_HEADERS = ["ID", "HOSTNAME", "STATE", "POOL", "CLUSTER", "PROFILE", "GPUS", "REACHABLE"]
@@ -150,15 +163,27 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         return EXIT_OK
     if action == "show":
         node = _call(args, "GetNode", ipb.GetNodeRequest(node_id=args.node, events=args.events))
-        rows = [[e.time.ToJsonString(), e.actor, ipb.NodeState.Name(e.from_state),
-                 ipb.NodeState.Name(e.to_state), e.reason] for e in node.events]  # fmt: skip
+        rows = [
+            [
+                e.time.ToJsonString(),
+                e.actor,
+                ipb.NodeState.Name(e.from_state),
+                ipb.NodeState.Name(e.to_state),
+                e.reason,
+            ]
+            for e in node.events
+        ]
         if args.output == "table":
             print(_render_node(node))
         _emit(args, node, rows, ["TIME", "ACTOR", "FROM", "TO", "REASON"])
         return EXIT_OK
     if action == "update":
-        a = ipb.Assignment(pool=args.pool or "", role=args.role or "", cluster=args.cluster or "",
-                           profile=args.profile or "")  # fmt: skip
+        a = ipb.Assignment(
+            pool=args.pool or "",
+            role=args.role or "",
+            cluster=args.cluster or "",
+            profile=args.profile or "",
+        )
         fields = [f for f in ("pool", "role", "cluster", "profile") if getattr(args, f) is not None]
         for item in args.label or []:
             key, _, value = item.partition("=")
@@ -169,10 +194,14 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
             a.taints.extend(args.taint)
             fields.append("taints")
         if not fields:
-            raise CliError("nothing to update: give --pool, --role, --cluster, --profile, "
-                           "--label or --taint")  # fmt: skip
-        node = _call(args, "UpdateAssignment", ipb.UpdateAssignmentRequest(
-            node_id=args.node, assignment=a, fields=fields))  # fmt: skip
+            raise CliError(
+                "nothing to update: give --pool, --role, --cluster, --profile, --label or --taint"
+            )
+        node = _call(
+            args,
+            "UpdateAssignment",
+            ipb.UpdateAssignmentRequest(node_id=args.node, assignment=a, fields=fields),
+        )
     elif action == "delete":
         _call(args, "DeleteNode", ipb.NodeActionRequest(node_id=args.node, reason=args.reason))
         print(f"deleted {args.node}")
@@ -188,15 +217,17 @@ def _render_node(node: Any) -> str:
     from nodeagent.api.v1 import inventory_pb2 as ipb
 
     a = node.assignment
-    return (f"node      {node.id}\nhostname  {node.hostname}\n"
-            f"state     {ipb.NodeState.Name(node.state)}  {node.state_reason}\n"
-            f"reachable {'yes' if node.reachable else 'NO'} (last seen "
-            f"{node.last_seen.ToJsonString()}, phase {node.reported_phase or '-'})\n"
-            f"assigned  pool={a.pool or '-'} role={a.role or '-'} cluster={a.cluster or '-'} "
-            f"profile={a.profile or '-'}\n"
-            f"hardware  {node.gpu_count}x {node.gpu_model or '-'}, "
-            f"{len(node.inventory.rdma_devices)} RDMA, {len(node.inventory.nvme_controllers)} "
-            f"NVMe, hash {node.inventory_hash[:12] or '-'}\n")  # fmt: skip
+    return (
+        f"node      {node.id}\nhostname  {node.hostname}\n"
+        f"state     {ipb.NodeState.Name(node.state)}  {node.state_reason}\n"
+        f"reachable {'yes' if node.reachable else 'NO'} (last seen "
+        f"{node.last_seen.ToJsonString()}, phase {node.reported_phase or '-'})\n"
+        f"assigned  pool={a.pool or '-'} role={a.role or '-'} cluster={a.cluster or '-'} "
+        f"profile={a.profile or '-'}\n"
+        f"hardware  {node.gpu_count}x {node.gpu_model or '-'}, "
+        f"{len(node.inventory.rdma_devices)} RDMA, {len(node.inventory.nvme_controllers)} "
+        f"NVMe, hash {node.inventory_hash[:12] or '-'}\n"
+    )
 
 
 def _fleet_call(args: argparse.Namespace, method: str, request: Any) -> Any:
@@ -221,8 +252,13 @@ def _cmd_export_topology(args: argparse.Namespace) -> int:
     fmt = {"kueue-topology": "kueue", "slurm-topology": "slurm", "fabric": "json"}[
         args.export_command
     ]
-    resp = _fleet_call(args, "ExportTopology", fleet_pb2.ExportTopologyRequest(
-        format=fmt, cluster=args.cluster or "", domain=args.domain or ""))  # fmt: skip
+    resp = _fleet_call(
+        args,
+        "ExportTopology",
+        fleet_pb2.ExportTopologyRequest(
+            format=fmt, cluster=args.cluster or "", domain=args.domain or ""
+        ),
+    )
     sys.stdout.write(resp.text if resp.text.endswith("\n") else resp.text + "\n")
     return EXIT_OK
 
@@ -232,8 +268,11 @@ def _cmd_node_labels(args: argparse.Namespace) -> int:
 
     from nodeagent.api.v1 import fleet_pb2
 
-    resp = _fleet_call(args, "GetNodeLabels", fleet_pb2.GetNodeLabelsRequest(
-        node_id=args.node, domain=args.domain or ""))  # fmt: skip
+    resp = _fleet_call(
+        args,
+        "GetNodeLabels",
+        fleet_pb2.GetNodeLabelsRequest(node_id=args.node, domain=args.domain or ""),
+    )
     if args.output == "table":
         width = max((len(k) for k in resp.labels), default=0)
         for key in sorted(resp.labels):
@@ -245,9 +284,11 @@ def _cmd_node_labels(args: argparse.Namespace) -> int:
 
 def register_topology_exports(ex_sub: Any) -> None:
     """The fleet topology formats of `nodeagent admin export`."""
-    for name, text in (("kueue-topology", "a Kueue Topology over the tier labels"),
-                       ("slurm-topology", "Slurm topology.conf from the fleet grouping"),
-                       ("fabric", "the fleet grouping itself (JSON)")):  # fmt: skip
+    for name, text in (
+        ("kueue-topology", "a Kueue Topology over the tier labels"),
+        ("slurm-topology", "Slurm topology.conf from the fleet grouping"),
+        ("fabric", "the fleet grouping itself (JSON)"),
+    ):
         p = ex_sub.add_parser(name, help=text)
         p.add_argument("--cluster", help="only nodes assigned to this cluster")
         p.add_argument("--domain", help="label domain (default nodeagent.io)")
@@ -258,21 +299,41 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
     from nodeagent.api.v1 import inventory_pb2 as ipb
 
     def rows(tokens: Any) -> list[list[str]]:
-        return [[t.id, t.expires_at.ToJsonString(), f"{t.uses}/{t.max_uses}",
-                 "yes" if t.revoked else "no", t.preset.pool or "-", t.preset.profile or "-",
-                 t.description] for t in tokens]  # fmt: skip
+        return [
+            [
+                t.id,
+                t.expires_at.ToJsonString(),
+                f"{t.uses}/{t.max_uses}",
+                "yes" if t.revoked else "no",
+                t.preset.pool or "-",
+                t.preset.profile or "-",
+                t.description,
+            ]
+            for t in tokens
+        ]
 
     headers = ["ID", "EXPIRES", "USES", "REVOKED", "POOL", "PROFILE", "DESCRIPTION"]
     if args.tokens_command == "create":
-        preset = ipb.Assignment(pool=args.pool or "", profile=args.profile or "",
-                                cluster=args.cluster or "")  # fmt: skip
-        resp = _call(args, "CreateToken", ipb.CreateTokenRequest(
-            ttl_seconds=args.ttl, max_uses=args.max_uses, preset=preset,
-            description=args.description or ""))  # fmt: skip
+        preset = ipb.Assignment(
+            pool=args.pool or "", profile=args.profile or "", cluster=args.cluster or ""
+        )
+        resp = _call(
+            args,
+            "CreateToken",
+            ipb.CreateTokenRequest(
+                ttl_seconds=args.ttl,
+                max_uses=args.max_uses,
+                preset=preset,
+                description=args.description or "",
+            ),
+        )
         if args.output == "table":
             print(resp.secret)  # shown once: the service keeps only its hash
-            print(f"(token {resp.token.id}: {resp.token.max_uses} use(s), expires "
-                  f"{resp.token.expires_at.ToJsonString()})", file=sys.stderr)  # fmt: skip
+            print(
+                f"(token {resp.token.id}: {resp.token.max_uses} use(s), expires "
+                f"{resp.token.expires_at.ToJsonString()})",
+                file=sys.stderr,
+            )
         else:
             _emit(args, resp, [], [])
         return EXIT_OK

@@ -41,9 +41,13 @@ def _cluster_from_args(args: argparse.Namespace, current: Any = None) -> tuple[A
 
     c = ipb.Cluster(name=args.name)
     fields = []
-    for flag, name in (("kubespray_dir", "kubespray_dir"), ("ssh_user", "ssh_user"),
-                       ("ssh_key", "ssh_key_path"), ("batch_size", "batch_size"),
-                       ("auto_join", "auto_join")):  # fmt: skip
+    for flag, name in (
+        ("kubespray_dir", "kubespray_dir"),
+        ("ssh_user", "ssh_user"),
+        ("ssh_key", "ssh_key_path"),
+        ("batch_size", "batch_size"),
+        ("auto_join", "auto_join"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             setattr(c, name, os.path.abspath(value) if name.endswith(("_dir", "_path")) else value)
@@ -85,9 +89,18 @@ def _cluster_from_args(args: argparse.Namespace, current: Any = None) -> tuple[A
 
 
 def _cluster_rows(clusters: Any) -> list[list[str]]:
-    return [[c.name, c.kubespray_dir or "-", ",".join(h.name for h in c.control_plane) or "-",
-             str(len(c.etcd)), str(c.batch_size), "yes" if c.auto_join else "no",
-             ",".join(c.label_policy.taints) or "-"] for c in clusters]  # fmt: skip
+    return [
+        [
+            c.name,
+            c.kubespray_dir or "-",
+            ",".join(h.name for h in c.control_plane) or "-",
+            str(len(c.etcd)),
+            str(c.batch_size),
+            "yes" if c.auto_join else "no",
+            ",".join(c.label_policy.taints) or "-",
+        ]
+        for c in clusters
+    ]
 
 
 CLUSTER_HEADERS = ["NAME", "KUBESPRAY", "CONTROL PLANE", "ETCD", "BATCH", "AUTO-JOIN", "TAINTS"]
@@ -124,8 +137,12 @@ def _cmd_clusters(args: argparse.Namespace) -> int:
 def _cmd_node_address(args: argparse.Namespace) -> int:
     from nodeagent.api.v1 import inventory_pb2 as ipb
 
-    addr = ipb.NodeAddress(node_id=args.node, ip=args.ip or "", access_ip=args.access_ip or "",
-                           ansible_host=args.ansible_host or "")  # fmt: skip
+    addr = ipb.NodeAddress(
+        node_id=args.node,
+        ip=args.ip or "",
+        access_ip=args.access_ip or "",
+        ansible_host=args.ansible_host or "",
+    )
     addr = _call(args, "SetNodeAddress", addr)
     row = [addr.node_id, addr.ansible_host or "-", addr.ip or "-", addr.access_ip or "-"]
     _emit(args, addr, [row], ["NODE", "ANSIBLE_HOST", "IP", "ACCESS_IP"])
@@ -183,9 +200,18 @@ def _job_rows(jobs: Any) -> list[list[str]]:
     for j in jobs:
         joined = sum(n.state == ipb.JOB_NODE_JOINED for n in j.nodes)
         failed = sum(n.state == ipb.JOB_NODE_FAILED for n in j.nodes)
-        rows.append([j.id, j.cluster, ipb.JobState.Name(j.state).removeprefix("JOB_"),
-                     f"{j.current_batch}/{j.batches}", f"{joined}/{len(j.nodes)}", str(failed),
-                     j.created_at.ToJsonString(), j.message or "-"])  # fmt: skip
+        rows.append(
+            [
+                j.id,
+                j.cluster,
+                ipb.JobState.Name(j.state).removeprefix("JOB_"),
+                f"{j.current_batch}/{j.batches}",
+                f"{joined}/{len(j.nodes)}",
+                str(failed),
+                j.created_at.ToJsonString(),
+                j.message or "-",
+            ]
+        )
     return rows
 
 
@@ -195,8 +221,17 @@ JOB_HEADERS = ["ID", "CLUSTER", "STATE", "BATCH", "JOINED", "FAILED", "CREATED",
 def _print_nodes(job: Any) -> None:
     from nodeagent.cli import render
 
-    rows = [[n.hostname, n.node_id, str(n.batch), NODE_STATE.get(n.state, "?"),
-             n.failed_task or "-", (n.message or "-")[:120]] for n in job.nodes]  # fmt: skip
+    rows = [
+        [
+            n.hostname,
+            n.node_id,
+            str(n.batch),
+            NODE_STATE.get(n.state, "?"),
+            n.failed_task or "-",
+            (n.message or "-")[:120],
+        ]
+        for n in job.nodes
+    ]
     print(render.table(rows, ["HOST", "NODE", "BATCH", "RESULT", "FAILED TASK", "MESSAGE"]))
 
 
@@ -264,8 +299,9 @@ def _cmd_join(args: argparse.Namespace) -> int:
             _print_nodes(job)
         return EXIT_OK
     if action == "start":
-        req = ipb.StartJoinRequest(cluster=args.cluster, node_ids=args.node or [],
-                                   batch_size=args.batch_size or 0)  # fmt: skip
+        req = ipb.StartJoinRequest(
+            cluster=args.cluster, node_ids=args.node or [], batch_size=args.batch_size or 0
+        )
         job = _call(args, "StartJoin", req)
     elif action == "cancel":
         job = _call(args, "CancelJob", ipb.JobActionRequest(id=args.id, reason=args.reason))
@@ -274,8 +310,12 @@ def _cmd_join(args: argparse.Namespace) -> int:
     if action == "cancel" or args.no_wait:
         _emit(args, job, _job_rows([job]), JOB_HEADERS)
         return EXIT_OK
-    print(f"job {job.id}: {len(job.nodes)} node(s) of cluster {job.cluster}, batches of "
-          f"{job.batch_size}", file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"job {job.id}: {len(job.nodes)} node(s) of cluster {job.cluster}, batches of "
+        f"{job.batch_size}",
+        file=sys.stderr,
+        flush=True,
+    )
     return _watch(args, job.id)
 
 
@@ -290,9 +330,12 @@ def _cluster_flags(p: argparse.ArgumentParser, create: bool) -> None:
     p.add_argument("--domain", help="label domain (default nodeagent.io)")
     p.add_argument("--families", help="label families for node_labels, e.g. own,gfd")
     p.add_argument("--label", action="append", help="key=value added to every node")
-    p.add_argument("--taint", action="append",
-                   help="key=value:Effect (repeatable; default <domain>/validating=true:"
-                        "NoSchedule; 'none' for no taint on update)")  # fmt: skip
+    p.add_argument(
+        "--taint",
+        action="append",
+        help="key=value:Effect (repeatable; default <domain>/validating=true:"
+        "NoSchedule; 'none' for no taint on update)",
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--auto-join", action=argparse.BooleanOptionalAction, default=None)
 

@@ -54,7 +54,7 @@ def _read_previous(path: str) -> dict[str, Any]:
 
 def _observe(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any, Any]:
     """(inventory, features, observation, recordings) of the root."""
-    from nodeagent.hardware.inventory import discover
+    from nodeagent.hardware.discover import discover
     from nodeagent.host import open_root
     from nodeagent.labels.features import read_features
     from nodeagent.topology.observe import observe

@@ -65,8 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"nodeagent: error: {type(exc).__name__}: {exc} (rerun with --debug)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"nodeagent: error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr
+        )
         return EXIT_ERROR
 
 

@@ -38,8 +38,12 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 
     registries = list(args.registry or [])
     registries += [r for r in os.environ.get("NODEAGENT_REGISTRIES", "").split(",") if r]
-    opts = preflight.Options(min_free_gib=args.min_free_gib, ports=args.port or (10250, 10256),
-                             registries=registries, fleet=_fleet(args))  # fmt: skip
+    opts = preflight.Options(
+        min_free_gib=args.min_free_gib,
+        ports=args.port or (10250, 10256),
+        registries=registries,
+        fleet=_fleet(args),
+    )
     with open_root(args.root) as root:
         report = preflight.run(root, opts)
     if args.output == "json":
@@ -61,13 +65,24 @@ def register(sub: Any) -> None:
     p = sub.add_parser("preflight", help="check that this node can join a Kubespray cluster")
     p.add_argument("--root", help="a root directory or snapshot instead of /")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    p.add_argument("--registry", action="append",
-                   help="HOST:PORT the cluster pulls images from (repeatable; also "
-                        "NODEAGENT_REGISTRIES=a:443,b:5000)")  # fmt: skip
-    p.add_argument("--port", action="append", type=int,
-                   help="a port that must be free (default 10250 and 10256)")  # fmt: skip
-    p.add_argument("--min-free-gib", type=float, default=20.0,
-                   help="free space under /var/lib below which the check fails")  # fmt: skip
+    p.add_argument(
+        "--registry",
+        action="append",
+        help="HOST:PORT the cluster pulls images from (repeatable; also "
+        "NODEAGENT_REGISTRIES=a:443,b:5000)",
+    )
+    p.add_argument(
+        "--port",
+        action="append",
+        type=int,
+        help="a port that must be free (default 10250 and 10256)",
+    )
+    p.add_argument(
+        "--min-free-gib",
+        type=float,
+        default=20.0,
+        help="free space under /var/lib below which the check fails",
+    )
     p.add_argument("--config", help="agent.toml, for the inventory's hostname check")
     p.add_argument("--no-fleet", action="store_true", help="skip the fleet hostname check")
     p.set_defaults(func=_cmd_preflight)

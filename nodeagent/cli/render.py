@@ -9,8 +9,12 @@ from google.protobuf.message import Message
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 
-HEALTH = {pb.HEALTH_UNSPECIFIED: "-", pb.HEALTH_OK: "ok", pb.HEALTH_DEGRADED: "degraded",
-          pb.HEALTH_FAILED: "failed"}  # fmt: skip
+HEALTH = {
+    pb.HEALTH_UNSPECIFIED: "-",
+    pb.HEALTH_OK: "ok",
+    pb.HEALTH_DEGRADED: "degraded",
+    pb.HEALTH_FAILED: "failed",
+}
 
 
 def to_dict(msg: Message) -> dict[str, Any]:
@@ -68,44 +72,121 @@ def inventory_table(inv: pb.HardwareInventory) -> str:
     ]
     if inv.software.nvidia_driver_version:
         cuda = inv.software.cuda_driver_version
-        out.append(f"Driver    NVIDIA {inv.software.nvidia_driver_version}"
-                   f" ({inv.software.nvidia_kernel_module or '?'} module)"
-                   + (f", CUDA {cuda}" if cuda else ""))  # fmt: skip
+        out.append(
+            f"Driver    NVIDIA {inv.software.nvidia_driver_version}"
+            f" ({inv.software.nvidia_kernel_module or '?'} module)"
+            + (f", CUDA {cuda}" if cuda else "")
+        )
     if inv.gpus:
-        out += ["", f"GPUs ({len(inv.gpus)})", table(
-            [[str(g.index), g.pci_address, g.model, _gib(g.memory_bytes), str(g.numa_node),
-              _link(g.pcie), ",".join(g.nearest_rdma_devices) or "-", HEALTH[g.health]
-              + (f": {'; '.join(g.health_reasons)}" if g.health_reasons else "")]
-             for g in inv.gpus],
-            ["#", "PCI", "MODEL", "MEMORY", "NUMA", "PCIE", "NEAREST NIC", "HEALTH"])]  # fmt: skip
+        out += [
+            "",
+            f"GPUs ({len(inv.gpus)})",
+            table(
+                [
+                    [
+                        str(g.index),
+                        g.pci_address,
+                        g.model,
+                        _gib(g.memory_bytes),
+                        str(g.numa_node),
+                        _link(g.pcie),
+                        ",".join(g.nearest_rdma_devices) or "-",
+                        HEALTH[g.health]
+                        + (f": {'; '.join(g.health_reasons)}" if g.health_reasons else ""),
+                    ]
+                    for g in inv.gpus
+                ],
+                ["#", "PCI", "MODEL", "MEMORY", "NUMA", "PCIE", "NEAREST NIC", "HEALTH"],
+            ),
+        ]
     if inv.nvswitches:
-        out += ["", f"NVSwitches ({len(inv.nvswitches)})", table(
-            [[n.pci_address, n.model, str(n.numa_node)] for n in inv.nvswitches],
-            ["PCI", "MODEL", "NUMA"])]  # fmt: skip
+        out += [
+            "",
+            f"NVSwitches ({len(inv.nvswitches)})",
+            table(
+                [[n.pci_address, n.model, str(n.numa_node)] for n in inv.nvswitches],
+                ["PCI", "MODEL", "NUMA"],
+            ),
+        ]
     if inv.rdma_devices:
         rows = []
         for d in inv.rdma_devices:
             for p in d.ports or [pb.RdmaPort()]:
-                rows.append([d.name, d.pci_address or "-", d.model, d.fw_version, str(p.port),
-                             p.link_layer, f"{p.state}/{p.phys_state}",
-                             f"{p.rate_gbps:g} Gb/s {p.speed}".strip(), p.netdev or "-",
-                             str(d.numa_node)])  # fmt: skip
-        out += ["", f"RDMA devices ({len(inv.rdma_devices)})", table(
-            rows, ["DEVICE", "PCI", "MODEL", "FIRMWARE", "PORT", "LINK", "STATE", "RATE",
-                   "NETDEV", "NUMA"])]  # fmt: skip
+                rows.append(
+                    [
+                        d.name,
+                        d.pci_address or "-",
+                        d.model,
+                        d.fw_version,
+                        str(p.port),
+                        p.link_layer,
+                        f"{p.state}/{p.phys_state}",
+                        f"{p.rate_gbps:g} Gb/s {p.speed}".strip(),
+                        p.netdev or "-",
+                        str(d.numa_node),
+                    ]
+                )
+        out += [
+            "",
+            f"RDMA devices ({len(inv.rdma_devices)})",
+            table(
+                rows,
+                [
+                    "DEVICE",
+                    "PCI",
+                    "MODEL",
+                    "FIRMWARE",
+                    "PORT",
+                    "LINK",
+                    "STATE",
+                    "RATE",
+                    "NETDEV",
+                    "NUMA",
+                ],
+            ),
+        ]
     if inv.nvme_controllers:
-        out += ["", f"NVMe ({len(inv.nvme_controllers)})", table(
-            [[n.name, n.pci_address or n.address or "-", n.model, n.firmware,
-              _tb(sum(ns.size_bytes for ns in n.namespaces)), str(n.numa_node), n.subsystem or "-"]
-             for n in inv.nvme_controllers],
-            ["NAME", "PCI", "MODEL", "FIRMWARE", "CAPACITY", "NUMA", "SUBSYSTEM"])]  # fmt: skip
+        out += [
+            "",
+            f"NVMe ({len(inv.nvme_controllers)})",
+            table(
+                [
+                    [
+                        n.name,
+                        n.pci_address or n.address or "-",
+                        n.model,
+                        n.firmware,
+                        _tb(sum(ns.size_bytes for ns in n.namespaces)),
+                        str(n.numa_node),
+                        n.subsystem or "-",
+                    ]
+                    for n in inv.nvme_controllers
+                ],
+                ["NAME", "PCI", "MODEL", "FIRMWARE", "CAPACITY", "NUMA", "SUBSYSTEM"],
+            ),
+        ]
     phys = [n for n in inv.network_interfaces if n.physical]
     if phys:
-        out += ["", f"Network interfaces ({len(phys)} physical)", table(
-            [[n.name, n.pci_address or "-", n.kind, n.driver, n.operstate,
-              f"{n.speed_mbps // 1000} Gb/s" if n.HasField("speed_mbps") else "-",
-              n.rdma_device or "-", str(n.numa_node)] for n in phys],
-            ["NAME", "PCI", "KIND", "DRIVER", "STATE", "SPEED", "RDMA", "NUMA"])]  # fmt: skip
+        out += [
+            "",
+            f"Network interfaces ({len(phys)} physical)",
+            table(
+                [
+                    [
+                        n.name,
+                        n.pci_address or "-",
+                        n.kind,
+                        n.driver,
+                        n.operstate,
+                        f"{n.speed_mbps // 1000} Gb/s" if n.HasField("speed_mbps") else "-",
+                        n.rdma_device or "-",
+                        str(n.numa_node),
+                    ]
+                    for n in phys
+                ],
+                ["NAME", "PCI", "KIND", "DRIVER", "STATE", "SPEED", "RDMA", "NUMA"],
+            ),
+        ]
     failed = [col for col in inv.collectors if not col.success]
     if failed:
         out += ["", "Collector errors"]

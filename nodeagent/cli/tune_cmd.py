@@ -89,7 +89,7 @@ def _bmc(args: argparse.Namespace) -> Any:
 
 
 def _resolve(args: argparse.Namespace, root: Any) -> tuple[Any, Any]:
-    from nodeagent.hardware.inventory import discover
+    from nodeagent.hardware.discover import discover
     from nodeagent.tuning import profiles
 
     inv = discover(root)

@@ -9,12 +9,27 @@ from nodeagent.hardware.scan import Scan
 CPU_DIR = "sys/devices/system/cpu"
 # Flags that change where work should run; the full list is hundreds of words.
 PLACEMENT_FLAGS = (
-    "avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_int8",
-    "amx_tile", "sha_ni", "vaes", "sve", "sve2", "bf16", "i8mm",
-)  # fmt: skip
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx512_vnni",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+    "sha_ni",
+    "vaes",
+    "sve",
+    "sve2",
+    "bf16",
+    "i8mm",
+)
 # aarch64 cpuinfo has no model name; name the server parts that carry GPUs.
-ARM_PARTS = {("0x41", "0xd4f"): "ARM Neoverse-V2", ("0x41", "0xd40"): "ARM Neoverse-V1",
-             ("0x41", "0xd0c"): "ARM Neoverse-N1"}  # fmt: skip
+ARM_PARTS = {
+    ("0x41", "0xd4f"): "ARM Neoverse-V2",
+    ("0x41", "0xd40"): "ARM Neoverse-V1",
+    ("0x41", "0xd0c"): "ARM Neoverse-N1",
+}
 
 
 def collect(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -> None:

@@ -34,8 +34,13 @@ def collect(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -> None:
             gpu = _gpu(scan, fn)
         except (OSError, ValueError) as exc:
             errors.append(f"{fn.address}: {exc}")
-            gpu = pb.Gpu(pci_address=fn.address, vendor_id=fn.vendor, pci_device_id=fn.device,
-                         numa_node=-1, health=pb.HEALTH_UNSPECIFIED)  # fmt: skip
+            gpu = pb.Gpu(
+                pci_address=fn.address,
+                vendor_id=fn.vendor,
+                pci_device_id=fn.device,
+                numa_node=-1,
+                health=pb.HEALTH_UNSPECIFIED,
+            )
             gpu.health_reasons.append(f"sysfs unreadable: {exc}")
         gpu.index = counters.get(gpu.vendor, 0)
         counters[gpu.vendor] = gpu.index + 1

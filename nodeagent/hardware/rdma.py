@@ -109,9 +109,15 @@ def _port(scan: Scan, base: str, number: int, netdevs: list[str]) -> pb.RdmaPort
 
 
 PORT_COUNTERS = (
-    "port_xmit_data", "port_rcv_data", "port_xmit_packets", "port_rcv_packets",
-    "symbol_error", "link_downed", "link_error_recovery", "port_rcv_errors",
-)  # fmt: skip
+    "port_xmit_data",
+    "port_rcv_data",
+    "port_xmit_packets",
+    "port_rcv_packets",
+    "symbol_error",
+    "link_downed",
+    "link_error_recovery",
+    "port_rcv_errors",
+)
 
 
 def read_port_status(root: HostRoot) -> dict[tuple[str, int], dict[str, int | str]]:

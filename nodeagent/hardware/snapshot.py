@@ -15,11 +15,17 @@ import os
 import tarfile
 from dataclasses import dataclass
 
-from nodeagent.hardware.inventory import discover
+from nodeagent.hardware.discover import discover
 from nodeagent.host import PROBES_DIR, HostRoot
 
-ALLOWED_PREFIXES = ("sys/", "proc/", "etc/os-release", "etc/hostname", "usr/lib/os-release",
-                    f"{PROBES_DIR}/")  # fmt: skip
+ALLOWED_PREFIXES = (
+    "sys/",
+    "proc/",
+    "etc/os-release",
+    "etc/hostname",
+    "usr/lib/os-release",
+    f"{PROBES_DIR}/",
+)
 MAX_FILE_BYTES = 1 << 20
 
 

@@ -38,7 +38,7 @@ def _text(value: str, what: str, limit: int = 253) -> str:
 
 
 class ClusterRpcs:
-    s: InventoryService
+    service: InventoryService
 
     async def CheckHostname(
         self, request: ipb.CheckHostnameRequest, context: grpc.aio.ServicerContext
@@ -46,41 +46,48 @@ class ClusterRpcs:
         me = _principal()
         _text(request.hostname, "hostname")
         other_than = me.name if me.kind == pki.NODE else ""
-        ids = await self.s.store.run(clusters.hostname_owners, self.s.store, request.hostname,
-                                     other_than)  # fmt: skip
+        ids = await self.service.store.run(
+            clusters.hostname_owners, self.service.store, request.hostname, other_than
+        )
         return ipb.CheckHostnameResponse(node_ids=ids)
 
-    async def CreateCluster(self, request: ipb.Cluster,
-                            context: grpc.aio.ServicerContext) -> ipb.Cluster:  # fmt: skip
-        return await self.s.store.run(clusters.create_cluster, self.s.store, request)
+    async def CreateCluster(
+        self, request: ipb.Cluster, context: grpc.aio.ServicerContext
+    ) -> ipb.Cluster:
+        return await self.service.store.run(clusters.create_cluster, self.service.store, request)
 
-    async def GetCluster(self, request: ipb.GetClusterRequest,
-                         context: grpc.aio.ServicerContext) -> ipb.Cluster:  # fmt: skip
+    async def GetCluster(
+        self, request: ipb.GetClusterRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Cluster:
         _text(request.name, "name", 63)
-        return await self.s.store.run(clusters.get_cluster, self.s.store, request.name)
+        return await self.service.store.run(clusters.get_cluster, self.service.store, request.name)
 
     async def ListClusters(
         self, request: ipb.ListClustersRequest, context: grpc.aio.ServicerContext
     ) -> ipb.ListClustersResponse:
-        found = await self.s.store.run(clusters.list_clusters, self.s.store)
+        found = await self.service.store.run(clusters.list_clusters, self.service.store)
         return ipb.ListClustersResponse(clusters=found)
 
-    async def UpdateCluster(self, request: ipb.UpdateClusterRequest,
-                            context: grpc.aio.ServicerContext) -> ipb.Cluster:  # fmt: skip
+    async def UpdateCluster(
+        self, request: ipb.UpdateClusterRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Cluster:
         _text(request.cluster.name, "name", 63)
-        return await self.s.store.run(clusters.update_cluster, self.s.store, request.cluster,
-                                      list(request.fields))  # fmt: skip
+        return await self.service.store.run(
+            clusters.update_cluster, self.service.store, request.cluster, list(request.fields)
+        )
 
-    async def SetNodeAddress(self, request: ipb.NodeAddress,
-                             context: grpc.aio.ServicerContext) -> ipb.NodeAddress:  # fmt: skip
+    async def SetNodeAddress(
+        self, request: ipb.NodeAddress, context: grpc.aio.ServicerContext
+    ) -> ipb.NodeAddress:
         _text(request.node_id, "node_id", 64)
-        return await self.s.store.run(clusters.set_address, self.s.store, request)
+        return await self.service.store.run(clusters.set_address, self.service.store, request)
 
-    async def ExportKubespray(self, request: ipb.ExportKubesprayRequest,
-                              context: grpc.aio.ServicerContext) -> Any:  # fmt: skip
+    async def ExportKubespray(
+        self, request: ipb.ExportKubesprayRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
         _text(request.cluster, "cluster", 63)
-        inventory, problems, warnings, count = await self.s.store.run(
-            clusters.export, self.s.store, request.cluster
+        inventory, problems, warnings, count = await self.service.store.run(
+            clusters.export, self.service.store, request.cluster
         )
         if problems:
             more = len(problems) - MAX_PROBLEMS_SHOWN
@@ -97,45 +104,55 @@ class ClusterRpcs:
             else:
                 yield ipb.ExportKubesprayResponse(inventory_json=piece)
 
-    async def StartJoin(self, request: ipb.StartJoinRequest,
-                        context: grpc.aio.ServicerContext) -> ipb.Job:  # fmt: skip
+    async def StartJoin(
+        self, request: ipb.StartJoinRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Job:
         _text(request.cluster, "cluster", 63)
         if len(request.node_ids) > 10000:
             raise ValueError("at most 10000 node ids")
         for node_id in request.node_ids:
             _text(node_id, "node id", 64)
-        return await self.s.store.run(joins.create_job, self.s.store, request, _principal().actor)
+        return await self.service.store.run(
+            joins.create_job, self.service.store, request, _principal().actor
+        )
 
-    async def GetJob(self, request: ipb.GetJobRequest,
-                     context: grpc.aio.ServicerContext) -> ipb.Job:  # fmt: skip
+    async def GetJob(
+        self, request: ipb.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Job:
         _text(request.id, "id", 64)
-        return await self.s.store.run(joins.get_job, self.s.store, request.id)
+        return await self.service.store.run(joins.get_job, self.service.store, request.id)
 
-    async def ListJobs(self, request: ipb.ListJobsRequest,
-                       context: grpc.aio.ServicerContext) -> ipb.ListJobsResponse:  # fmt: skip
+    async def ListJobs(
+        self, request: ipb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.ListJobsResponse:
         _text(request.cluster, "cluster", 63)
-        found = await self.s.store.run(joins.list_jobs, self.s.store, request.cluster)
+        found = await self.service.store.run(joins.list_jobs, self.service.store, request.cluster)
         return ipb.ListJobsResponse(jobs=found)
 
-    async def CancelJob(self, request: ipb.JobActionRequest,
-                        context: grpc.aio.ServicerContext) -> ipb.Job:  # fmt: skip
+    async def CancelJob(
+        self, request: ipb.JobActionRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Job:
         _text(request.id, "id", 64)
         _text(request.reason, "reason", 1000)
-        return await self.s.store.run(joins.cancel, self.s.store, request.id, _principal().actor,
-                                      request.reason)  # fmt: skip
+        return await self.service.store.run(
+            joins.cancel, self.service.store, request.id, _principal().actor, request.reason
+        )
 
-    async def RetryJob(self, request: ipb.JobActionRequest,
-                       context: grpc.aio.ServicerContext) -> ipb.Job:  # fmt: skip
+    async def RetryJob(
+        self, request: ipb.JobActionRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Job:
         _text(request.id, "id", 64)
         _text(request.reason, "reason", 1000)
-        return await self.s.store.run(joins.retry, self.s.store, request.id, _principal().actor,
-                                      request.reason)  # fmt: skip
+        return await self.service.store.run(
+            joins.retry, self.service.store, request.id, _principal().actor, request.reason
+        )
 
-    async def WatchJob(self, request: ipb.WatchJobRequest,
-                       context: grpc.aio.ServicerContext) -> Any:  # fmt: skip
+    async def WatchJob(
+        self, request: ipb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
         # Polls the event table, as WatchNodes does: the same across replicas.
         _text(request.id, "id", 64)
-        store = self.s.store
+        store = self.service.store
         await store.run(joins.get_job, store, request.id)  # NOT_FOUND before streaming
         seq = request.after_sequence
         while True:

@@ -1,6 +1,6 @@
 """Kubespray clusters in the inventory: specs, node addresses, the inventory export.
 
-Like registry.py, each function is one transaction run in the store's worker thread.
+Like nodes.py, each function is one transaction run in the store's worker thread.
 A cluster's spec is stored as the `Cluster` message's JSON (one model, no parallel
 schema); the name is the key.
 
@@ -35,8 +35,17 @@ S = ipb.NodeState
 DEFAULT_BATCH = 10
 MAX_BATCH = 1000
 DEFAULT_FAMILIES = ("own",)
-CLUSTER_FIELDS = ("kubespray_dir", "control_plane", "etcd", "ssh_user", "ssh_key_path",
-                  "group_vars", "label_policy", "batch_size", "auto_join")  # fmt: skip
+CLUSTER_FIELDS = (
+    "kubespray_dir",
+    "control_plane",
+    "etcd",
+    "ssh_user",
+    "ssh_key_path",
+    "group_vars",
+    "label_policy",
+    "batch_size",
+    "auto_join",
+)
 EXPORTED_STATES = (S.READY, S.JOINING, S.JOINED)
 _CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -108,8 +117,9 @@ def cluster_from_row(row: Any) -> ipb.Cluster:
 
 
 def load_cluster(store: Store, cur: Any, name: str) -> ipb.Cluster:
-    cur.execute(store.q("SELECT name, spec, created_at, updated_at FROM clusters WHERE name = ?"),
-                (name,))  # fmt: skip
+    cur.execute(
+        store.q("SELECT name, spec, created_at, updated_at FROM clusters WHERE name = ?"), (name,)
+    )
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"no cluster {name!r}")
@@ -124,8 +134,12 @@ def create_cluster(store: Store, cluster: ipb.Cluster) -> ipb.Cluster:
         cur.execute(store.q("SELECT 1 FROM clusters WHERE name = ?"), (c.name,))
         if cur.fetchone():
             raise Conflict(f"cluster {c.name!r} exists")
-        cur.execute(store.q("INSERT INTO clusters (name, spec, created_at, updated_at) "
-                            "VALUES (?, ?, ?, ?)"), (c.name, _spec_json(c), now, now))  # fmt: skip
+        cur.execute(
+            store.q(
+                "INSERT INTO clusters (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?)"
+            ),
+            (c.name, _spec_json(c), now, now),
+        )
         return load_cluster(store, cur, c.name)
 
 
@@ -159,63 +173,85 @@ def update_cluster(store: Store, change: ipb.Cluster, fields: Sequence[str]) -> 
         if not c.label_policy.domain:
             c.label_policy.domain = lconfig.DEFAULT_DOMAIN
         check_cluster(c)
-        cur.execute(store.q("UPDATE clusters SET spec = ?, updated_at = ? WHERE name = ?"),
-                    (_spec_json(c), time.time(), c.name))  # fmt: skip
+        cur.execute(
+            store.q("UPDATE clusters SET spec = ?, updated_at = ? WHERE name = ?"),
+            (_spec_json(c), time.time(), c.name),
+        )
         return load_cluster(store, cur, c.name)
 
 
 def set_address(store: Store, addr: ipb.NodeAddress) -> ipb.NodeAddress:
-    bad = [p for p in (kubespray.ansible_host_problem(addr.ansible_host),
-                       kubespray.address_problem(addr.ip, "ip"),
-                       kubespray.address_problem(addr.access_ip, "access_ip")) if p]  # fmt: skip
+    bad = [
+        p
+        for p in (
+            kubespray.ansible_host_problem(addr.ansible_host),
+            kubespray.address_problem(addr.ip, "ip"),
+            kubespray.address_problem(addr.access_ip, "access_ip"),
+        )
+        if p
+    ]
     if bad:
         raise ValueError(bad[0])
     with store.tx() as cur:
         cur.execute(store.q("SELECT 1 FROM nodes WHERE id = ?"), (addr.node_id,))
         if cur.fetchone() is None:
             raise NotFound(addr.node_id)
-        cur.execute(store.q("INSERT INTO node_addresses (node_id, ansible_host, ip, access_ip) "
-                            "VALUES (?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
-                            "ansible_host = excluded.ansible_host, ip = excluded.ip, "
-                            "access_ip = excluded.access_ip"),
-                    (addr.node_id, addr.ansible_host, addr.ip, addr.access_ip))  # fmt: skip
+        cur.execute(
+            store.q(
+                "INSERT INTO node_addresses (node_id, ansible_host, ip, access_ip) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "ansible_host = excluded.ansible_host, ip = excluded.ip, "
+                "access_ip = excluded.access_ip"
+            ),
+            (addr.node_id, addr.ansible_host, addr.ip, addr.access_ip),
+        )
     return addr
 
 
 def hostname_owners(store: Store, hostname: str, other_than: str) -> list[str]:
     with store.tx() as cur:
-        cur.execute(store.q("SELECT id FROM nodes WHERE hostname = ? AND id <> ? AND state <> ? "
-                            "ORDER BY id LIMIT 20"), (hostname, other_than, S.RETIRED))  # fmt: skip
+        cur.execute(
+            store.q(
+                "SELECT id FROM nodes WHERE hostname = ? AND id <> ? AND state <> ? "
+                "ORDER BY id LIMIT 20"
+            ),
+            (hostname, other_than, S.RETIRED),
+        )
         return [r[0] for r in cur.fetchall()]
 
 
 # --- the inventory ------------------------------------------------------------------------
 
 
-def _fingerprint(policy: ipb.LabelPolicy, inv_hash: str, size: int, pool: str,
-                 profile: str) -> str:  # fmt: skip
+def _fingerprint(policy: ipb.LabelPolicy, inv_hash: str, size: int, pool: str, profile: str) -> str:
     text = dumps([policy.domain, sorted(policy.families), inv_hash, size, pool, profile])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _derive_labels(inventory_json: str, policy: ipb.LabelPolicy, pool: str,
-                   profile: str) -> dict[str, str]:  # fmt: skip
+def _derive_labels(
+    inventory_json: str, policy: ipb.LabelPolicy, pool: str, profile: str
+) -> dict[str, str]:
     inv = json_format.Parse(inventory_json, pb.HardwareInventory(), ignore_unknown_fields=True)
     config = lconfig.LabelConfig(domain=policy.domain, families=tuple(policy.families))
     return derive(LabelInputs(inv, assignment=Assignment(pool=pool, profile=profile)), config)
 
 
-def node_entries(store: Store, cur: Any, cluster: ipb.Cluster, where: str,
-                 args: Sequence[Any]) -> list[kubespray.NodeEntry]:  # fmt: skip
+def node_entries(
+    store: Store, cur: Any, cluster: ipb.Cluster, where: str, args: Sequence[Any]
+) -> list[kubespray.NodeEntry]:
     """Inventory entries of the nodes matching `where` (over `nodes n`), labels from the
     cache, derived (and cached) where the cache is stale."""
     policy = cluster.label_policy
-    cur.execute(store.q(
-        "SELECT n.id, n.hostname, n.pool, n.profile, n.labels, n.taints, n.inventory_hash, "
-        "length(n.inventory), c.fingerprint, c.labels, a.ansible_host, a.ip, a.access_ip "
-        "FROM nodes n LEFT JOIN node_label_cache c ON c.node_id = n.id "
-        f"LEFT JOIN node_addresses a ON a.node_id = n.id WHERE {where} ORDER BY n.hostname, n.id"),
-        list(args))  # fmt: skip
+    cur.execute(
+        store.q(
+            "SELECT n.id, n.hostname, n.pool, n.profile, n.labels, n.taints, n.inventory_hash, "
+            "length(n.inventory), c.fingerprint, c.labels, a.ansible_host, a.ip, a.access_ip "
+            "FROM nodes n LEFT JOIN node_label_cache c ON c.node_id = n.id "
+            f"LEFT JOIN node_addresses a ON a.node_id = n.id WHERE {where} "
+            "ORDER BY n.hostname, n.id"
+        ),
+        list(args),
+    )
     rows = cur.fetchall()
     derived: dict[str, dict[str, str]] = {}
     stale = []
@@ -230,16 +266,23 @@ def node_entries(store: Store, cur: Any, cluster: ipb.Cluster, where: str,
         text = cur.fetchone()[0] or "{}"
         labels = _derive_labels(text, policy, pool, profile)
         derived[node_id] = labels
-        cur.execute(store.q("INSERT INTO node_label_cache (node_id, fingerprint, labels) "
-                            "VALUES (?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
-                            "fingerprint = excluded.fingerprint, labels = excluded.labels"),
-                    (node_id, want, dumps(labels)))  # fmt: skip
+        cur.execute(
+            store.q(
+                "INSERT INTO node_label_cache (node_id, fingerprint, labels) "
+                "VALUES (?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "fingerprint = excluded.fingerprint, labels = excluded.labels"
+            ),
+            (node_id, want, dumps(labels)),
+        )
     entries = []
     for node_id, hostname, _p, _pr, labels, taints, *_rest, host, ip, access in rows:
         merged = derived[node_id] | dict(policy.labels) | json.loads(labels)
         node_taints = list(dict.fromkeys([*policy.taints, *json.loads(taints)]))
-        entries.append(kubespray.NodeEntry(node_id, hostname, merged, node_taints,
-                                           host or "", ip or "", access or ""))  # fmt: skip
+        entries.append(
+            kubespray.NodeEntry(
+                node_id, hostname, merged, node_taints, host or "", ip or "", access or ""
+            )
+        )
     return entries
 
 
@@ -249,9 +292,13 @@ def export(store: Store, name: str) -> tuple[dict[str, Any], list[str], list[str
     states = ", ".join(str(int(s)) for s in EXPORTED_STATES)
     with store.tx() as cur:
         cluster = load_cluster(store, cur, name)
-        entries = node_entries(store, cur, cluster, f"n.cluster = ? AND n.state IN ({states})",
-                               [name])  # fmt: skip
+        entries = node_entries(
+            store, cur, cluster, f"n.cluster = ? AND n.state IN ({states})", [name]
+        )
     inventory, problems = kubespray.build(cluster, entries)
-    warnings = [f"{e.name}: no address set; Ansible will connect to the host name"
-                for e in entries if not (e.ansible_host or e.ip)]  # fmt: skip
+    warnings = [
+        f"{e.name}: no address set; Ansible will connect to the host name"
+        for e in entries
+        if not (e.ansible_host or e.ip)
+    ]
     return inventory, problems, warnings, len(entries)

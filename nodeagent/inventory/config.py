@@ -53,8 +53,10 @@ class InventoryConfig:
     @property
     def ca_paths(self) -> tuple[Path, Path]:
         data = Path(self.data_dir)
-        return (Path(self.ca_cert) if self.ca_cert else data / "ca.crt",
-                Path(self.ca_key) if self.ca_key else data / "ca.key")  # fmt: skip
+        return (
+            Path(self.ca_cert) if self.ca_cert else data / "ca.crt",
+            Path(self.ca_key) if self.ca_key else data / "ca.key",
+        )
 
 
 CHOICES = {"log_format": {"text", "json"}, "log_level": {"debug", "info", "warning", "error"}}

@@ -36,12 +36,15 @@ def report(store: Store, node_id: str, obs: fpb.FabricObservation) -> fpb.Fabric
         cur.execute(store.q("SELECT hostname FROM nodes WHERE id = ?"), (node_id,))
         if cur.fetchone() is None:
             raise NotFound(node_id)
-        cur.execute(store.q("INSERT INTO fabric (node_id, observation, updated_at) "
-                            "VALUES (?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
-                            "observation = excluded.observation, "
-                            "updated_at = excluded.updated_at"),
-                    (node_id, json_format.MessageToJson(obs, indent=None),
-                     time.time()))  # fmt: skip
+        cur.execute(
+            store.q(
+                "INSERT INTO fabric (node_id, observation, updated_at) "
+                "VALUES (?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "observation = excluded.observation, "
+                "updated_at = excluded.updated_at"
+            ),
+            (node_id, json_format.MessageToJson(obs, indent=None), time.time()),
+        )
         cur.execute(store.q("SELECT tiers FROM fabric WHERE node_id = ?"), (node_id,))
         tiers = cur.fetchone()[0]
     return json_format.Parse(tiers, fpb.FabricTiers()) if tiers else fpb.FabricTiers()
@@ -54,9 +57,13 @@ def group(store: Store, cluster: str) -> tuple[fpb.FabricTopology, dict[str, str
     """
     with store.tx() as cur:
         where = " AND n.cluster = ?" if cluster else ""
-        cur.execute(store.q("SELECT n.id, n.hostname, f.observation, f.tiers FROM fabric f "
-                            f"JOIN nodes n ON n.id = f.node_id WHERE 1 = 1{where}"),
-                    (cluster,) if cluster else ())  # fmt: skip
+        cur.execute(
+            store.q(
+                "SELECT n.id, n.hostname, f.observation, f.tiers FROM fabric f "
+                f"JOIN nodes n ON n.id = f.node_id WHERE 1 = 1{where}"
+            ),
+            (cluster,) if cluster else (),
+        )
         rows = cur.fetchall()
     observations, previous, ids = [], {}, {}
     for node_id, hostname, obs_json, tiers_json in rows:
@@ -69,27 +76,30 @@ def group(store: Store, cluster: str) -> tuple[fpb.FabricTopology, dict[str, str
     topology = group_fleet(observations, previous)
     with store.tx() as cur:
         for name, tiers in topology.nodes.items():
-            cur.execute(store.q("UPDATE fabric SET tiers = ? WHERE node_id = ?"),
-                        (json_format.MessageToJson(tiers, indent=None), ids[name]))  # fmt: skip
+            cur.execute(
+                store.q("UPDATE fabric SET tiers = ? WHERE node_id = ?"),
+                (json_format.MessageToJson(tiers, indent=None), ids[name]),
+            )
     return topology, ids
 
 
 def node_labels(store: Store, node_id: str, domain: str) -> dict[str, str]:
     with store.tx() as cur:
-        cur.execute(store.q("SELECT inventory, pool, profile FROM nodes WHERE id = ?"),
-                    (node_id,))  # fmt: skip
+        cur.execute(store.q("SELECT inventory, pool, profile FROM nodes WHERE id = ?"), (node_id,))
         row = cur.fetchone()
         if row is None:
             raise NotFound(node_id)
-        cur.execute(store.q("SELECT observation, tiers FROM fabric WHERE node_id = ?"),
-                    (node_id,))  # fmt: skip
+        cur.execute(store.q("SELECT observation, tiers FROM fabric WHERE node_id = ?"), (node_id,))
         fabric = cur.fetchone()
     inv = json_format.Parse(row[0], pb.HardwareInventory()) if row[0] else pb.HardwareInventory()
     obs = json_format.Parse(fabric[0], fpb.FabricObservation()) if fabric else None
     tiers = json_format.Parse(fabric[1], fpb.FabricTiers()) if fabric and fabric[1] else None
-    inputs = LabelInputs(inventory=inv, tiers=tiers or fpb.FabricTiers(),
-                         observation=obs or fpb.FabricObservation(),
-                         assignment=Assignment(pool=row[1], profile=row[2]))  # fmt: skip
+    inputs = LabelInputs(
+        inventory=inv,
+        tiers=tiers or fpb.FabricTiers(),
+        observation=obs or fpb.FabricObservation(),
+        assignment=Assignment(pool=row[1], profile=row[2]),
+    )
     return derive(inputs, LabelConfig(domain=domain or LabelConfig().domain))
 
 
@@ -98,9 +108,11 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         self.store = store
         self.me = me  # () -> the calling Principal
 
-    async def ReportFabric(self, request: fleet_pb2.ReportFabricRequest,
-                           context: grpc.aio.ServicerContext,
-                           ) -> fleet_pb2.ReportFabricResponse:  # fmt: skip
+    async def ReportFabric(
+        self,
+        request: fleet_pb2.ReportFabricRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> fleet_pb2.ReportFabricResponse:
         me = self.me()
         if request.node_id and request.node_id != me.name:
             await context.abort(
@@ -110,9 +122,11 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         tiers = await self.store.run(report, self.store, me.name, request.observation)
         return fleet_pb2.ReportFabricResponse(tiers=tiers)
 
-    async def ExportTopology(self, request: fleet_pb2.ExportTopologyRequest,
-                             context: grpc.aio.ServicerContext,
-                             ) -> fleet_pb2.ExportTopologyResponse:  # fmt: skip
+    async def ExportTopology(
+        self,
+        request: fleet_pb2.ExportTopologyRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> fleet_pb2.ExportTopologyResponse:
         fmt = request.format or "json"
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}")
@@ -120,18 +134,20 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             raise ValueError("cluster and domain: at most 253 characters")
         topology, _ = await self.store.run(group, self.store, request.cluster)
         if fmt == "kueue":
-            text = yaml.safe_dump(kueue_topology(request.domain or "nodeagent.io"),
-                                  sort_keys=False)  # fmt: skip
+            text = yaml.safe_dump(kueue_topology(request.domain or "nodeagent.io"), sort_keys=False)
         elif fmt == "slurm":
             text = slurm_topology(dict(topology.nodes))
         else:
-            text = json.dumps(json_format.MessageToDict(topology,
-                                                        preserving_proto_field_name=True),
-                              indent=2, sort_keys=True)  # fmt: skip
+            text = json.dumps(
+                json_format.MessageToDict(topology, preserving_proto_field_name=True),
+                indent=2,
+                sort_keys=True,
+            )
         return fleet_pb2.ExportTopologyResponse(text=text, topology=topology)
 
-    async def GetNodeLabels(self, request: fleet_pb2.GetNodeLabelsRequest,
-                            context: grpc.aio.ServicerContext) -> fleet_pb2.NodeLabels:  # fmt: skip
+    async def GetNodeLabels(
+        self, request: fleet_pb2.GetNodeLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> fleet_pb2.NodeLabels:
         if len(request.domain) > 253:
             raise ValueError("domain: at most 253 characters")
         labels = await self.store.run(node_labels, self.store, request.node_id, request.domain)

@@ -33,8 +33,11 @@ def is_placeholder(value: str) -> bool:
 
 def hardware_ids(inv: pb.HardwareInventory) -> list[str]:
     """Stable per-device identifiers: physical NIC MACs and GPU serials."""
-    ids = {f"mac:{n.permanent_mac or n.mac}" for n in inv.network_interfaces
-           if n.physical and n.kind == "ethernet" and (n.permanent_mac or n.mac)}  # fmt: skip
+    ids = {
+        f"mac:{n.permanent_mac or n.mac}"
+        for n in inv.network_interfaces
+        if n.physical and n.kind == "ethernet" and (n.permanent_mac or n.mac)
+    }
     ids |= {f"gpu:{g.serial}" for g in inv.gpus if g.serial and not is_placeholder(g.serial)}
     ids |= {f"ib:{d.node_guid}" for d in inv.rdma_devices if d.node_guid}
     return sorted(ids)

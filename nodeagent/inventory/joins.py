@@ -27,16 +27,17 @@ J = ipb.JobState
 N = ipb.JobNodeState
 ACTIVE = (J.JOB_PENDING, J.JOB_RUNNING)
 FINISHED = (J.JOB_SUCCEEDED, J.JOB_FAILED, J.JOB_CANCELLED)
-JOB_COLUMNS = ("id, cluster, state, batch_size, current_batch, message, cancel_requested, owner, "
-               "attempts, retry_of, created_by, created_at, updated_at")  # fmt: skip
+JOB_COLUMNS = (
+    "id, cluster, state, batch_size, current_batch, message, cancel_requested, owner, "
+    "attempts, retry_of, created_by, created_at, updated_at"
+)
 
 
 class LeaseLost(Conflict):
     """This replica no longer owns the job: stop without writing anything more."""
 
 
-def _transition(store: Store, cur: Any, node_id: str, target: int, actor: str,
-                reason: str) -> bool:  # fmt: skip
+def _transition(store: Store, cur: Any, node_id: str, target: int, actor: str, reason: str) -> bool:
     """Move a node if the lifecycle allows it; False (nothing written) when it does not."""
     cur.execute(store.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
     row = cur.fetchone()
@@ -49,19 +50,33 @@ def _transition(store: Store, cur: Any, node_id: str, target: int, actor: str,
         lifecycle.check(current, target)
     except lifecycle.TransitionError:
         return False
-    cur.execute(store.q("UPDATE nodes SET state = ?, state_reason = ?, updated_at = ? "
-                        "WHERE id = ?"), (target, reason[:1000], time.time(), node_id))  # fmt: skip
+    cur.execute(
+        store.q("UPDATE nodes SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?"),
+        (target, reason[:1000], time.time(), node_id),
+    )
     store.add_event(cur, node_id, actor, current, target, reason)
     return True
 
 
-def add_event(store: Store, cur: Any, job_id: str, kind: str, message: str = "", *,
-              node_id: str = "", hostname: str = "", batch: int = 0,
-              job_state: int = 0) -> None:  # fmt: skip
-    cur.execute(store.q("INSERT INTO join_job_events (job_id, time, kind, node_id, hostname, "
-                        "batch, message, job_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                (job_id, time.time(), kind, node_id, hostname, batch, message[:2000],
-                 job_state))  # fmt: skip
+def add_event(
+    store: Store,
+    cur: Any,
+    job_id: str,
+    kind: str,
+    message: str = "",
+    *,
+    node_id: str = "",
+    hostname: str = "",
+    batch: int = 0,
+    job_state: int = 0,
+) -> None:
+    cur.execute(
+        store.q(
+            "INSERT INTO join_job_events (job_id, time, kind, node_id, hostname, "
+            "batch, message, job_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ),
+        (job_id, time.time(), kind, node_id, hostname, batch, message[:2000], job_state),
+    )
 
 
 def event(store: Store, job_id: str, kind: str, message: str = "", **kw: Any) -> None:
@@ -74,20 +89,52 @@ def _job(store: Store, cur: Any, job_id: str) -> ipb.Job:
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"no join job {job_id!r}")
-    (jid, cluster, state, batch_size, current, message, cancel, owner, attempts, retry_of,
-     created_by, created, updated) = row  # fmt: skip
-    job = ipb.Job(id=jid, cluster=cluster, state=state, batch_size=batch_size,
-                  current_batch=current, message=message, cancel_requested=bool(cancel),
-                  owner=owner, attempts=attempts, retry_of=retry_of,
-                  created_by=created_by)  # fmt: skip
+    (
+        jid,
+        cluster,
+        state,
+        batch_size,
+        current,
+        message,
+        cancel,
+        owner,
+        attempts,
+        retry_of,
+        created_by,
+        created,
+        updated,
+    ) = row
+    job = ipb.Job(
+        id=jid,
+        cluster=cluster,
+        state=state,
+        batch_size=batch_size,
+        current_batch=current,
+        message=message,
+        cancel_requested=bool(cancel),
+        owner=owner,
+        attempts=attempts,
+        retry_of=retry_of,
+        created_by=created_by,
+    )
     job.created_at.FromNanoseconds(int(created * 1e9))
     job.updated_at.FromNanoseconds(int(updated * 1e9))
-    cur.execute(store.q("SELECT node_id, hostname, batch, state, failed_task, message FROM "
-                        "join_job_nodes WHERE job_id = ? ORDER BY batch, hostname, node_id"),
-                (job_id,))  # fmt: skip
+    cur.execute(
+        store.q(
+            "SELECT node_id, hostname, batch, state, failed_task, message FROM "
+            "join_job_nodes WHERE job_id = ? ORDER BY batch, hostname, node_id"
+        ),
+        (job_id,),
+    )
     for node_id, hostname, batch, nstate, task, msg in cur.fetchall():
-        job.nodes.add(node_id=node_id, hostname=hostname, batch=batch, state=nstate,
-                      failed_task=task, message=msg)  # fmt: skip
+        job.nodes.add(
+            node_id=node_id,
+            hostname=hostname,
+            batch=batch,
+            state=nstate,
+            failed_task=task,
+            message=msg,
+        )
     job.batches = max((n.batch for n in job.nodes), default=0)
     return job
 
@@ -100,8 +147,9 @@ def get_job(store: Store, job_id: str) -> ipb.Job:
 def list_jobs(store: Store, cluster: str) -> list[ipb.Job]:
     with store.tx() as cur:
         where, args = ("WHERE cluster = ?", [cluster]) if cluster else ("", [])
-        cur.execute(store.q(f"SELECT id FROM join_jobs {where} ORDER BY created_at DESC "
-                            "LIMIT 200"), args)  # fmt: skip
+        cur.execute(
+            store.q(f"SELECT id FROM join_jobs {where} ORDER BY created_at DESC LIMIT 200"), args
+        )
         return [_job(store, cur, r[0]) for r in cur.fetchall()]
 
 
@@ -110,30 +158,53 @@ def _busy_nodes(store: Store, cur: Any, node_ids: Sequence[str]) -> set[str]:
         return set()
     marks = ", ".join("?" for _ in node_ids)
     states = ", ".join(str(int(s)) for s in ACTIVE)
-    cur.execute(store.q(f"SELECT n.node_id FROM join_job_nodes n JOIN join_jobs j ON "
-                        f"j.id = n.job_id WHERE j.state IN ({states}) AND n.node_id IN "
-                        f"({marks})"), list(node_ids))  # fmt: skip
+    cur.execute(
+        store.q(
+            f"SELECT n.node_id FROM join_job_nodes n JOIN join_jobs j ON "
+            f"j.id = n.job_id WHERE j.state IN ({states}) AND n.node_id IN "
+            f"({marks})"
+        ),
+        list(node_ids),
+    )
     return {r[0] for r in cur.fetchall()}
 
 
-def _insert_job(store: Store, cur: Any, cluster: ipb.Cluster, nodes: list[tuple[str, str]],
-                batch_size: int, actor: str, retry_of: str = "") -> str:  # fmt: skip
+def _insert_job(
+    store: Store,
+    cur: Any,
+    cluster: ipb.Cluster,
+    nodes: list[tuple[str, str]],
+    batch_size: int,
+    actor: str,
+    retry_of: str = "",
+) -> str:
     job_id = uuid.uuid4().hex[:12]
     now = time.time()
-    cur.execute(store.q("INSERT INTO join_jobs (id, cluster, state, batch_size, retry_of, "
-                        "created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                (job_id, cluster.name, J.JOB_PENDING, batch_size, retry_of, actor, now,
-                 now))  # fmt: skip
+    cur.execute(
+        store.q(
+            "INSERT INTO join_jobs (id, cluster, state, batch_size, retry_of, "
+            "created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ),
+        (job_id, cluster.name, J.JOB_PENDING, batch_size, retry_of, actor, now, now),
+    )
     for i, (node_id, hostname) in enumerate(sorted(nodes, key=lambda n: (n[1], n[0]))):
-        cur.execute(store.q("INSERT INTO join_job_nodes (job_id, node_id, hostname, batch, "
-                            "state) VALUES (?, ?, ?, ?, ?)"),
-                    (job_id, node_id, hostname, i // batch_size + 1,
-                     N.JOB_NODE_PENDING))  # fmt: skip
+        cur.execute(
+            store.q(
+                "INSERT INTO join_job_nodes (job_id, node_id, hostname, batch, "
+                "state) VALUES (?, ?, ?, ?, ?)"
+            ),
+            (job_id, node_id, hostname, i // batch_size + 1, N.JOB_NODE_PENDING),
+        )
     batches = (len(nodes) + batch_size - 1) // batch_size
-    add_event(store, cur, job_id, "job-created",
-              f"{len(nodes)} node(s) in {batches} batch(es) of up to {batch_size}, by {actor}"
-              + (f", retrying job {retry_of}" if retry_of else ""),
-              job_state=J.JOB_PENDING)  # fmt: skip
+    add_event(
+        store,
+        cur,
+        job_id,
+        "job-created",
+        f"{len(nodes)} node(s) in {batches} batch(es) of up to {batch_size}, by {actor}"
+        + (f", retrying job {retry_of}" if retry_of else ""),
+        job_state=J.JOB_PENDING,
+    )
     return job_id
 
 
@@ -145,22 +216,28 @@ def create_job(store: Store, req: ipb.StartJoinRequest, actor: str) -> ipb.Job:
         cluster = clusters.load_cluster(store, cur, req.cluster)
         if req.node_ids:
             marks = ", ".join("?" for _ in req.node_ids)
-            cur.execute(store.q(f"SELECT id, hostname, state, cluster FROM nodes WHERE id IN "
-                                f"({marks})"), list(req.node_ids))  # fmt: skip
+            cur.execute(
+                store.q(f"SELECT id, hostname, state, cluster FROM nodes WHERE id IN ({marks})"),
+                list(req.node_ids),
+            )
             rows = {r[0]: r for r in cur.fetchall()}
             for node_id in req.node_ids:
                 row = rows.get(node_id)
                 if row is None:
                     raise NotFound(node_id)
                 if row[3] != cluster.name:
-                    raise Conflict(f"node {node_id} is assigned to cluster {row[3] or '(none)'!r}, "
-                                   f"not {cluster.name!r}")  # fmt: skip
+                    raise Conflict(
+                        f"node {node_id} is assigned to cluster {row[3] or '(none)'!r}, "
+                        f"not {cluster.name!r}"
+                    )
                 if row[2] != S.READY:
                     raise Conflict(f"node {node_id} is {lifecycle.name(row[2])}, not READY")
             nodes = [(r[0], r[1]) for r in rows.values()]
         else:
-            cur.execute(store.q("SELECT id, hostname FROM nodes WHERE cluster = ? AND state = ?"),
-                        (cluster.name, S.READY))  # fmt: skip
+            cur.execute(
+                store.q("SELECT id, hostname FROM nodes WHERE cluster = ? AND state = ?"),
+                (cluster.name, S.READY),
+            )
             nodes = [(r[0], r[1]) for r in cur.fetchall()]
         busy = _busy_nodes(store, cur, [n[0] for n in nodes])
         if req.node_ids and busy:
@@ -168,8 +245,9 @@ def create_job(store: Store, req: ipb.StartJoinRequest, actor: str) -> ipb.Job:
         nodes = [n for n in nodes if n[0] not in busy]
         if not nodes:
             raise Conflict(f"no READY node assigned to cluster {cluster.name!r} is waiting to join")
-        job_id = _insert_job(store, cur, cluster, nodes, req.batch_size or cluster.batch_size,
-                             actor)  # fmt: skip
+        job_id = _insert_job(
+            store, cur, cluster, nodes, req.batch_size or cluster.batch_size, actor
+        )
         return _job(store, cur, job_id)
 
 
@@ -181,12 +259,16 @@ def auto_join_candidates(store: Store) -> list[str]:
             continue
         with store.tx() as cur:
             states = ", ".join(str(int(s)) for s in ACTIVE)
-            cur.execute(store.q(f"SELECT 1 FROM join_jobs WHERE cluster = ? AND state IN "
-                                f"({states})"), (cluster.name,))  # fmt: skip
+            cur.execute(
+                store.q(f"SELECT 1 FROM join_jobs WHERE cluster = ? AND state IN ({states})"),
+                (cluster.name,),
+            )
             if cur.fetchone():
                 continue
-            cur.execute(store.q("SELECT 1 FROM nodes WHERE cluster = ? AND state = ? LIMIT 1"),
-                        (cluster.name, S.READY))  # fmt: skip
+            cur.execute(
+                store.q("SELECT 1 FROM nodes WHERE cluster = ? AND state = ? LIMIT 1"),
+                (cluster.name, S.READY),
+            )
             if cur.fetchone():
                 out.append(cluster.name)
     return out
@@ -202,10 +284,13 @@ def cancel(store: Store, job_id: str, actor: str, reason: str) -> ipb.Job:
             _set_nodes(store, cur, job_id, N.JOB_NODE_PENDING, N.JOB_NODE_CANCELLED, why)
             _finish(store, cur, job_id, J.JOB_CANCELLED, f"cancelled by {actor}: {why}")
         else:
-            cur.execute(store.q("UPDATE join_jobs SET cancel_requested = 1, updated_at = ? "
-                                "WHERE id = ?"), (time.time(), job_id))  # fmt: skip
-            add_event(store, cur, job_id, "cancel-requested", f"by {actor}: {why}",
-                      job_state=job.state)  # fmt: skip
+            cur.execute(
+                store.q("UPDATE join_jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?"),
+                (time.time(), job_id),
+            )
+            add_event(
+                store, cur, job_id, "cancel-requested", f"by {actor}: {why}", job_state=job.state
+            )
         return _job(store, cur, job_id)
 
 
@@ -251,35 +336,55 @@ def claim_next(store: Store, owner: str, lease_seconds: float) -> str | None:
     now = time.time()
     states = ", ".join(str(int(s)) for s in ACTIVE)
     with store.tx() as cur:
-        cur.execute(store.q(f"SELECT id, cluster, state, attempts FROM join_jobs WHERE state IN "
-                            f"({states}) ORDER BY created_at, id"))  # fmt: skip
+        cur.execute(
+            store.q(
+                f"SELECT id, cluster, state, attempts FROM join_jobs WHERE state IN "
+                f"({states}) ORDER BY created_at, id"
+            )
+        )
         tried: set[str] = set()
         for job_id, cluster, state, attempts in cur.fetchall():
             if cluster in tried:
                 continue  # the cluster's oldest active job goes first
             tried.add(cluster)
-            cur.execute(store.q(
-                "INSERT INTO cluster_leases (cluster, job_id, owner, expires_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (cluster) DO UPDATE SET job_id = excluded.job_id,"
-                " owner = excluded.owner, expires_at = excluded.expires_at "
-                "WHERE cluster_leases.expires_at < ?"),
-                (cluster, job_id, owner, now + lease_seconds, now))  # fmt: skip
+            cur.execute(
+                store.q(
+                    "INSERT INTO cluster_leases (cluster, job_id, owner, expires_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (cluster) DO UPDATE SET "
+                    "job_id = excluded.job_id,"
+                    " owner = excluded.owner, expires_at = excluded.expires_at "
+                    "WHERE cluster_leases.expires_at < ?"
+                ),
+                (cluster, job_id, owner, now + lease_seconds, now),
+            )
             if cur.rowcount != 1:
                 continue
-            cur.execute(store.q("UPDATE join_jobs SET state = ?, owner = ?, attempts = ?, "
-                                "updated_at = ? WHERE id = ?"),
-                        (J.JOB_RUNNING, owner, attempts + 1, now, job_id))  # fmt: skip
+            cur.execute(
+                store.q(
+                    "UPDATE join_jobs SET state = ?, owner = ?, attempts = ?, "
+                    "updated_at = ? WHERE id = ?"
+                ),
+                (J.JOB_RUNNING, owner, attempts + 1, now, job_id),
+            )
             kind = "job-started" if state == J.JOB_PENDING else "job-resumed"
-            add_event(store, cur, job_id, kind, f"attempt {attempts + 1} on {owner}",
-                      job_state=J.JOB_RUNNING)  # fmt: skip
+            add_event(
+                store,
+                cur,
+                job_id,
+                kind,
+                f"attempt {attempts + 1} on {owner}",
+                job_state=J.JOB_RUNNING,
+            )
             return str(job_id)
     return None
 
 
 def _own(store: Store, cur: Any, job_id: str, owner: str) -> tuple[str, bool]:
     """(cluster, cancel requested) of a job this replica still runs; LeaseLost otherwise."""
-    cur.execute(store.q("SELECT cluster, cancel_requested, owner, state FROM join_jobs "
-                        "WHERE id = ?"), (job_id,))  # fmt: skip
+    cur.execute(
+        store.q("SELECT cluster, cancel_requested, owner, state FROM join_jobs WHERE id = ?"),
+        (job_id,),
+    )
     row = cur.fetchone()
     if row is None or row[2] != owner or row[3] != J.JOB_RUNNING:
         raise LeaseLost(f"job {job_id} is no longer run by {owner}")
@@ -290,9 +395,13 @@ def renew(store: Store, job_id: str, owner: str, lease_seconds: float) -> bool:
     """Extend the lease; returns whether a cancel was requested. LeaseLost if taken over."""
     with store.tx() as cur:
         cluster, cancel_requested = _own(store, cur, job_id, owner)
-        cur.execute(store.q("UPDATE cluster_leases SET expires_at = ? WHERE cluster = ? AND "
-                            "owner = ? AND job_id = ?"),
-                    (time.time() + lease_seconds, cluster, owner, job_id))  # fmt: skip
+        cur.execute(
+            store.q(
+                "UPDATE cluster_leases SET expires_at = ? WHERE cluster = ? AND "
+                "owner = ? AND job_id = ?"
+            ),
+            (time.time() + lease_seconds, cluster, owner, job_id),
+        )
         if cur.rowcount != 1:
             raise LeaseLost(f"lease of cluster {cluster} lost")
         return cancel_requested
@@ -301,8 +410,10 @@ def renew(store: Store, job_id: str, owner: str, lease_seconds: float) -> bool:
 def release(store: Store, job_id: str, owner: str) -> None:
     """Give the lease up now (a replica stopping): the job is resumed without waiting."""
     with store.tx() as cur:
-        cur.execute(store.q("UPDATE cluster_leases SET expires_at = 0 WHERE job_id = ? AND "
-                            "owner = ?"), (job_id, owner))  # fmt: skip
+        cur.execute(
+            store.q("UPDATE cluster_leases SET expires_at = 0 WHERE job_id = ? AND owner = ?"),
+            (job_id, owner),
+        )
 
 
 Run = tuple[ipb.Cluster, dict[str, Any], list[str], dict[str, list[str]]]
@@ -316,12 +427,17 @@ def job_inventory(store: Store, job_id: str, owner: str) -> Run:
         name, _ = _own(store, cur, job_id, owner)
         cluster = clusters.load_cluster(store, cur, name)
         entries = clusters.node_entries(
-            store, cur, cluster,
+            store,
+            cur,
+            cluster,
             f"(n.cluster = ? AND n.state = {int(S.JOINED)}) OR n.id IN (SELECT node_id FROM "
-            f"join_job_nodes WHERE job_id = ? AND state IN ({states}))", [name, job_id],
-        )  # fmt: skip
-        cur.execute(store.q(f"SELECT node_id FROM join_job_nodes WHERE job_id = ? AND state IN "
-                            f"({states})"), (job_id,))  # fmt: skip
+            f"join_job_nodes WHERE job_id = ? AND state IN ({states}))",
+            [name, job_id],
+        )
+        cur.execute(
+            store.q(f"SELECT node_id FROM join_job_nodes WHERE job_id = ? AND state IN ({states})"),
+            (job_id,),
+        )
         mine = {r[0] for r in cur.fetchall()}
     per_node = {e.node_id: kubespray.node_problems(e) for e in entries if e.node_id in mine}
     names: dict[str, list[str]] = {}
@@ -341,24 +457,30 @@ def batch_nodes(store: Store, job_id: str, owner: str) -> tuple[int, list[tuple[
     another cluster) is dropped from the job as FAILED with the reason."""
     with store.tx() as cur:
         name, _ = _own(store, cur, job_id, owner)
-        cur.execute(store.q("SELECT MIN(batch) FROM join_job_nodes WHERE job_id = ? AND "
-                            "state IN (?, ?)"),
-                    (job_id, N.JOB_NODE_PENDING, N.JOB_NODE_RUNNING))  # fmt: skip
+        cur.execute(
+            store.q("SELECT MIN(batch) FROM join_job_nodes WHERE job_id = ? AND state IN (?, ?)"),
+            (job_id, N.JOB_NODE_PENDING, N.JOB_NODE_RUNNING),
+        )
         batch = cur.fetchone()[0]
         if batch is None:
             return 0, []
-        cur.execute(store.q("SELECT j.node_id, j.hostname, n.state, n.cluster FROM "
-                            "join_job_nodes j LEFT JOIN nodes n ON n.id = j.node_id "
-                            "WHERE j.job_id = ? AND j.batch = ? AND j.state IN (?, ?) "
-                            "ORDER BY j.hostname, j.node_id"),
-                    (job_id, batch, N.JOB_NODE_PENDING, N.JOB_NODE_RUNNING))  # fmt: skip
+        cur.execute(
+            store.q(
+                "SELECT j.node_id, j.hostname, n.state, n.cluster FROM "
+                "join_job_nodes j LEFT JOIN nodes n ON n.id = j.node_id "
+                "WHERE j.job_id = ? AND j.batch = ? AND j.state IN (?, ?) "
+                "ORDER BY j.hostname, j.node_id"
+            ),
+            (job_id, batch, N.JOB_NODE_PENDING, N.JOB_NODE_RUNNING),
+        )
         out = []
         actor = f"system:join/{job_id}"
         for node_id, hostname, state, cluster in cur.fetchall():
             ok = cluster == name and state in (S.READY, S.JOINING)
             if ok:
-                ok = _transition(store, cur, node_id, S.JOINING, actor,
-                                 f"join job {job_id}: batch {batch}")  # fmt: skip
+                ok = _transition(
+                    store, cur, node_id, S.JOINING, actor, f"join job {job_id}: batch {batch}"
+                )
             if not ok:
                 why = (
                     "node was deleted"
@@ -367,26 +489,48 @@ def batch_nodes(store: Store, job_id: str, owner: str) -> tuple[int, list[tuple[
                 )
                 _node_result(store, cur, job_id, node_id, hostname, batch, False, "", why)
                 continue
-            cur.execute(store.q("UPDATE join_job_nodes SET state = ? WHERE job_id = ? AND "
-                                "node_id = ?"), (N.JOB_NODE_RUNNING, job_id, node_id))  # fmt: skip
+            cur.execute(
+                store.q("UPDATE join_job_nodes SET state = ? WHERE job_id = ? AND node_id = ?"),
+                (N.JOB_NODE_RUNNING, job_id, node_id),
+            )
             out.append((node_id, hostname))
-        cur.execute(store.q("UPDATE join_jobs SET current_batch = ?, updated_at = ? WHERE id = ?"),
-                    (batch, time.time(), job_id))  # fmt: skip
+        cur.execute(
+            store.q("UPDATE join_jobs SET current_batch = ?, updated_at = ? WHERE id = ?"),
+            (batch, time.time(), job_id),
+        )
         return int(batch), out
 
 
-def _node_result(store: Store, cur: Any, job_id: str, node_id: str, hostname: str, batch: int,
-                 joined: bool, task: str, message: str) -> None:  # fmt: skip
+def _node_result(
+    store: Store,
+    cur: Any,
+    job_id: str,
+    node_id: str,
+    hostname: str,
+    batch: int,
+    joined: bool,
+    task: str,
+    message: str,
+) -> None:
     actor = f"system:join/{job_id}"
     if joined:
         _transition(store, cur, node_id, S.JOINED, actor, f"joined by job {job_id}")
     else:
         where = f"task {task!r}: " if task else ""
         _transition(store, cur, node_id, S.FAILED, actor, f"join job {job_id}: {where}{message}")
-    cur.execute(store.q("UPDATE join_job_nodes SET state = ?, failed_task = ?, message = ? "
-                        "WHERE job_id = ? AND node_id = ?"),
-                (N.JOB_NODE_JOINED if joined else N.JOB_NODE_FAILED, task[:500], message[:2000],
-                 job_id, node_id))  # fmt: skip
+    cur.execute(
+        store.q(
+            "UPDATE join_job_nodes SET state = ?, failed_task = ?, message = ? "
+            "WHERE job_id = ? AND node_id = ?"
+        ),
+        (
+            N.JOB_NODE_JOINED if joined else N.JOB_NODE_FAILED,
+            task[:500],
+            message[:2000],
+            job_id,
+            node_id,
+        ),
+    )
     text = "joined" if joined else (f"{task}: {message}" if task else message)
     add_event(
         store,
@@ -401,8 +545,13 @@ def _node_result(store: Store, cur: Any, job_id: str, node_id: str, hostname: st
     )
 
 
-def record_results(store: Store, job_id: str, owner: str, batch: int,
-                   results: Sequence[tuple[str, str, bool, str, str]]) -> None:  # fmt: skip
+def record_results(
+    store: Store,
+    job_id: str,
+    owner: str,
+    batch: int,
+    results: Sequence[tuple[str, str, bool, str, str]],
+) -> None:
     """Record (node id, hostname, joined, failed task, message) for nodes of a batch."""
     with store.tx() as cur:
         _own(store, cur, job_id, owner)
@@ -410,42 +559,64 @@ def record_results(store: Store, job_id: str, owner: str, batch: int,
             _node_result(store, cur, job_id, node_id, hostname, batch, joined, task, message)
 
 
-def fail_unstarted(store: Store, job_id: str, owner: str,
-                   problems: dict[str, list[str]]) -> None:  # fmt: skip
+def fail_unstarted(store: Store, job_id: str, owner: str, problems: dict[str, list[str]]) -> None:
     """Nodes that cannot go into the inventory (bad name, bad labels) end FAILED at once."""
     with store.tx() as cur:
         _own(store, cur, job_id, owner)
-        cur.execute(store.q("SELECT node_id, hostname, batch FROM join_job_nodes WHERE job_id = ? "
-                            "AND state IN (?, ?)"),
-                    (job_id, N.JOB_NODE_PENDING, N.JOB_NODE_RUNNING))  # fmt: skip
+        cur.execute(
+            store.q(
+                "SELECT node_id, hostname, batch FROM join_job_nodes WHERE job_id = ? "
+                "AND state IN (?, ?)"
+            ),
+            (job_id, N.JOB_NODE_PENDING, N.JOB_NODE_RUNNING),
+        )
         for node_id, hostname, batch in cur.fetchall():
             if problems.get(node_id):
-                _node_result(store, cur, job_id, node_id, hostname, batch, False,
-                             "inventory validation", "; ".join(problems[node_id]))  # fmt: skip
+                _node_result(
+                    store,
+                    cur,
+                    job_id,
+                    node_id,
+                    hostname,
+                    batch,
+                    False,
+                    "inventory validation",
+                    "; ".join(problems[node_id]),
+                )
 
 
-def _set_nodes(store: Store, cur: Any, job_id: str, from_state: int, to_state: int,
-               message: str) -> None:  # fmt: skip
-    cur.execute(store.q("UPDATE join_job_nodes SET state = ?, message = ? WHERE job_id = ? AND "
-                        "state = ?"), (to_state, message[:2000], job_id, from_state))  # fmt: skip
+def _set_nodes(
+    store: Store, cur: Any, job_id: str, from_state: int, to_state: int, message: str
+) -> None:
+    cur.execute(
+        store.q("UPDATE join_job_nodes SET state = ?, message = ? WHERE job_id = ? AND state = ?"),
+        (to_state, message[:2000], job_id, from_state),
+    )
 
 
 def _finish(store: Store, cur: Any, job_id: str, state: int, message: str) -> None:
-    cur.execute(store.q("UPDATE join_jobs SET state = ?, message = ?, updated_at = ? WHERE id = ?"),
-                (state, message[:2000], time.time(), job_id))  # fmt: skip
+    cur.execute(
+        store.q("UPDATE join_jobs SET state = ?, message = ?, updated_at = ? WHERE id = ?"),
+        (state, message[:2000], time.time(), job_id),
+    )
     cur.execute(store.q("DELETE FROM cluster_leases WHERE job_id = ?"), (job_id,))
     add_event(store, cur, job_id, "job-finished", message, job_state=state)
 
 
-def finish(store: Store, job_id: str, owner: str, message: str, *, cancelled: bool = False,
-           abort: str = "") -> ipb.Job:  # fmt: skip
+def finish(
+    store: Store, job_id: str, owner: str, message: str, *, cancelled: bool = False, abort: str = ""
+) -> ipb.Job:
     """End the job. `cancelled`: nodes not started become CANCELLED, nodes mid-batch FAILED;
     `abort` (a cluster-level problem): nodes not started are FAILED in the job with it but
     stay READY (nothing ran on them)."""
     with store.tx() as cur:
         _own(store, cur, job_id, owner)
-        cur.execute(store.q("SELECT node_id, hostname, batch FROM join_job_nodes WHERE job_id = ? "
-                            "AND state = ?"), (job_id, N.JOB_NODE_RUNNING))  # fmt: skip
+        cur.execute(
+            store.q(
+                "SELECT node_id, hostname, batch FROM join_job_nodes WHERE job_id = ? AND state = ?"
+            ),
+            (job_id, N.JOB_NODE_RUNNING),
+        )
         for node_id, hostname, batch in cur.fetchall():
             why = "job cancelled while this node was joining" if cancelled else abort or message
             _node_result(store, cur, job_id, node_id, hostname, batch, False, "", why)
@@ -468,14 +639,26 @@ def finish(store: Store, job_id: str, owner: str, message: str, *, cancelled: bo
 
 def events_after(store: Store, job_id: str, seq: int, limit: int = 500) -> list[ipb.JobEvent]:
     with store.tx() as cur:
-        cur.execute(store.q("SELECT seq, job_id, time, kind, node_id, hostname, batch, message, "
-                            "job_state FROM join_job_events WHERE job_id = ? AND seq > ? "
-                            "ORDER BY seq LIMIT ?"), (job_id, seq, limit))  # fmt: skip
+        cur.execute(
+            store.q(
+                "SELECT seq, job_id, time, kind, node_id, hostname, batch, message, "
+                "job_state FROM join_job_events WHERE job_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?"
+            ),
+            (job_id, seq, limit),
+        )
         out = []
         for sq, jid, when, kind, node_id, hostname, batch, message, job_state in cur.fetchall():
-            ev = ipb.JobEvent(sequence=sq, job_id=jid, kind=kind, node_id=node_id,
-                              hostname=hostname, batch=batch, message=message,
-                              job_state=job_state)  # fmt: skip
+            ev = ipb.JobEvent(
+                sequence=sq,
+                job_id=jid,
+                kind=kind,
+                node_id=node_id,
+                hostname=hostname,
+                batch=batch,
+                message=message,
+                job_state=job_state,
+            )
             ev.time.FromNanoseconds(int(when * 1e9))
             out.append(ev)
         return out

@@ -29,12 +29,15 @@ _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 NODE_NAME_RE = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 GROUPS = ("kube_control_plane", "etcd", "kube_node")
 # Names Ansible or Kubespray use for groups: a host by one of these names is ambiguous in --limit.
-RESERVED_NAMES = frozenset({*GROUPS, "all", "ungrouped", "k8s_cluster", "calico_rr", "bastion",
-                            "localhost"})  # fmt: skip
+RESERVED_NAMES = frozenset(
+    {*GROUPS, "all", "ungrouped", "k8s_cluster", "calico_rr", "bastion", "localhost"}
+)
 # Kubespray's defaults (roles/kubespray_defaults) when the cluster's group vars do not say.
 DEFAULT_SUBNETS = {"kube_service_addresses": "10.233.0.0/18", "kube_pods_subnet": "10.233.64.0/18"}
-IPV6_SUBNETS = {"kube_service_addresses_ipv6": "fd85:ee78:d8a6:8607::1000/116",
-                "kube_pods_subnet_ipv6": "fd85:ee78:d8a6:8607::1:0000/112"}  # fmt: skip
+IPV6_SUBNETS = {
+    "kube_service_addresses_ipv6": "fd85:ee78:d8a6:8607::1000/116",
+    "kube_pods_subnet_ipv6": "fd85:ee78:d8a6:8607::1:0000/112",
+}
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ANSIBLE_HOST = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?")
 
@@ -85,8 +88,12 @@ def ansible_host_problem(value: str) -> str:
 
 
 def host_problems(name: str, ansible_host: str, ip: str, access_ip: str) -> list[str]:
-    found = [node_name_problem(name), ansible_host_problem(ansible_host),
-             address_problem(ip, "ip"), address_problem(access_ip, "access_ip")]  # fmt: skip
+    found = [
+        node_name_problem(name),
+        ansible_host_problem(ansible_host),
+        address_problem(ip, "ip"),
+        address_problem(access_ip, "access_ip"),
+    ]
     return [p for p in found if p]
 
 
@@ -139,8 +146,9 @@ def cluster_problems(cluster: ipb.Cluster) -> list[str]:
         out.append(f"etcd has {len(cluster.etcd)} hosts: Kubespray needs an odd number")
     for group, hosts in (("kube_control_plane", cluster.control_plane), ("etcd", cluster.etcd)):
         for h in hosts:
-            out += [f"{group}: {p}" for p in host_problems(h.name, h.ansible_host, h.ip,
-                                                         h.access_ip)]  # fmt: skip
+            out += [
+                f"{group}: {p}" for p in host_problems(h.name, h.ansible_host, h.ip, h.access_ip)
+            ]
     existing: dict[str, tuple[str, str, str]] = {}
     for h in [*cluster.control_plane, *cluster.etcd]:
         addr = (h.ansible_host, h.ip, h.access_ip)
@@ -181,8 +189,9 @@ def build(cluster: ipb.Cluster, nodes: Sequence[NodeEntry]) -> tuple[dict[str, A
     for n in nodes:
         problems += node_problems(n)
         if n.name in existing:
-            problems.append(f"{n.name}: node {n.node_id} has the name of a control-plane or "
-                            "etcd host")  # fmt: skip
+            problems.append(
+                f"{n.name}: node {n.node_id} has the name of a control-plane or etcd host"
+            )
             continue
         if n.name in seen:
             problems.append(f"{n.name}: nodes {seen[n.name]} and {n.node_id} share this name")
@@ -230,8 +239,12 @@ def to_yaml(inventory: Mapping[str, Any]) -> str:
     so a host called `true` or `1` stays a string): ten thousand hosts in well under a
     second, where a full YAML emitter takes seconds."""
     top = inventory["all"]
-    out = ["# Kubespray inventory written by nodeagent (admin export kubespray); do not edit.",
-           "all:", f"  vars: {json.dumps(top['vars'], sort_keys=True)}", "  hosts:"]  # fmt: skip
+    out = [
+        "# Kubespray inventory written by nodeagent (admin export kubespray); do not edit.",
+        "all:",
+        f"  vars: {json.dumps(top['vars'], sort_keys=True)}",
+        "  hosts:",
+    ]
     out += [f"    {json.dumps(name)}: {json.dumps(hv)}" for name, hv in top["hosts"].items()]
     out.append("  children:")
     for group, body in top["children"].items():

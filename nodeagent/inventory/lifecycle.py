@@ -25,9 +25,14 @@ ALLOWED: dict[int, set[int]] = {
 # An admin may hold any live node and retire any node that is not already retired.
 HOLDABLE = set(ALLOWED) - {S.MAINTENANCE, S.RETIRED}
 # Phases an agent may report, and the state each one asks for.
-AGENT_PHASES = {"DISCOVERED": S.DISCOVERED, "TUNING": S.TUNING,
-                "REBOOT_REQUIRED": S.REBOOT_REQUIRED, "READY": S.READY, "JOINED": S.JOINED,
-                "FAILED": S.FAILED}  # fmt: skip
+AGENT_PHASES = {
+    "DISCOVERED": S.DISCOVERED,
+    "TUNING": S.TUNING,
+    "REBOOT_REQUIRED": S.REBOOT_REQUIRED,
+    "READY": S.READY,
+    "JOINED": S.JOINED,
+    "FAILED": S.FAILED,
+}
 
 
 class TransitionError(ValueError):

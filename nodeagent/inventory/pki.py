@@ -75,8 +75,14 @@ class CertificateAuthority:
         self.pin = spki_hash(cert)
 
     @classmethod
-    def load_or_create(cls, cert_path: Path, key_path: Path, *, create: bool = True,
-                       name: str = "nodeagent inventory CA") -> CertificateAuthority:  # fmt: skip
+    def load_or_create(
+        cls,
+        cert_path: Path,
+        key_path: Path,
+        *,
+        create: bool = True,
+        name: str = "nodeagent inventory CA",
+    ) -> CertificateAuthority:
         if cert_path.exists() and key_path.exists():
             if key_path.stat().st_mode & 0o077:
                 raise PkiError(f"{key_path} is readable by others; chmod 600 it")
@@ -89,31 +95,55 @@ class CertificateAuthority:
             raise PkiError(f"no CA at {cert_path} / {key_path}")
         key = new_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(_now() - dt.timedelta(minutes=5))
-                .not_valid_after(_now() + dt.timedelta(days=3650))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                             crl_sign=True, content_commitment=False,
-                                             key_encipherment=False, data_encipherment=False,
-                                             key_agreement=False, encipher_only=False,
-                                             decipher_only=False), critical=True)
-                .sign(key, hashes.SHA256()))  # fmt: skip
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
         write_private(key_path, key_pem(key))
         cert_path.parent.mkdir(parents=True, exist_ok=True)
         cert_path.write_bytes(cert_pem(cert))
         return cls(cert, key)
 
-    def _issue(self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey, days: float,
-               usage: x509.ObjectIdentifier, sans: list[x509.GeneralName] | None = None
-               ) -> x509.Certificate:  # fmt: skip
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject)
-                   .public_key(public_key).serial_number(x509.random_serial_number())
-                   .not_valid_before(_now() - dt.timedelta(minutes=5))
-                   .not_valid_after(_now() + dt.timedelta(days=days))
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))  # fmt: skip
+    def _issue(
+        self,
+        subject: x509.Name,
+        public_key: ec.EllipticCurvePublicKey,
+        days: float,
+        usage: x509.ObjectIdentifier,
+        sans: list[x509.GeneralName] | None = None,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return builder.sign(self.key, hashes.SHA256())
@@ -142,9 +172,13 @@ class CertificateAuthority:
         public_key = csr.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.key_size < 256:
             raise PkiError("the CSR key must be EC P-256 or stronger")
-        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "nodeagent"),
-                             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind),
-                             x509.NameAttribute(NameOID.COMMON_NAME, name)])  # fmt: skip
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "nodeagent"),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind),
+                x509.NameAttribute(NameOID.COMMON_NAME, name),
+            ]
+        )
         return self._issue(subject, public_key, days, ExtendedKeyUsageOID.CLIENT_AUTH)
 
     def issue_client(self, name: str, kind: str, days: float = 365) -> tuple[bytes, bytes]:

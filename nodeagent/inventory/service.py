@@ -32,29 +32,48 @@ from grpc_reflection.v1alpha import reflection
 from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import lifecycle, pki, registry, tokens
+from nodeagent.inventory import lifecycle, nodes, pki, tokens
 from nodeagent.inventory.cluster_rpcs import ClusterRpcs
 from nodeagent.inventory.config import InventoryConfig
 from nodeagent.inventory.fleet import FleetServicer
-from nodeagent.inventory.joinrun import JoinScheduler
+from nodeagent.inventory.join_runner import JoinScheduler
 from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger("nodeagent.inventory")
 VIEW, OPERATE, ADMIN = {"viewer", "operator", "admin"}, {"operator", "admin"}, {"admin"}
 PERMISSIONS: dict[str, set[str] | None] = {
     "Register": None,
-    "Heartbeat": {"node"}, "RenewCertificate": {"node"},
-    "ListNodes": VIEW, "GetNode": VIEW | {"node"}, "WatchNodes": VIEW, "ListTokens": VIEW,
-    "UpdateAssignment": OPERATE, "HoldNode": OPERATE, "ReleaseNode": OPERATE,
-    "RetireNode": ADMIN, "DeleteNode": ADMIN, "CreateToken": ADMIN, "RevokeToken": ADMIN,
-    "ReportFabric": {"node"}, "ExportTopology": VIEW, "GetNodeLabels": VIEW,
+    "Heartbeat": {"node"},
+    "RenewCertificate": {"node"},
+    "ListNodes": VIEW,
+    "GetNode": VIEW | {"node"},
+    "WatchNodes": VIEW,
+    "ListTokens": VIEW,
+    "UpdateAssignment": OPERATE,
+    "HoldNode": OPERATE,
+    "ReleaseNode": OPERATE,
+    "RetireNode": ADMIN,
+    "DeleteNode": ADMIN,
+    "CreateToken": ADMIN,
+    "RevokeToken": ADMIN,
+    "ReportFabric": {"node"},
+    "ExportTopology": VIEW,
+    "GetNodeLabels": VIEW,
     "CheckHostname": VIEW | {"node"},
     # A cluster spec decides which playbooks the service runs, as itself, with its SSH key.
-    "CreateCluster": ADMIN, "UpdateCluster": ADMIN,
-    "GetCluster": VIEW, "ListClusters": VIEW, "ExportKubespray": VIEW, "GetJob": VIEW,
-    "ListJobs": VIEW, "WatchJob": VIEW,
-    "SetNodeAddress": OPERATE, "StartJoin": OPERATE, "CancelJob": OPERATE, "RetryJob": OPERATE,
-}  # fmt: skip
+    "CreateCluster": ADMIN,
+    "UpdateCluster": ADMIN,
+    "GetCluster": VIEW,
+    "ListClusters": VIEW,
+    "ExportKubespray": VIEW,
+    "GetJob": VIEW,
+    "ListJobs": VIEW,
+    "WatchJob": VIEW,
+    "SetNodeAddress": OPERATE,
+    "StartJoin": OPERATE,
+    "CancelJob": OPERATE,
+    "RetryJob": OPERATE,
+}
 ERRORS = [
     (tokens.TokenError, grpc.StatusCode.UNAUTHENTICATED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -65,7 +84,8 @@ ERRORS = [
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
 ]
 principal_var: contextvars.ContextVar[pki.Principal | None] = contextvars.ContextVar(
-    "principal", default=None)  # fmt: skip
+    "principal", default=None
+)
 
 
 @lru_cache(maxsize=65536)
@@ -113,12 +133,13 @@ def _validate_text(value: str, what: str, limit: int = 253) -> str:
 
 class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer):
     def __init__(self, service: InventoryService) -> None:
-        self.s = service
+        self.service = service
 
     # --- node RPCs ---
-    async def Register(self, request: ipb.RegisterRequest,
-                       context: grpc.aio.ServicerContext) -> ipb.RegisterResponse:  # fmt: skip
-        s = self.s
+    async def Register(
+        self, request: ipb.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.RegisterResponse:
+        s = self.service
         if not request.token:
             raise tokens.TokenError("a bootstrap token is required")
         csr = request.csr_pem.encode()
@@ -129,7 +150,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
 
         try:
             node, cert_pem = await s.store.run(
-                registry.register,
+                nodes.register,
                 s.store,
                 request.token,
                 request.inventory,
@@ -139,18 +160,27 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         except tokens.TokenError as exc:
             log.warning("registration refused (token %s): %s", tokens.redact(request.token), exc)
             raise
-        log.info("registered node %s (%s) with token %s", node.id, node.hostname,
-                 tokens.redact(request.token))  # fmt: skip
+        log.info(
+            "registered node %s (%s) with token %s",
+            node.id,
+            node.hostname,
+            tokens.redact(request.token),
+        )
         s.seen(node.id, "DISCOVERED")
         s.nodes[node.id] = (node, "DISCOVERED", time.monotonic())
-        return ipb.RegisterResponse(node_id=node.id, certificate_pem=cert_pem.decode(),
-                                    ca_bundle_pem=s.ca.pem.decode(),
-                                    heartbeat_interval_seconds=s.config.heartbeat_interval_seconds,
-                                    desired=node.assignment, state=node.state)  # fmt: skip
+        return ipb.RegisterResponse(
+            node_id=node.id,
+            certificate_pem=cert_pem.decode(),
+            ca_bundle_pem=s.ca.pem.decode(),
+            heartbeat_interval_seconds=s.config.heartbeat_interval_seconds,
+            desired=node.assignment,
+            state=node.state,
+        )
 
-    async def Heartbeat(self, request: ipb.HeartbeatRequest,
-                        context: grpc.aio.ServicerContext) -> ipb.HeartbeatResponse:  # fmt: skip
-        s, me = self.s, _me()
+    async def Heartbeat(
+        self, request: ipb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.HeartbeatResponse:
+        s, me = self.service, _me()
         if request.node_id and request.node_id != me.name:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -161,7 +191,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         inv = request.inventory if request.HasField("inventory") else None
         if cached is None or inv is not None or cached[1] != request.phase:
             node, _ = await s.store.run(
-                registry.heartbeat_update,
+                nodes.heartbeat_update,
                 s.store,
                 me.name,
                 request.phase,
@@ -175,7 +205,8 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         s.seen(me.name, request.phase)
         actions = ["send-inventory"] if wants else []
         if node.certificate_expires.seconds and node.certificate_expires.seconds - time.time() < (
-            s.config.node_cert_days * 86400 / 3):  # fmt: skip
+            s.config.node_cert_days * 86400 / 3
+        ):
             actions.append("renew-certificate")
         return ipb.HeartbeatResponse(
             desired=node.assignment,
@@ -184,24 +215,28 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             next_interval_seconds=s.config.heartbeat_interval_seconds,
         )
 
-    async def RenewCertificate(self, request: ipb.RenewCertificateRequest,
-                               context: grpc.aio.ServicerContext,
-                               ) -> ipb.RenewCertificateResponse:  # fmt: skip
-        s, me = self.s, _me()
+    async def RenewCertificate(
+        self,
+        request: ipb.RenewCertificateRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> ipb.RenewCertificateResponse:
+        s, me = self.service, _me()
         csr = request.csr_pem.encode()
 
         def issue(node_id: str) -> tuple[bytes, float]:
             cert = s.ca.sign_csr(csr, node_id, pki.NODE, s.config.node_cert_days)
             return pki.cert_pem(cert), cert.not_valid_after_utc.timestamp()
 
-        cert_pem = await s.store.run(registry.renew, s.store, me.name, issue)
+        cert_pem = await s.store.run(nodes.renew, s.store, me.name, issue)
         s.nodes.pop(me.name, None)
-        return ipb.RenewCertificateResponse(certificate_pem=cert_pem.decode(),
-                                            ca_bundle_pem=s.ca.pem.decode())  # fmt: skip
+        return ipb.RenewCertificateResponse(
+            certificate_pem=cert_pem.decode(), ca_bundle_pem=s.ca.pem.decode()
+        )
 
     # --- admin RPCs ---
-    async def ListNodes(self, request: ipb.ListNodesRequest,
-                        context: grpc.aio.ServicerContext) -> ipb.ListNodesResponse:  # fmt: skip
+    async def ListNodes(
+        self, request: ipb.ListNodesRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.ListNodesResponse:
         for value, what in (
             (request.pool, "pool"),
             (request.gpu_model, "gpu_model"),
@@ -209,92 +244,118 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             (request.page_token, "page_token"),
         ):
             _validate_text(value, what)
-        return await self.s.store.run(registry.list_nodes, self.s.store, request,
-                                      self.s.deadline())  # fmt: skip
-
-    async def GetNode(self, request: ipb.GetNodeRequest,
-                      context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
-        me = _me()
-        if me.kind == pki.NODE and request.node_id != me.name:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "a node may read only its own record")  # fmt: skip
-        return await self.s.store.run(
-            registry.get_node,
-            self.s.store,
-            request.node_id,
-            min(request.events or 50, 1000),
-            self.s.deadline(),
+        return await self.service.store.run(
+            nodes.list_nodes, self.service.store, request, self.service.deadline()
         )
 
-    async def UpdateAssignment(self, request: ipb.UpdateAssignmentRequest,
-                               context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
+    async def GetNode(
+        self, request: ipb.GetNodeRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Node:
+        me = _me()
+        if me.kind == pki.NODE and request.node_id != me.name:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "a node may read only its own record"
+            )
+        return await self.service.store.run(
+            nodes.get_node,
+            self.service.store,
+            request.node_id,
+            min(request.events or 50, 1000),
+            self.service.deadline(),
+        )
+
+    async def UpdateAssignment(
+        self, request: ipb.UpdateAssignmentRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Node:
         a = request.assignment
-        for value, what in ((a.pool, "pool"), (a.role, "role"), (a.cluster, "cluster"),
-                            (a.profile, "profile")):  # fmt: skip
+        for value, what in (
+            (a.pool, "pool"),
+            (a.role, "role"),
+            (a.cluster, "cluster"),
+            (a.profile, "profile"),
+        ):
             _validate_text(value, what, 63)
         for key, value in a.labels.items():
             _validate_text(key, "label key")
             _validate_text(value, "label value", 63)
         for taint in a.taints:
             _validate_text(taint, "taint")
-        node = await self.s.store.run(registry.update_assignment, self.s.store, request.node_id,
-                                      a, list(request.fields), _me().actor)  # fmt: skip
-        self.s.nodes.pop(request.node_id, None)
+        node = await self.service.store.run(
+            nodes.update_assignment,
+            self.service.store,
+            request.node_id,
+            a,
+            list(request.fields),
+            _me().actor,
+        )
+        self.service.nodes.pop(request.node_id, None)
         return node
 
     async def _action(self, fn: Any, request: ipb.NodeActionRequest) -> ipb.Node:
         _validate_text(request.reason, "reason", 1000)
-        node: ipb.Node = await self.s.store.run(fn, self.s.store, request.node_id, _me().actor,
-                                                request.reason)  # fmt: skip
-        self.s.nodes.pop(request.node_id, None)
+        node: ipb.Node = await self.service.store.run(
+            fn, self.service.store, request.node_id, _me().actor, request.reason
+        )
+        self.service.nodes.pop(request.node_id, None)
         return node
 
-    async def HoldNode(self, request: ipb.NodeActionRequest,
-                       context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
-        return await self._action(registry.hold, request)
+    async def HoldNode(
+        self, request: ipb.NodeActionRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Node:
+        return await self._action(nodes.hold, request)
 
-    async def ReleaseNode(self, request: ipb.NodeActionRequest,
-                          context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
-        return await self._action(registry.release, request)
+    async def ReleaseNode(
+        self, request: ipb.NodeActionRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Node:
+        return await self._action(nodes.release, request)
 
-    async def RetireNode(self, request: ipb.NodeActionRequest,
-                         context: grpc.aio.ServicerContext) -> ipb.Node:  # fmt: skip
-        return await self._action(registry.retire, request)
+    async def RetireNode(
+        self, request: ipb.NodeActionRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Node:
+        return await self._action(nodes.retire, request)
 
-    async def DeleteNode(self, request: ipb.NodeActionRequest,
-                         context: grpc.aio.ServicerContext) -> ipb.DeleteNodeResponse:  # fmt: skip
-        await self.s.store.run(registry.delete, self.s.store, request.node_id, _me().actor)
-        self.s.nodes.pop(request.node_id, None)
+    async def DeleteNode(
+        self, request: ipb.NodeActionRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.DeleteNodeResponse:
+        await self.service.store.run(nodes.delete, self.service.store, request.node_id, _me().actor)
+        self.service.nodes.pop(request.node_id, None)
         return ipb.DeleteNodeResponse()
 
-    async def CreateToken(self, request: ipb.CreateTokenRequest,
-                          context: grpc.aio.ServicerContext,
-                          ) -> ipb.CreateTokenResponse:  # fmt: skip
+    async def CreateToken(
+        self,
+        request: ipb.CreateTokenRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> ipb.CreateTokenResponse:
         _validate_text(request.description, "description", 200)
-        token, secret = await self.s.store.run(registry.create_token, self.s.store, request,
-                                               _me().actor)  # fmt: skip
+        token, secret = await self.service.store.run(
+            nodes.create_token, self.service.store, request, _me().actor
+        )
         log.info("token %s created by %s (max uses %d)", token.id, _me().actor, token.max_uses)
         return ipb.CreateTokenResponse(token=token, secret=secret)
 
-    async def ListTokens(self, request: ipb.ListTokensRequest,
-                         context: grpc.aio.ServicerContext) -> ipb.ListTokensResponse:  # fmt: skip
-        return ipb.ListTokensResponse(tokens=await self.s.store.run(registry.list_tokens,
-                                                                    self.s.store))  # fmt: skip
+    async def ListTokens(
+        self, request: ipb.ListTokensRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.ListTokensResponse:
+        return ipb.ListTokensResponse(
+            tokens=await self.service.store.run(nodes.list_tokens, self.service.store)
+        )
 
-    async def RevokeToken(self, request: ipb.RevokeTokenRequest,
-                          context: grpc.aio.ServicerContext) -> ipb.Token:  # fmt: skip
+    async def RevokeToken(
+        self, request: ipb.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Token:
         _validate_text(request.id, "id", 16)
-        return await self.s.store.run(registry.revoke_token, self.s.store, request.id)
+        return await self.service.store.run(nodes.revoke_token, self.service.store, request.id)
 
-    async def WatchNodes(self, request: ipb.WatchNodesRequest,
-                         context: grpc.aio.ServicerContext) -> Any:  # fmt: skip
+    async def WatchNodes(
+        self, request: ipb.WatchNodesRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
         # Polls the event table: works the same across replicas sharing one database.
         seq = request.after_sequence
         while True:
-            rows = await self.s.store.run(self.s.store.events_after, seq)
+            rows = await self.service.store.run(self.service.store.events_after, seq)
             for row in rows:
                 seq = row[0]
-                yield registry.event_from_row(row)
+                yield nodes.event_from_row(row)
             if not rows:
                 await asyncio.sleep(0.25)
 
@@ -332,7 +393,7 @@ class InventoryService:
         """Load every node once at start: a fleet reconnecting after a restart then costs
         no transaction per node."""
         now = time.monotonic()
-        rows = await self.store.run(registry.all_nodes, self.store)
+        rows = await self.store.run(nodes.all_nodes, self.store)
         self.nodes = {node.id: (node, phase, now) for node, phase in rows}
 
     def seen(self, node_id: str, phase: str) -> None:
@@ -363,16 +424,19 @@ class InventoryService:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval_seconds)
             with contextlib.suppress(StoreError):
-                for node_id, up in await self.store.run(self.store.sweep_reachability,
-                                                        self.deadline()):  # fmt: skip
+                for node_id, up in await self.store.run(
+                    self.store.sweep_reachability, self.deadline()
+                ):
                     log.info("node %s %s", node_id, "reachable again" if up else "unreachable")
 
     def _credentials(self, require_client_auth: bool) -> grpc.ServerCredentials:
         cert_pem, key_pem = self.ca.issue_server(self.config.server_names)
         # the CA goes in the chain so agents can check it against their pin before trusting it
-        return grpc.ssl_server_credentials([(key_pem, cert_pem + self.ca.pem)],
-                                           root_certificates=self.ca.pem,
-                                           require_client_auth=require_client_auth)  # fmt: skip
+        return grpc.ssl_server_credentials(
+            [(key_pem, cert_pem + self.ca.pem)],
+            root_certificates=self.ca.pem,
+            require_client_auth=require_client_auth,
+        )
 
     async def start(self) -> int:
         c = self.config
@@ -402,9 +466,10 @@ class InventoryService:
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((service.full_name, fleet.full_name,
-                                             reflection.SERVICE_NAME,
-                                             "grpc.health.v1.Health"), server)  # fmt: skip
+        reflection.enable_server_reflection(
+            (service.full_name, fleet.full_name, reflection.SERVICE_NAME, "grpc.health.v1.Health"),
+            server,
+        )
         self.port = server.add_secure_port(c.listen, self._credentials(True))
         self.bootstrap_port = server.add_secure_port(c.bootstrap_address, self._credentials(False))
         if not self.port or not self.bootstrap_port:
@@ -416,12 +481,20 @@ class InventoryService:
         await self.warm_cache()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._flush_liveness()), loop.create_task(self._sweep())]
-        self.joins = JoinScheduler(self.store, c.data_dir, poll_seconds=c.join_poll_seconds,
-                                   lease_seconds=c.join_lease_seconds,
-                                   playbook_timeout=c.join_playbook_timeout_seconds)  # fmt: skip
+        self.joins = JoinScheduler(
+            self.store,
+            c.data_dir,
+            poll_seconds=c.join_poll_seconds,
+            lease_seconds=c.join_lease_seconds,
+            playbook_timeout=c.join_playbook_timeout_seconds,
+        )
         self._tasks.append(loop.create_task(self.joins.run()))
-        log.info("inventory serving on %s (CA %s, database %s)", c.listen, self.ca.pin,
-                 c.database_url.split("@")[-1])  # fmt: skip
+        log.info(
+            "inventory serving on %s (CA %s, database %s)",
+            c.listen,
+            self.ca.pin,
+            c.database_url.split("@")[-1],
+        )
         return self.port
 
     async def stop(self) -> None:

@@ -206,8 +206,9 @@ class Store:
             path = url[len("sqlite:///") :]
 
             def connect_sqlite() -> sqlite3.Connection:
-                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                       timeout=30)  # fmt: skip
+                conn = sqlite3.connect(
+                    path, isolation_level=None, check_same_thread=False, timeout=30
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
@@ -286,8 +287,9 @@ class Store:
                 for statement in (s.strip() for s in script.split(";")):
                     if statement:
                         cur.execute(statement)
-                cur.execute(self.q("INSERT INTO schema_migrations (version) VALUES (?)"),
-                            (version,))  # fmt: skip
+                cur.execute(
+                    self.q("INSERT INTO schema_migrations (version) VALUES (?)"), (version,)
+                )
 
     def close(self) -> None:
         def close_all() -> None:
@@ -301,24 +303,37 @@ class Store:
         self._pool.shutdown(wait=True)
 
     # --- events --------------------------------------------------------------------------
-    def add_event(self, cur: Any, node_id: str, actor: str, from_state: int, to_state: int,
-                  reason: str) -> None:  # fmt: skip
-        cur.execute(self.q("INSERT INTO node_events (node_id, time, actor, from_state, to_state, "
-                           "reason) VALUES (?, ?, ?, ?, ?, ?)"),
-                    (node_id, time.time(), actor, from_state, to_state, reason[:1000]))  # fmt: skip
+    def add_event(
+        self, cur: Any, node_id: str, actor: str, from_state: int, to_state: int, reason: str
+    ) -> None:
+        cur.execute(
+            self.q(
+                "INSERT INTO node_events (node_id, time, actor, from_state, to_state, "
+                "reason) VALUES (?, ?, ?, ?, ?, ?)"
+            ),
+            (node_id, time.time(), actor, from_state, to_state, reason[:1000]),
+        )
 
     def events_after(self, seq: int, limit: int = 500) -> list[tuple[Any, ...]]:
         with self.tx() as cur:
-            cur.execute(self.q("SELECT seq, node_id, time, actor, from_state, to_state, reason "
-                               "FROM node_events WHERE seq > ? ORDER BY seq LIMIT ?"),
-                        (seq, limit))  # fmt: skip
+            cur.execute(
+                self.q(
+                    "SELECT seq, node_id, time, actor, from_state, to_state, reason "
+                    "FROM node_events WHERE seq > ? ORDER BY seq LIMIT ?"
+                ),
+                (seq, limit),
+            )
             return list(cur.fetchall())
 
     def node_events(self, node_id: str, limit: int) -> list[tuple[Any, ...]]:
         with self.tx() as cur:
-            cur.execute(self.q("SELECT seq, node_id, time, actor, from_state, to_state, reason "
-                               "FROM node_events WHERE node_id = ? ORDER BY seq DESC LIMIT ?"),
-                        (node_id, limit))  # fmt: skip
+            cur.execute(
+                self.q(
+                    "SELECT seq, node_id, time, actor, from_state, to_state, reason "
+                    "FROM node_events WHERE node_id = ? ORDER BY seq DESC LIMIT ?"
+                ),
+                (node_id, limit),
+            )
             return list(reversed(cur.fetchall()))
 
     # --- liveness ------------------------------------------------------------------------
@@ -329,20 +344,35 @@ class Store:
         with self.tx() as cur:
             if self.dialect is POSTGRES:
                 cur.execute("SET LOCAL synchronous_commit = off")
-            cur.executemany(self.q(
-                "INSERT INTO liveness (node_id, last_seen, phase, reachable) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen, "
-                "phase = excluded.phase"), rows)  # fmt: skip
+            cur.executemany(
+                self.q(
+                    "INSERT INTO liveness (node_id, last_seen, phase, reachable) "
+                    "VALUES (?, ?, ?, 1) "
+                    "ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen, "
+                    "phase = excluded.phase"
+                ),
+                rows,
+            )
 
     def sweep_reachability(self, deadline: float) -> list[tuple[str, bool]]:
         """Flip `reachable` for nodes that crossed the deadline either way; one query each way."""
         changed: list[tuple[str, bool]] = []
         with self.tx() as cur:
-            cur.execute(self.q("UPDATE liveness SET reachable = 0 WHERE reachable = 1 AND "
-                               "last_seen < ? RETURNING node_id"), (deadline,))  # fmt: skip
+            cur.execute(
+                self.q(
+                    "UPDATE liveness SET reachable = 0 WHERE reachable = 1 AND "
+                    "last_seen < ? RETURNING node_id"
+                ),
+                (deadline,),
+            )
             changed += [(r[0], False) for r in cur.fetchall()]
-            cur.execute(self.q("UPDATE liveness SET reachable = 1 WHERE reachable = 0 AND "
-                               "last_seen >= ? RETURNING node_id"), (deadline,))  # fmt: skip
+            cur.execute(
+                self.q(
+                    "UPDATE liveness SET reachable = 1 WHERE reachable = 0 AND "
+                    "last_seen >= ? RETURNING node_id"
+                ),
+                (deadline,),
+            )
             changed += [(r[0], True) for r in cur.fetchall()]
             for node_id, up in changed:
                 cur.execute(self.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))

@@ -2,7 +2,7 @@
 
 The playbook never names a command itself; it takes each from this map (extravars
 `nodeagent.commands`). Production uses the defaults below. Tests point every entry at
-scripts inside a throwaway root (nodeagent.testbed.fakehost), so nothing reaches this
+scripts inside a throwaway root (testbed.fakehost), so nothing reaches this
 machine's boot loader, kernel or services. Overrides are argv lists of plain words: no
 shell ever parses them.
 """

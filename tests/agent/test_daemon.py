@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from nodeagent.api.v1 import agent_pb2
-from tests.agent.harness import AgentProcess
+from testbed.agent_process import AgentProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,8 +43,12 @@ def _metrics(agent: AgentProcess) -> str:
 def test_rpcs_health_and_reflection(agent: AgentProcess) -> None:
     with agent.channel() as ch:
         health = health_pb2_grpc.HealthStub(ch)
-        assert health.Check(health_pb2.HealthCheckRequest(service="nodeagent.v1.NodeAgent"),
-                            timeout=5).status == health_pb2.HealthCheckResponse.SERVING  # fmt: skip
+        assert (
+            health.Check(
+                health_pb2.HealthCheckRequest(service="nodeagent.v1.NodeAgent"), timeout=5
+            ).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)
         reply = next(
             refl.ServerReflectionInfo(
@@ -70,8 +74,9 @@ def test_rpcs_health_and_reflection(agent: AgentProcess) -> None:
 
 def test_metrics_pass_promtool(agent: AgentProcess) -> None:
     text = _metrics(agent)
-    check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
-                           capture_output=True, timeout=30)  # fmt: skip
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, text=True, capture_output=True, timeout=30
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert text.count("nodeagent_gpu_temperature_celsius{") == 8
     assert 'nodeagent_gpu_nvlinks{gpu="0",state="active"} 18.0' in text
@@ -99,8 +104,9 @@ def test_watch_events_sees_hotplug(agent: AgentProcess) -> None:
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         time.sleep(0.5)
-        subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            ["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True
+        )
         try:
             reader.join(15)
         finally:
@@ -203,8 +209,11 @@ def test_oversized_and_unknown_requests(agent: AgentProcess) -> None:
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "malformed request" in (err.value.details() or "")
         with pytest.raises(grpc.RpcError) as err:
-            list(agent.stub(ch).WatchEvents(agent_pb2.WatchEventsRequest(kinds=["nonsense"]),
-                                            timeout=5))  # fmt: skip
+            list(
+                agent.stub(ch).WatchEvents(
+                    agent_pb2.WatchEventsRequest(kinds=["nonsense"]), timeout=5
+                )
+            )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         # the daemon is still fine
         assert agent.stub(ch).GetStatus(agent_pb2.GetStatusRequest(), timeout=5).phase
@@ -233,19 +242,25 @@ def test_hundred_concurrent_clients_and_vanishing_watchers(agent: AgentProcess) 
 
 
 def _serve(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nodeagent.cli.main", "serve", "--config",
-                           str(config)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "nodeagent.cli.main", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "needle"),
-    [("[api]\nsockt = '/x'\n", "unknown key 'api.sockt'"),
-     ("hook_timeout_seconds = 'long'\n", "'hook_timeout_seconds' must be float, got str"),
-     ("[watch]\nudev = 1\n", "'watch.udev' must be bool, got int"),
-     ("log_format = 'xml'\n", "'log_format' must be one of"),
-     ("root = \n", "not valid TOML"),
-     ("[api]\ntcp_listen = '0.0.0.0:7443'\n", "needs api.tls_cert")],
-)  # fmt: skip
+    [
+        ("[api]\nsockt = '/x'\n", "unknown key 'api.sockt'"),
+        ("hook_timeout_seconds = 'long'\n", "'hook_timeout_seconds' must be float, got str"),
+        ("[watch]\nudev = 1\n", "'watch.udev' must be bool, got int"),
+        ("log_format = 'xml'\n", "'log_format' must be one of"),
+        ("root = \n", "not valid TOML"),
+        ("[api]\ntcp_listen = '0.0.0.0:7443'\n", "needs api.tls_cert"),
+    ],
+)
 def test_bad_config_refuses_to_start_naming_the_key(scratch: Path, text: str, needle: str) -> None:
     config = scratch / "agent.toml"
     config.write_text(text)
@@ -257,8 +272,11 @@ def test_bad_config_refuses_to_start_naming_the_key(scratch: Path, text: str, ne
 
 def test_socket_path_in_the_way(agent: AgentProcess, scratch: Path) -> None:
     config = scratch / "second.toml"
-    config.write_text(agent.config_path.read_text().replace(
-        f"listen = \"127.0.0.1:{agent.metrics_port}\"", 'listen = ""'))  # fmt: skip
+    config.write_text(
+        agent.config_path.read_text().replace(
+            f'listen = "127.0.0.1:{agent.metrics_port}"', 'listen = ""'
+        )
+    )
     live = _serve(config)
     assert live.returncode == 1 and "in use by a running agent" in live.stderr
     blocker = scratch / "blocker"
@@ -304,8 +322,12 @@ def test_systemd_units_verify(scratch: Path, name: str) -> None:
         assert "Type=notify" in unit and "WatchdogSec=" in unit
     # verify needs ExecStart to exist: point it at this checkout's entry point
     local = scratch / name
-    local.write_text(unit.replace("/opt/nodeagent/bin/nodeagent",
-                                  str(Path(sys.executable).with_name("nodeagent"))))  # fmt: skip
-    proc = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    local.write_text(
+        unit.replace(
+            "/opt/nodeagent/bin/nodeagent", str(Path(sys.executable).with_name("nodeagent"))
+        )
+    )
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr

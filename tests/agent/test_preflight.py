@@ -17,8 +17,9 @@ from nodeagent.agent import preflight, preflight_net
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import preflight_pb2 as ppb
 from nodeagent.host import HostRoot
-from nodeagent.testbed.ready import TCP_HEADER, make_ready, rewrite
-from tests.inventory.conftest import ServiceThread, enrol, variant
+from testbed.ready import TCP_HEADER, make_ready, rewrite
+from testbed.variants import variant
+from tests.inventory.conftest import ServiceThread, enrol
 
 
 @pytest.fixture
@@ -51,16 +52,42 @@ def test_ready_dgx_passes(root_copy: Callable[..., Path], registry: str) -> None
     assert report.ok, [c for c in report.checks if c.status != ppb.CHECK_PASS]
     assert all(c.status == ppb.CHECK_PASS for c in report.checks)
     assert [c.name for c in report.checks] == [
-        "swap", "kernel-modules", "sysctl", "cgroup-v2", "container-runtime", "ports",
-        "hostname", "time-sync", "disk", "nvidia-driver", "fabric-manager",
-        "registries"]  # fmt: skip
+        "swap",
+        "kernel-modules",
+        "sysctl",
+        "cgroup-v2",
+        "container-runtime",
+        "ports",
+        "hostname",
+        "time-sync",
+        "disk",
+        "nvidia-driver",
+        "fabric-manager",
+        "registries",
+    ]
     assert checks["nvidia-driver"].message.startswith("8 GPU(s), driver 5")
     assert "4 NVSwitch" in checks["fabric-manager"].message
     assert report.hostname and all(not c.remedy for c in report.checks)
-    out = subprocess.run([sys.executable, "-m", "nodeagent.cli.main", "preflight", "--root",
-                          str(root), "-o", "json", "--registry", registry, "--min-free-gib",
-                          "0.001", "--no-fleet"], capture_output=True, text=True,
-                         timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nodeagent.cli.main",
+            "preflight",
+            "--root",
+            str(root),
+            "-o",
+            "json",
+            "--registry",
+            registry,
+            "--min-free-gib",
+            "0.001",
+            "--no-fleet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["ok"] is True
 
@@ -74,8 +101,11 @@ def test_cpu_node_skips_gpu_checks(root_copy: Callable[..., Path]) -> None:
 
 
 def _swap(root: Path) -> None:
-    rewrite(root, "proc/swaps", "Filename Type Size Used Priority\n/dev/nvme0n1p3 partition "
-            "8388604 0 -2\n")  # fmt: skip
+    rewrite(
+        root,
+        "proc/swaps",
+        "Filename Type Size Used Priority\n/dev/nvme0n1p3 partition 8388604 0 -2\n",
+    )
 
 
 def _module(root: Path) -> None:
@@ -84,33 +114,65 @@ def _module(root: Path) -> None:
 
 
 def _listen_10250(root: Path) -> None:
-    rewrite(root, "proc/net/tcp", TCP_HEADER + "   0: 00000000:280A 00000000:0000 0A 00000000:"
-            "00000000 00:00000000 00000000     0\n")  # fmt: skip
+    rewrite(
+        root,
+        "proc/net/tcp",
+        TCP_HEADER + "   0: 00000000:280A 00000000:0000 0A 00000000:"
+        "00000000 00:00000000 00000000     0\n",
+    )
 
 
 CASES: dict[str, tuple[Callable[[Path], None], str, int, str]] = {
     "swap on": (_swap, "swap", ppb.CHECK_FAIL, "swapoff -a"),
     "br_netfilter missing": (_module, "kernel-modules", ppb.CHECK_FAIL, "modprobe br_netfilter"),
-    "ip_forward off": (lambda r: rewrite(r, "proc/sys/net/ipv4/ip_forward", "0\n"), "sysctl",
-                       ppb.CHECK_FAIL, "sysctl -w"),
-    "cgroup v1": (lambda r: (r / "sys/fs/cgroup/cgroup.controllers").unlink(), "cgroup-v2",
-                  ppb.CHECK_FAIL, "systemd.unified_cgroup_hierarchy=1"),
-    "docker installed": (lambda r: rewrite(r, "var/lib/dpkg/status", "Package: docker-ce\n"
-                                           "Status: install ok installed\n"),
-                         "container-runtime", ppb.CHECK_FAIL, "apt-get purge docker-ce"),
-    "distro containerd": (lambda r: rewrite(r, "var/lib/dpkg/status", "Package: containerd\n"
-                                            "Status: install ok installed\n"),
-                          "container-runtime", ppb.CHECK_WARN, "apt-get purge containerd"),
+    "ip_forward off": (
+        lambda r: rewrite(r, "proc/sys/net/ipv4/ip_forward", "0\n"),
+        "sysctl",
+        ppb.CHECK_FAIL,
+        "sysctl -w",
+    ),
+    "cgroup v1": (
+        lambda r: (r / "sys/fs/cgroup/cgroup.controllers").unlink(),
+        "cgroup-v2",
+        ppb.CHECK_FAIL,
+        "systemd.unified_cgroup_hierarchy=1",
+    ),
+    "docker installed": (
+        lambda r: rewrite(
+            r, "var/lib/dpkg/status", "Package: docker-ce\nStatus: install ok installed\n"
+        ),
+        "container-runtime",
+        ppb.CHECK_FAIL,
+        "apt-get purge docker-ce",
+    ),
+    "distro containerd": (
+        lambda r: rewrite(
+            r, "var/lib/dpkg/status", "Package: containerd\nStatus: install ok installed\n"
+        ),
+        "container-runtime",
+        ppb.CHECK_WARN,
+        "apt-get purge containerd",
+    ),
     "kubelet port taken": (_listen_10250, "ports", ppb.CHECK_FAIL, "sport = :10250"),
-    "bad hostname": (lambda r: rewrite(r, "proc/sys/kernel/hostname", "GPU_Node_2\n"),
-                     "hostname", ppb.CHECK_FAIL, "hostnamectl"),
-    "clock unsynchronised": (lambda r: rewrite(r, ".nodeagent/probes/timesync.json",
-                                               '{"synchronized": false}'),
-                             "time-sync", ppb.CHECK_FAIL, "chrony"),
-    "fabric manager stopped": (lambda r: (r / "proc/4242/comm").unlink() or
-                               (r / "proc/4242").rmdir(), "fabric-manager", ppb.CHECK_FAIL,
-                               "nvidia-fabricmanager"),
-}  # fmt: skip
+    "bad hostname": (
+        lambda r: rewrite(r, "proc/sys/kernel/hostname", "GPU_Node_2\n"),
+        "hostname",
+        ppb.CHECK_FAIL,
+        "hostnamectl",
+    ),
+    "clock unsynchronised": (
+        lambda r: rewrite(r, ".nodeagent/probes/timesync.json", '{"synchronized": false}'),
+        "time-sync",
+        ppb.CHECK_FAIL,
+        "chrony",
+    ),
+    "fabric manager stopped": (
+        lambda r: (r / "proc/4242/comm").unlink() or (r / "proc/4242").rmdir(),
+        "fabric-manager",
+        ppb.CHECK_FAIL,
+        "nvidia-fabricmanager",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -136,22 +198,38 @@ def test_no_driver_disk_and_unreachable_registry(
     root = make_ready(root_copy("dgx-h100"))
     shutil.rmtree(root / "proc/driver/nvidia")
     dead = closed_port()
-    report = preflight.run(HostRoot(root), preflight.Options(
-        min_free_gib=1e9, registries=[registry, dead], connect_timeout=1))  # fmt: skip
+    report = preflight.run(
+        HostRoot(root),
+        preflight.Options(min_free_gib=1e9, registries=[registry, dead], connect_timeout=1),
+    )
     checks = by_name(report)
-    assert checks["nvidia-driver"].status == ppb.CHECK_FAIL and "no driver" in checks[
-        "nvidia-driver"].message  # fmt: skip
+    assert (
+        checks["nvidia-driver"].status == ppb.CHECK_FAIL
+        and "no driver" in checks["nvidia-driver"].message
+    )
     assert checks["disk"].status == ppb.CHECK_FAIL and "GiB free" in checks["disk"].message
     assert checks["registries"].status == ppb.CHECK_FAIL
     assert dead in checks["registries"].message and registry not in checks["registries"].message
     assert not report.ok
     assert preflight.check_driver(HostRoot(bare), 8).status == ppb.CHECK_FAIL
-    out = subprocess.run([sys.executable, "-m", "nodeagent.cli.main", "preflight", "--root",
-                          str(root), "--no-fleet"], capture_output=True, text=True,
-                         timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nodeagent.cli.main",
+            "preflight",
+            "--root",
+            str(root),
+            "--no-fleet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 3
     assert "nvidia-driver      FAIL" in out.stdout and "nvidia-driver: install the driver" in (
-        out.stdout)  # fmt: skip
+        out.stdout
+    )
 
 
 def test_hostname_unique_in_the_fleet(
@@ -189,9 +267,25 @@ def _renamed(inv: pb.HardwareInventory, hostname: str) -> pb.HardwareInventory:
 def test_registry_env_list(root_copy: Callable[..., Path], registry: str) -> None:
     root = make_ready(root_copy("cpu-node"))
     env = {**os.environ, "NODEAGENT_REGISTRIES": f"{registry},{closed_port()}"}
-    out = subprocess.run([sys.executable, "-m", "nodeagent.cli.main", "preflight", "--root",
-                          str(root), "--no-fleet", "-o", "json", "--min-free-gib", "0.001"],
-                         capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nodeagent.cli.main",
+            "preflight",
+            "--root",
+            str(root),
+            "--no-fleet",
+            "-o",
+            "json",
+            "--min-free-gib",
+            "0.001",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 3
     checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
     assert checks["registries"]["status"] == "CHECK_FAIL"

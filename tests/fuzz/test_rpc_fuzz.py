@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeagent.api.v1 import agent_pb2, inventory_pb2
-from tests.agent.harness import AgentProcess
+from testbed.agent_process import AgentProcess
 from tests.inventory.conftest import ServiceThread, service_factory
 
 __all__ = ["service_factory"]
@@ -67,16 +67,19 @@ def _call(channel: grpc.Channel, service: object, method: object, payload: bytes
 
 
 @pytest.fixture(scope="module")
-def live_agent(machine_root: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory,
-               ) -> Iterator[AgentProcess]:  # fmt: skip
+def live_agent(
+    machine_root: Callable[..., Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[AgentProcess]:
     proc = AgentProcess(tmp_path_factory.mktemp("agent"), machine_root("cpu-node"))
     proc.start()
     yield proc
     proc.close()
 
 
-@settings(max_examples=80, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(method=st.sampled_from(list(AGENT.methods)), payload=_payloads())
 def test_fuzz_agent(live_agent: AgentProcess, method: object, payload: bytes) -> None:
     STATS["inputs"] += 1
@@ -95,8 +98,11 @@ def test_fuzz_inventory(live_inventory: ServiceThread) -> None:
     boot = live_inventory.bootstrap_client()
 
     @settings(max_examples=100, deadline=None)
-    @given(method=st.sampled_from(list(INVENTORY.methods)), payload=_payloads(),
-           anonymous=st.booleans())  # fmt: skip
+    @given(
+        method=st.sampled_from(list(INVENTORY.methods)),
+        payload=_payloads(),
+        anonymous=st.booleans(),
+    )
     def run(method: object, payload: bytes, anonymous: bool) -> None:
         STATS["inputs"] += 1
         _call(boot.channel if anonymous else admin.channel, INVENTORY, method, payload)

@@ -10,8 +10,9 @@ import time
 
 import yaml
 
-from nodeagent.testbed.fleet import Fleet
 from nodeagent.topology.export import kueue_topology
+from testbed.fleet import Fleet
+from testbed.wait import wait_for
 
 
 def test_fleet_converges_through_restarts() -> None:
@@ -26,15 +27,29 @@ def test_fleet_converges_through_restarts() -> None:
         fleet.start_agent(first)
         fleet.wait_enrolled()
         nodes = json.loads(fleet.run("admin", "-o", "json", "nodes", "list"))["nodes"]
-        assert sorted(n["hostname"] for n in nodes) == ["cpu-node-01", "dgx-h100-01",
-                                                       "gpu-h100-0017"]  # fmt: skip
+        assert sorted(n["hostname"] for n in nodes) == [
+            "cpu-node-01",
+            "dgx-h100-01",
+            "gpu-h100-0017",
+        ]
         # discovered, enrolled, preflight passed on the node: READY to join
-        fleet._wait(lambda: {n["state"] for n in json.loads(fleet.run(
-            "admin", "-o", "json", "nodes", "list"))["nodes"]} == {"READY"}, 30,
-            "every node READY")  # fmt: skip
+        wait_for(
+            lambda: (
+                {
+                    n["state"]
+                    for n in json.loads(fleet.run("admin", "-o", "json", "nodes", "list"))["nodes"]
+                }
+                == {"READY"}
+            ),
+            30,
+            "every node READY",
+        )
         pools = {n["hostname"]: n["assignment"]["pool"] for n in nodes}
-        assert pools == {"dgx-h100-01": "training", "gpu-h100-0017": "training",
-                         "cpu-node-01": "services"}  # fmt: skip
+        assert pools == {
+            "dgx-h100-01": "training",
+            "gpu-h100-0017": "training",
+            "cpu-node-01": "services",
+        }
         ids = {n["id"] for n in nodes}
 
         # the inventory dies and comes back; the agents reconnect by themselves
@@ -46,12 +61,19 @@ def test_fleet_converges_through_restarts() -> None:
         assert all(n["reachable"] for n in nodes)
 
         # each node's labels, as the agent would publish them
-        dgx = json.loads(fleet.run("labels", "--root", str(first.root), "--pool", "training",
-                                   "-o", "json"))  # fmt: skip
+        dgx = json.loads(
+            fleet.run("labels", "--root", str(first.root), "--pool", "training", "-o", "json")
+        )
         assert dgx["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
         assert dgx["gpu.nodeagent.io/count"] == "8" and dgx["nodeagent.io/pool"] == "training"
-        assert all(k in dgx for k in ("topology.nodeagent.io/tier-0", "topology.nodeagent.io/"
-                                      "tier-1", "topology.nodeagent.io/tier-2"))  # fmt: skip
+        assert all(
+            k in dgx
+            for k in (
+                "topology.nodeagent.io/tier-0",
+                "topology.nodeagent.io/tier-1",
+                "topology.nodeagent.io/tier-2",
+            )
+        )
         cpu = json.loads(fleet.run("labels", "--root", str(fleet.agents[2].root), "-o", "json"))
         assert "nvidia.com/gpu.product" not in cpu
         levels = [lv["nodeLabel"] for lv in kueue_topology()["spec"]["levels"]]

@@ -24,8 +24,12 @@ USER_DATA = REPO / "golden-image" / "cloud-init" / "user-data.yaml"
 
 
 def _schema(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["cloud-init", "schema", "--config-file", str(path)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cloud_init_user_data_passes_schema(scratch: Path) -> None:
@@ -68,10 +72,15 @@ def test_bootstrap_is_idempotent_across_failure_and_reboot(
     admin = svc.admin()
     token = admin.CreateToken(ipb.CreateTokenRequest(max_uses=1)).secret
     opts = bootstrap.BootstrapOptions(
-        inventory=svc.address, bootstrap_address=svc.bootstrap, token=token,
+        inventory=svc.address,
+        bootstrap_address=svc.bootstrap,
+        token=token,
         ca_hash=svc.svc.ca.pin,
-        config_dir=str(scratch / "etc"), state_dir=str(scratch / "state"),
-        root=str(machine_root("cpu-node")), tuning="skip")  # fmt: skip
+        config_dir=str(scratch / "etc"),
+        state_dir=str(scratch / "state"),
+        root=str(machine_root("cpu-node")),
+        tuning="skip",
+    )
     # halfway: the enrolment port is wrong, as if the inventory were not reachable yet
     broken = bootstrap.BootstrapOptions(**{**opts.__dict__, "bootstrap_address": "127.0.0.1:1"})
     with pytest.raises(bootstrap.BootstrapError, match=r"step 'enrol' failed: .* run the same"):
@@ -91,11 +100,25 @@ def test_bootstrap_is_idempotent_across_failure_and_reboot(
 
 
 def test_bootstrap_rejects_bad_values_before_writing(scratch: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "nodeagent.cli.main", "bootstrap",
-                           "--inventory", "evil\"; rm -rf /:1", "--token", "x",
-                           "--ca-hash", "sha256:" + "0" * 64, "--config-dir",
-                           str(scratch / "etc")], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nodeagent.cli.main",
+            "bootstrap",
+            "--inventory",
+            'evil"; rm -rf /:1',
+            "--token",
+            "x",
+            "--ca-hash",
+            "sha256:" + "0" * 64,
+            "--config-dir",
+            str(scratch / "etc"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("nodeagent: error: bootstrap: --inventory must be")
     assert not (scratch / "etc").exists()

@@ -56,8 +56,9 @@ class ReplayNvml:
     NVML_AGGREGATE_ECC = NVML_AGGREGATE_ECC
     NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
 
-    def __init__(self, recording: dict[str, Any], *, init_error: bool = False,
-                 lost: set[int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, recording: dict[str, Any], *, init_error: bool = False, lost: set[int] | None = None
+    ) -> None:
         self.rec = recording
         self.init_error = init_error
         self.lost = lost or set()

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeagent.api.v1 import hardware_pb2 as pb
-from nodeagent.hardware.inventory import COLLECTORS, discover
+from nodeagent.hardware.discover import COLLECTORS, discover
 from nodeagent.host import HostReadError, HostRoot
 
 GPU0 = "sys/devices/pci0000:15/0000:15:01.0/0000:16:00.0/0000:17:02.0/0000:19:00.0/0000:1a:00.0/0000:1b:00.0"  # noqa: E501
@@ -82,8 +82,11 @@ def dgx_copy(machine_root: Callable[..., Path], scratch: Path) -> Path:
     return dest
 
 
-@pytest.mark.parametrize(("owner", "rel", "damage", "needle"), CASES,
-                         ids=[f"{c[0]}:{c[1].rsplit('/', 2)[-2:]}" for c in CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("owner", "rel", "damage", "needle"),
+    CASES,
+    ids=[f"{c[0]}:{c[1].rsplit('/', 2)[-2:]}" for c in CASES],
+)
 def test_damaged_file_is_reported_by_its_collector(
     dgx_copy: Path, owner: str, rel: str, damage: Callable[[Path], None], needle: str
 ) -> None:
@@ -108,10 +111,17 @@ def test_damaged_file_is_reported_by_its_collector(
 
 # Which fields each collector (with what it depends on) fills, and which it alone reads.
 FIELD_SOURCES: dict[str, set[str]] = {
-    "system": {"system"}, "cpu": {"cpu"}, "memory": {"memory"}, "numa_nodes": {"numa"},
-    "nvswitches": {"nvswitch"}, "nvme_controllers": {"nvme"}, "network_interfaces": {"network"},
-    "rdma_devices": {"rdma"}, "gpus": {"gpu", "rdma"}, "software": {"software", "gpu", "rdma"},
-}  # fmt: skip
+    "system": {"system"},
+    "cpu": {"cpu"},
+    "memory": {"memory"},
+    "numa_nodes": {"numa"},
+    "nvswitches": {"nvswitch"},
+    "nvme_controllers": {"nvme"},
+    "network_interfaces": {"network"},
+    "rdma_devices": {"rdma"},
+    "gpus": {"gpu", "rdma"},
+    "software": {"software", "gpu", "rdma"},
+}
 ERRNOS = [errno.EINVAL, errno.EIO, errno.EACCES, errno.ENOENT, errno.EOPNOTSUPP]
 FUZZ_STATS = {"inputs": 0}
 
@@ -150,9 +160,14 @@ def fuzz_plan(
         discover(traced, only={name} | ({"rdma"} if name == "gpu" else set()))
         reads[name] = {rel for kind, rel in traced.trace if kind in ("file", "dir")}
     baseline = discover(HostRoot(root_dir))
-    fields = {f: json_format.MessageToJson(getattr(baseline, f) if f in ("system", "cpu",
-              "memory", "software") else pb.HardwareInventory(**{f: getattr(baseline, f)}))
-              for f in FIELD_SOURCES}  # fmt: skip
+    fields = {
+        f: json_format.MessageToJson(
+            getattr(baseline, f)
+            if f in ("system", "cpu", "memory", "software")
+            else pb.HardwareInventory(**{f: getattr(baseline, f)})
+        )
+        for f in FIELD_SOURCES
+    }
     return root_dir, reads, fields
 
 

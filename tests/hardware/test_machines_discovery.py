@@ -1,6 +1,6 @@
 """Discovery of the modelled reference servers, field by field.
 
-The roots are built by nodeagent.testbed.machines from published facts about
+The roots are built by testbed.machines from published facts about
 each server (see that module); the answers here are those facts, not a dump of
 what the code printed.
 """
@@ -8,16 +8,24 @@ what the code printed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.cli import render
+from testbed import TESTBED_DATA
 
 Inventory = Callable[..., pb.HardwareInventory]
 DGX_GPU_BUSES = ["1b", "43", "52", "61", "9d", "c3", "d1", "df"]
-DGX_COMPUTE = {"mlx5_0": "18", "mlx5_3": "40", "mlx5_4": "4f", "mlx5_5": "5e",
-               "mlx5_6": "9a", "mlx5_9": "c0", "mlx5_10": "ce", "mlx5_11": "dc"}  # fmt: skip
-TOPO = Path(render.__file__).resolve().parents[1] / "testbed" / "data"
+DGX_COMPUTE = {
+    "mlx5_0": "18",
+    "mlx5_3": "40",
+    "mlx5_4": "4f",
+    "mlx5_5": "5e",
+    "mlx5_6": "9a",
+    "mlx5_9": "c0",
+    "mlx5_10": "ce",
+    "mlx5_11": "dc",
+}
+TOPO = TESTBED_DATA
 
 
 def _ok(inv: pb.HardwareInventory) -> None:
@@ -35,7 +43,9 @@ def test_dgx_h100_system_cpu_memory(inventory_of: Inventory) -> None:
     assert (c.sockets, c.cores_per_socket, c.threads_per_core, c.logical_cpus) == (2, 56, 2, 224)
     assert c.scaling_driver == "intel_pstate" and "amx_tile" in c.flags
     assert [(n.id, n.cpulist) for n in inv.numa_nodes] == [
-        (0, "0-55,112-167"), (1, "56-111,168-223")]  # fmt: skip
+        (0, "0-55,112-167"),
+        (1, "56-111,168-223"),
+    ]
     assert list(inv.numa_nodes[0].distances) == [10, 21]
     assert inv.memory.total_bytes > 2000 * (1 << 30)
     assert sum(n.memory_total_bytes for n in inv.numa_nodes) <= inv.memory.total_bytes * 1.01
@@ -47,7 +57,11 @@ def test_dgx_h100_gpus_with_nvml(inventory_of: Inventory) -> None:
     assert [g.index for g in inv.gpus] == list(range(8))
     for g in inv.gpus:
         assert (g.vendor, g.vendor_id, g.pci_device_id, g.pci_class) == (
-            "nvidia", "10de", "2330", "030200")  # fmt: skip
+            "nvidia",
+            "10de",
+            "2330",
+            "030200",
+        )
         assert (g.model, g.model_source) == ("NVIDIA H100 80GB HBM3", "nvml")
         assert g.memory_bytes == 81559 * (1 << 20)
         assert g.uuid.startswith("GPU-") and len(g.serial) == 13
@@ -68,19 +82,22 @@ def test_dgx_h100_gpus_with_nvml(inventory_of: Inventory) -> None:
 def test_dgx_h100_models_without_nvml_or_driver(inventory_of: Inventory) -> None:
     no_nvml = inventory_of("dgx-h100", nvml=False)
     assert {(g.model, g.model_source) for g in no_nvml.gpus} == {
-        ("NVIDIA H100 80GB HBM3", "procfs")}  # fmt: skip
+        ("NVIDIA H100 80GB HBM3", "procfs")
+    }
     bare = inventory_of("dgx-h100", nvml=False, driver=False)
     _ok(bare)
     assert len(bare.gpus) == 8
     assert {(g.model, g.model_source, g.driver) for g in bare.gpus} == {
-        ("NVIDIA H100 80GB HBM3", "pci-table", "")}  # fmt: skip
+        ("NVIDIA H100 80GB HBM3", "pci-table", "")
+    }
     assert all(g.health == pb.HEALTH_UNSPECIFIED and not g.uuid for g in bare.gpus)
     assert bare.software.nvidia_driver_version == ""
     # Without NVML the GPU-GPU cells are PCIe levels, and the NIC cells do not change
     rows = [list(r.cells) for r in bare.pcie_affinity.rows]
     assert rows[0][1] == "NODE" and rows[0][4] == "SYS"
     assert [list(r.cells)[8:] for r in bare.pcie_affinity.rows] == [
-        list(r.cells)[8:] for r in inventory_of("dgx-h100").pcie_affinity.rows]  # fmt: skip
+        list(r.cells)[8:] for r in inventory_of("dgx-h100").pcie_affinity.rows
+    ]
 
 
 def test_dgx_h100_affinity_reproduces_nvidia_smi_topo(inventory_of: Inventory) -> None:
@@ -92,7 +109,9 @@ def test_dgx_h100_affinity_reproduces_nvidia_smi_topo(inventory_of: Inventory) -
     got = [list(r.cells) for r in inv.pcie_affinity.rows]
     assert got == expected
     assert [d.label for d in inv.pcie_affinity.devices] == [
-        *(f"GPU{i}" for i in range(8)), *(f"NIC{i}" for i in range(12))]  # fmt: skip
+        *(f"GPU{i}" for i in range(8)),
+        *(f"NIC{i}" for i in range(12)),
+    ]
     assert [d.name for d in inv.pcie_affinity.devices[8:]] == [f"mlx5_{i}" for i in range(12)]
     text = render.topo_matrix(inv)
     for want, have in zip(table, text.splitlines()[1:21], strict=True):
@@ -106,7 +125,11 @@ def test_dgx_h100_rdma(inventory_of: Inventory) -> None:
         d = devs[name]
         assert d.pci_address == f"0000:{bus}:00.0"
         assert (d.model, d.hca_type, d.fw_version, d.board_id) == (
-            "ConnectX-7", "MT4129", "28.39.1002", "MT_0000000838")  # fmt: skip
+            "ConnectX-7",
+            "MT4129",
+            "28.39.1002",
+            "MT_0000000838",
+        )
         assert len(d.node_guid) == 16 and ":" not in d.node_guid
         (port,) = d.ports
         assert (port.link_layer, port.state, port.phys_state) == ("infiniband", "ACTIVE", "LinkUp")
@@ -117,7 +140,9 @@ def test_dgx_h100_rdma(inventory_of: Inventory) -> None:
     assert devs["mlx5_2"].ports[0].link_layer == "ethernet"
     assert devs["mlx5_2"].ports[0].netdev == "enp41s0f1np1"
     assert (devs["mlx5_1"].pci_address, devs["mlx5_2"].pci_address) == (
-        "0000:29:00.0", "0000:29:00.1")  # fmt: skip
+        "0000:29:00.0",
+        "0000:29:00.1",
+    )
     assert len({d.node_guid for d in devs.values()}) == 12
 
 
@@ -135,7 +160,11 @@ def test_dgx_h100_nvswitch_nvme_network(inventory_of: Inventory) -> None:
     nics = {n.name: n for n in inv.network_interfaces}
     ib = nics["ibp24s0"]
     assert (ib.kind, ib.rdma_device, ib.pci_address, ib.mtu) == (
-        "infiniband", "mlx5_0", "0000:18:00.0", 4092)  # fmt: skip
+        "infiniband",
+        "mlx5_0",
+        "0000:18:00.0",
+        4092,
+    )
     assert len(ib.mac.split(":")) == 20  # IPoIB: QPN + GID, not a fake MAC
     assert nics["lo"].kind == "loopback" and not nics["lo"].physical
     assert nics["ens6f0"].speed_mbps == 100000 and nics["ens6f0"].driver == "ice"
@@ -161,15 +190,17 @@ def test_oci_bm_gpu_h100_8(inventory_of: Inventory) -> None:
     assert inv.gpus[0].uuid == "GPU-b42dd28e-ffdd-8720-1df0-98bd8cdc05b1"
     assert len(inv.nvme_controllers) == 16
     assert all(c.subsystem == "" and len(c.namespaces) == 1 for c in inv.nvme_controllers)
-    assert all(ns.size_bytes == 7501476528 * 512 for c in inv.nvme_controllers
-               for ns in c.namespaces)  # fmt: skip
+    assert all(
+        ns.size_bytes == 7501476528 * 512 for c in inv.nvme_controllers for ns in c.namespaces
+    )
     rails = [d for d in inv.rdma_devices if d.model == "ConnectX-7"]
     assert len(rails) == 16
     assert {p.link_layer for d in rails for p in d.ports} == {"ethernet"}
     assert [d.ports[0].netdev for d in rails] == [f"rdma{i}" for i in range(16)]
     # GPU i shares its PCIe switch with two rails (PIX), as on HGX boards with switches
     assert [list(g.nearest_rdma_devices) for g in inv.gpus] == [
-        [f"mlx5_{2 * i}", f"mlx5_{2 * i + 1}"] for i in range(8)]  # fmt: skip
+        [f"mlx5_{2 * i}", f"mlx5_{2 * i + 1}"] for i in range(8)
+    ]
     row0 = list(inv.pcie_affinity.rows[0].cells)
     assert row0[8:10] == ["PIX", "PIX"] and row0[1] == "NV18"
 

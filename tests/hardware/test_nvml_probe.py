@@ -6,18 +6,18 @@ what makes replayed discovery on a snapshot equal to live discovery.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nodeagent.api.v1 import hardware_pb2 as pb
-from nodeagent.hardware.inventory import _settle_health, merge_nvml
+from nodeagent.hardware.discover import _settle_health, merge_nvml
 from nodeagent.hardware.probes import nvml
-from nodeagent.testbed.smi_q import parse_smi_q
+from testbed import TESTBED_DATA
+from testbed.smi_q import parse_smi_q
 from tests.hardware.nvml_replay import ReplayNvml
 
-DATA = Path(nvml.__file__).resolve().parents[2] / "testbed" / "data"
+DATA = TESTBED_DATA
 FIXTURES = sorted(p.name for p in DATA.glob("nvidia-smi-q_*.txt"))
 
 
@@ -92,7 +92,9 @@ def test_health_from_nvml_facts() -> None:
         _settle_health(g)
     g = inv.gpus
     assert (g[0].health, g[0].health_reasons[:]) == (
-        pb.HEALTH_DEGRADED, ["row remapping pending: GPU reset needed"])  # fmt: skip
+        pb.HEALTH_DEGRADED,
+        ["row remapping pending: GPU reset needed"],
+    )
     assert g[1].health_reasons[:] == ["NVLink 16 of 18 links active"]
     assert g[2].health_reasons[:] == ["3 uncorrected ECC errors since boot"]
     assert g[3].health == pb.HEALTH_FAILED

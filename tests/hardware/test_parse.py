@@ -27,9 +27,14 @@ def test_cpulist_garbage_raises(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "speed", "gen"),
-    [("32.0 GT/s PCIe", 32.0, 5), ("16 GT/s", 16.0, 4), ("2.5 GT/s PCIe", 2.5, 1),
-     ("Unknown", 0.0, 0), ("64.0 GT/s PCIe", 64.0, 6)],
-)  # fmt: skip
+    [
+        ("32.0 GT/s PCIe", 32.0, 5),
+        ("16 GT/s", 16.0, 4),
+        ("2.5 GT/s PCIe", 2.5, 1),
+        ("Unknown", 0.0, 0),
+        ("64.0 GT/s PCIe", 64.0, 6),
+    ],
+)
 def test_link_speed(text: str, speed: float, gen: int) -> None:
     assert parse.parse_link_speed(text) == speed
     assert parse.pcie_generation(speed) == gen
@@ -52,10 +57,15 @@ def test_guid_and_enums() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("400 Gb/sec (4X NDR)", (400.0, 4, "NDR")), ("200 Gb/sec (2X NDR)", (200.0, 2, "NDR")),
-     ("25 Gb/sec (1X EDR)", (25.0, 1, "EDR")), ("10 Gb/sec (4X)", (10.0, 4, "")),
-     ("800 Gb/sec (4X XDR)", (800.0, 4, "XDR")), ("40 Gb/sec (4X QDR)", (40.0, 4, "QDR"))],
-)  # fmt: skip
+    [
+        ("400 Gb/sec (4X NDR)", (400.0, 4, "NDR")),
+        ("200 Gb/sec (2X NDR)", (200.0, 2, "NDR")),
+        ("25 Gb/sec (1X EDR)", (25.0, 1, "EDR")),
+        ("10 Gb/sec (4X)", (10.0, 4, "")),
+        ("800 Gb/sec (4X XDR)", (800.0, 4, "XDR")),
+        ("40 Gb/sec (4X QDR)", (40.0, 4, "QDR")),
+    ],
+)
 def test_ib_rate(text: str, expected: tuple[float, int, str]) -> None:
     assert rdma.parse_rate(text) == expected
 
@@ -66,8 +76,15 @@ def test_os_release_quoting() -> None:
     assert fields == {"ID": "ubuntu", "VERSION_ID": "22.04", "PRETTY_NAME": "Ubuntu 22.04.4 LTS"}
 
 
-DGX_GPU0 = ["pci0000:15", "0000:15:01.0", "0000:16:00.0", "0000:17:02.0", "0000:19:00.0",
-            "0000:1a:00.0", "0000:1b:00.0"]  # fmt: skip
+DGX_GPU0 = [
+    "pci0000:15",
+    "0000:15:01.0",
+    "0000:16:00.0",
+    "0000:17:02.0",
+    "0000:19:00.0",
+    "0000:1a:00.0",
+    "0000:1b:00.0",
+]
 DGX_NIC0 = ["pci0000:15", "0000:15:01.0", "0000:16:00.0", "0000:17:00.0", "0000:18:00.0"]
 
 

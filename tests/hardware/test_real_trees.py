@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from nodeagent.api.v1 import hardware_pb2 as pb
-from nodeagent.hardware.inventory import discover
+from nodeagent.hardware.discover import discover
 from nodeagent.host import HostRoot
-from nodeagent.testbed.ttar import extract_ttar
+from testbed.ttar import extract_ttar
 
 TTAR = Path(__file__).resolve().parent.parent / "fixtures" / "ttar"
 
@@ -41,7 +41,10 @@ def _collector(inv: pb.HardwareInventory, name: str) -> pb.CollectorResult:
 def test_procfs_tree_dmi_cpu_memory(procfs_tree: pb.HardwareInventory) -> None:
     inv = procfs_tree
     assert (inv.system.vendor, inv.system.product, inv.system.serial) == (
-        "Dell Inc.", "PowerEdge R6515", "7N62AI2")  # fmt: skip
+        "Dell Inc.",
+        "PowerEdge R6515",
+        "7N62AI2",
+    )
     assert inv.cpu.model_name == "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz"
     assert inv.cpu.vendor == "GenuineIntel"
     assert inv.memory.total_bytes == 15666184 * 1024
@@ -54,7 +57,10 @@ def test_procfs_tree_rdma(procfs_tree: pb.HardwareInventory) -> None:
     assert sorted(devs) == ["hfi1_0", "mlx4_0", "mlx5_0"]
     mlx5 = devs["mlx5_0"]
     assert (mlx5.hca_type, mlx5.fw_version, mlx5.node_guid) == (
-        "MT4118", "14.28.2006", "0a7fbc1245efd23b")  # fmt: skip
+        "MT4118",
+        "14.28.2006",
+        "0a7fbc1245efd23b",
+    )
     assert mlx5.model == "ConnectX-4 Lx VF"  # from hca_type: there is no device link here
     port = mlx5.ports[0]
     assert (port.rate_gbps, port.width, port.speed, port.state) == (25.0, 1, "EDR", "ACTIVE")
@@ -74,7 +80,11 @@ def test_procfs_tree_nvme_padding_trimmed(procfs_tree: pb.HardwareInventory) -> 
 def test_procfs_tree_network(procfs_tree: pb.HardwareInventory) -> None:
     (eth0,) = procfs_tree.network_interfaces
     assert (eth0.name, eth0.mac, eth0.speed_mbps, eth0.operstate) == (
-        "eth0", "01:01:01:01:01:01", 1000, "up")  # fmt: skip
+        "eth0",
+        "01:01:01:01:01:01",
+        1000,
+        "up",
+    )
     assert eth0.physical
 
 
@@ -83,7 +93,10 @@ def test_node_exporter_tree_numa_and_rates(node_exporter_tree: pb.HardwareInvent
     nodes = {n.id: n for n in inv.numa_nodes}
     assert [nodes[i].cpulist for i in (0, 1, 2)] == ["0-1", "2-3", ""]  # node2: memory only
     assert [nodes[i].memory_total_bytes for i in (0, 1, 2)] == [
-        134182340 * 1024, 134217728 * 1024, 134217728 * 1024]  # fmt: skip
+        134182340 * 1024,
+        134217728 * 1024,
+        134217728 * 1024,
+    ]
     assert inv.cpu.logical_cpus == 4
     devs = {d.name: d for d in inv.rdma_devices}
     assert devs["i40iw0"].ports[0].rate_gbps == 10.0

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import shutil
-import subprocess
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,58 +19,11 @@ from nodeagent.api import channels
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.api.v1 import inventory_pb2_grpc
-from nodeagent.hardware.inventory import discover
+from nodeagent.hardware.discover import discover
 from nodeagent.host import HostRoot
 from nodeagent.inventory.config import InventoryConfig
 from nodeagent.inventory.service import InventoryService
-
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
-
-
-class Postgres:
-    """initdb + pg_ctl as the postgres system user, in a temporary directory."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="nodeagent-pg-"))
-        self.data, self.sock = self.dir / "data", self.dir / "sock"
-        self.sock.mkdir()
-        shutil.chown(self.dir, "postgres")
-        shutil.chown(self.sock, "postgres")
-        self.port = 20000 + os.getpid() % 20000
-        self._db = itertools.count()
-
-    def _as_postgres(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True,
-                              text=True, check=check, timeout=120)  # fmt: skip
-
-    def start(self) -> Postgres:
-        assert PG_BIN is not None
-        self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust",
-                          "-U", "postgres", "--no-sync")  # fmt: skip
-        self.pg_ctl(
-            "start", "-w", "-o", f"-p {self.port} -k {self.sock} -c listen_addresses='' -c fsync=on"
-        )
-        return self
-
-    def pg_ctl(self, *args: str) -> None:
-        assert PG_BIN is not None
-        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
-                          str(self.dir / "log"), *args)  # fmt: skip
-
-    def url(self, db: str = "postgres") -> str:
-        return f"postgresql://postgres@/{db}?host={self.sock}&port={self.port}"
-
-    def new_database(self) -> str:
-        import psycopg
-
-        name = f"inv{next(self._db)}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
-
-    def stop(self) -> None:
-        self.pg_ctl("stop", "-m", "immediate")
-        shutil.rmtree(self.dir, ignore_errors=True)
+from testbed.postgres import PG_BIN, Postgres
 
 
 @pytest.fixture(scope="session")
@@ -92,8 +41,10 @@ def database(request: pytest.FixtureRequest, postgres: Postgres | None, scratch:
     if request.param == "sqlite":
         return f"sqlite:///{scratch / 'inventory.db'}"
     if postgres is None:
-        pytest.fail("PostgreSQL is needed: run as root with Debian's postgresql installed "
-                    "(make test installs it)")  # fmt: skip
+        pytest.fail(
+            "PostgreSQL is needed: run as root with Debian's postgresql installed "
+            "(make test installs it)"
+        )
     return postgres.new_database()
 
 
@@ -152,8 +103,11 @@ class EnrolledNode:
         self.client = Client(channels.secure_channel(service.address, service.ca_pem, cert, key))
 
 
-def register(service: ServiceThread, token: str, inv: pb.HardwareInventory,
-             ) -> tuple[ipb.RegisterResponse, bytes]:  # fmt: skip
+def register(
+    service: ServiceThread,
+    token: str,
+    inv: pb.HardwareInventory,
+) -> tuple[ipb.RegisterResponse, bytes]:
     key = tlsutil.new_key()
     boot = service.bootstrap_client()
     try:
@@ -178,8 +132,9 @@ def service_factory(scratch: Path) -> Iterator[Callable[..., ServiceThread]]:
     started: list[ServiceThread] = []
 
     def make(database: str, **overrides: Any) -> ServiceThread:
-        cfg = InventoryConfig(listen="127.0.0.1:0", data_dir=str(scratch / "inv"),
-                              database=database, **overrides)  # fmt: skip
+        cfg = InventoryConfig(
+            listen="127.0.0.1:0", data_dir=str(scratch / "inv"), database=database, **overrides
+        )
         svc = ServiceThread(cfg)
         started.append(svc)
         return svc
@@ -197,32 +152,7 @@ def dgx_inventory(machine_root: Callable[..., Path]) -> pb.HardwareInventory:
 
 @pytest.fixture(scope="session")
 def fleet_inventories(machine_root: Callable[..., Path]) -> dict[str, pb.HardwareInventory]:
-    return {name: discover(HostRoot(machine_root(name)))
-            for name in ("dgx-h100", "oci-bm-gpu-h100-8", "cpu-node")}  # fmt: skip
-
-
-def variant(inv: pb.HardwareInventory, n: int, *, uuid: str | None = None) -> pb.HardwareInventory:
-    """Another machine of the same model: its own DMI ids, MACs, GUIDs and GPU serials."""
-    out = pb.HardwareInventory()
-    out.CopyFrom(inv)
-    out.system.uuid = uuid if uuid is not None else f"4c4c4544-0000-1000-8000-{n:012x}"
-    out.system.serial = f"SN{n:08d}"
-    out.system.hostname = f"gpu-{n:05d}"
-    for i, nic in enumerate(out.network_interfaces):
-        if nic.mac and nic.kind == "ethernet":
-            nic.mac = f"02:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}:{i:02x}:01"
-    for i, dev in enumerate(out.rdma_devices):
-        dev.node_guid = f"{n:012x}{i:04x}"
-    for i, gpu in enumerate(out.gpus):
-        if gpu.serial:
-            gpu.serial = f"{n:09d}{i:04d}"
-    return out
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return {
+        name: discover(HostRoot(machine_root(name)))
+        for name in ("dgx-h100", "oci-bm-gpu-h100-8", "cpu-node")
+    }

@@ -95,8 +95,9 @@ class SshHosts:
             "Subsystem sftp internal-sftp\n"
         )
         log = open(self.workdir / f"sshd-{name}.log", "wb")  # noqa: SIM115 - the child keeps it
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(config)],
-                                stdout=log, stderr=log)  # fmt: skip
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log
+        )
         log.close()
         self._procs.append(proc)
         self.addresses[name] = address
@@ -128,8 +129,9 @@ class SshHosts:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
         for ns in self._namespaces:  # SSH sessions still open (a cancelled `sleep`, ...)
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
-                                  timeout=10).stdout.split()  # fmt: skip
+            pids = subprocess.run(
+                ["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10
+            ).stdout.split()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)

@@ -11,13 +11,18 @@ from pathlib import Path
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from tests.inventory.conftest import ServiceThread, register, variant
+from testbed.variants import variant
+from tests.inventory.conftest import ServiceThread, register
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nodeagent.cli.main", *args],
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "nodeagent.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_admin_cli(
@@ -30,8 +35,18 @@ def test_admin_cli(
     config.write_text(f'data_dir = "{svc.config.data_dir}"\n')
     assert run("inventory", "ca-hash", "--config", str(config)).stdout.strip() == svc.svc.ca.pin
     out = scratch / "creds"
-    made = run("inventory", "issue-admin-cert", "--config", str(config), "--role", "admin",
-               "--name", "alice", "-o", str(out))  # fmt: skip
+    made = run(
+        "inventory",
+        "issue-admin-cert",
+        "--config",
+        str(config),
+        "--role",
+        "admin",
+        "--name",
+        "alice",
+        "-o",
+        str(out),
+    )
     assert made.returncode == 0, made.stderr
     assert os.stat(out / "admin.key").st_mode & 0o777 == 0o600
     env = {
@@ -56,8 +71,9 @@ def test_admin_cli(
     assert "nodes:" in run("admin", "-o", "yaml", "nodes", "list", env=env).stdout
     shown = run("admin", "nodes", "show", node_id, env=env)
     assert "registered with a bootstrap token" in shown.stdout and "8x NVIDIA H100" in shown.stdout
-    updated = run("admin", "nodes", "update", node_id, "--cluster", "prod-a",
-                  "--label", "rack=r12", env=env)  # fmt: skip
+    updated = run(
+        "admin", "nodes", "update", node_id, "--cluster", "prod-a", "--label", "rack=r12", env=env
+    )
     assert updated.returncode == 0 and "prod-a" in updated.stdout
     held = run("admin", "nodes", "hold", node_id, "--reason", "PSU", env=env)
     assert "MAINTENANCE" in held.stdout
@@ -72,9 +88,28 @@ def test_admin_cli(
     missing = run("admin", "nodes", "show", "nope", env=env)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
     viewer_dir = scratch / "viewer"
-    run("inventory", "issue-admin-cert", "--config", str(config), "--role", "viewer", "--name",
-        "vic", "-o", str(viewer_dir))  # fmt: skip
-    denied = run("admin", "--cert", str(viewer_dir / "admin.crt"), "--key",
-                 str(viewer_dir / "admin.key"), "nodes", "delete", node_id, env=env)  # fmt: skip
+    run(
+        "inventory",
+        "issue-admin-cert",
+        "--config",
+        str(config),
+        "--role",
+        "viewer",
+        "--name",
+        "vic",
+        "-o",
+        str(viewer_dir),
+    )
+    denied = run(
+        "admin",
+        "--cert",
+        str(viewer_dir / "admin.crt"),
+        "--key",
+        str(viewer_dir / "admin.key"),
+        "nodes",
+        "delete",
+        node_id,
+        env=env,
+    )
     assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr
     assert ipb.NodeState.Name(ipb.MAINTENANCE) in run("admin", "nodes", "list", env=env).stdout

@@ -16,7 +16,10 @@ import pytest
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from tests.inventory.conftest import Postgres, ServiceThread, enrol, register, variant, wait_for
+from testbed.postgres import Postgres
+from testbed.variants import variant
+from testbed.wait import wait_for
+from tests.inventory.conftest import ServiceThread, enrol, register
 
 Factory = Callable[..., ServiceThread]
 
@@ -52,8 +55,9 @@ def test_postgresql_restart_under_heartbeat_load(
         while not stop.is_set():
             for node in nodes:
                 try:
-                    node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED"),
-                                          timeout=5)  # fmt: skip
+                    node.client.Heartbeat(
+                        ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED"), timeout=5
+                    )
                     beats[0] += 1
                 except grpc.RpcError as exc:  # checked below, in the test's own thread
                     codes.add(exc.code())
@@ -72,11 +76,18 @@ def test_postgresql_restart_under_heartbeat_load(
         assert "database" in (err.value.details() or "")
         assert _code(lambda: admin.ListNodes(ipb.ListNodesRequest())) == grpc.StatusCode.UNAVAILABLE
         time.sleep(1)
-        own_postgres.pg_ctl("start", "-w", "-o", f"-p {own_postgres.port} -k {own_postgres.sock} "
-                            "-c listen_addresses=''")  # fmt: skip
+        own_postgres.pg_ctl(
+            "start",
+            "-w",
+            "-o",
+            f"-p {own_postgres.port} -k {own_postgres.sock} -c listen_addresses=''",
+        )
         # it recovers without a restart of the service
-        wait_for(lambda: _code(lambda: admin.ListNodes(ipb.ListNodesRequest())) is None, 30,
-                 "the service to use the database again")  # fmt: skip
+        wait_for(
+            lambda: _code(lambda: admin.ListNodes(ipb.ListNodesRequest())) is None,
+            30,
+            "the service to use the database again",
+        )
         before = beats[0]
         wait_for(lambda: beats[0] > before + 20, 20, "heartbeats to flow")
         seen = admin.GetNode(ipb.GetNodeRequest(node_id=nodes[0].id)).last_seen.ToSeconds()

@@ -13,7 +13,8 @@ import pytest
 from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.api.v1 import fleet_pb2, fleet_pb2_grpc
 from nodeagent.api.v1 import hardware_pb2 as pb
-from tests.inventory.conftest import ServiceThread, enrol, variant
+from testbed.variants import variant
+from tests.inventory.conftest import ServiceThread, enrol
 from tests.inventory.test_admin_cli import run
 
 
@@ -21,10 +22,17 @@ def _observation(node: str, leaves: list[str], spine: str) -> fpb.FabricObservat
     """A node with one rail per leaf, all ACTIVE at 400 Gb/s (a rail-optimised unit)."""
     obs = fpb.FabricObservation(node=node, rails_expected=len(leaves), rate_expected_gbps=400)
     for i, leaf in enumerate(leaves):
-        obs.rails.add(name=f"mlx5_{i}", device=f"mlx5_{i}", port=1, link_layer="infiniband",
-                      active=True, rate_gbps=400, neighbour_source="infiniband",
-                      leaf=fpb.SwitchRef(id=leaf, name=f"leaf-{leaf}", port=str(i + 1)),
-                      spines=[fpb.SwitchRef(id=spine, name=f"spine-{spine}")])  # fmt: skip
+        obs.rails.add(
+            name=f"mlx5_{i}",
+            device=f"mlx5_{i}",
+            port=1,
+            link_layer="infiniband",
+            active=True,
+            rate_gbps=400,
+            neighbour_source="infiniband",
+            leaf=fpb.SwitchRef(id=leaf, name=f"leaf-{leaf}", port=str(i + 1)),
+            spines=[fpb.SwitchRef(id=spine, name=f"spine-{spine}")],
+        )
     return obs
 
 
@@ -40,9 +48,12 @@ def test_fleet_grouping_exports_and_labels(
     layout = [(["a1", "a2"], "s1"), (["a1", "a2"], "s1"), (["b1", "b2"], "s1")]
     for i, (node, (leaves, spine)) in enumerate(zip(nodes, layout, strict=True)):
         stub = fleet_pb2_grpc.FleetServiceStub(node.client.channel)
-        stub.ReportFabric(fleet_pb2.ReportFabricRequest(
-            node_id=node.id, observation=_observation(f"gpu-{900 + i:05d}", leaves, spine)),
-            timeout=10)  # fmt: skip
+        stub.ReportFabric(
+            fleet_pb2.ReportFabricRequest(
+                node_id=node.id, observation=_observation(f"gpu-{900 + i:05d}", leaves, spine)
+            ),
+            timeout=10,
+        )
 
     exported = fleet.ExportTopology(fleet_pb2.ExportTopologyRequest(format="json"), timeout=10)
     tiers = exported.topology.nodes
@@ -51,15 +62,18 @@ def test_fleet_grouping_exports_and_labels(
     assert json.loads(exported.text)["nodes"]
     slurm = fleet.ExportTopology(fleet_pb2.ExportTopologyRequest(format="slurm"), timeout=10).text
     leaf_lines = [line for line in slurm.splitlines() if "Nodes=" in line]
-    assert len(leaf_lines) == 2 and any("gpu-00900" in ln and "gpu-00901" in ln
-                                        for ln in leaf_lines)  # fmt: skip
-    assert any(line.startswith("SwitchName=") and "Switches=" in line
-               for line in slurm.splitlines())  # fmt: skip
+    assert len(leaf_lines) == 2 and any(
+        "gpu-00900" in ln and "gpu-00901" in ln for ln in leaf_lines
+    )
+    assert any(
+        line.startswith("SwitchName=") and "Switches=" in line for line in slurm.splitlines()
+    )
     kueue = fleet.ExportTopology(fleet_pb2.ExportTopologyRequest(format="kueue"), timeout=10).text
     assert "kind: Topology" in kueue and "kubernetes.io/hostname" in kueue
 
-    labels = fleet.GetNodeLabels(fleet_pb2.GetNodeLabelsRequest(node_id=nodes[0].id),
-                                 timeout=10).labels  # fmt: skip
+    labels = fleet.GetNodeLabels(
+        fleet_pb2.GetNodeLabelsRequest(node_id=nodes[0].id), timeout=10
+    ).labels
     assert labels["topology.nodeagent.io/tier-0"] == tiers["gpu-00900"].tier_0
     assert labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
     assert labels["gpu.nodeagent.io/count"] == "8"
@@ -87,13 +101,17 @@ def test_fleet_cli(
     node = enrol(svc, admin, variant(dgx_inventory, 950))
     fleet_pb2_grpc.FleetServiceStub(node.client.channel).ReportFabric(
         fleet_pb2.ReportFabricRequest(observation=_observation("gpu-00950", ["x1"], "s9")),
-        timeout=10)  # fmt: skip
+        timeout=10,
+    )
     cert, key = svc.svc.ca.issue_client("cli", "viewer")
     for name, data in (("c.crt", cert), ("c.key", key), ("ca.crt", svc.ca_pem)):
         (scratch / name).write_bytes(data)
-    env = {"NODEAGENT_INVENTORY": svc.address, "NODEAGENT_ADMIN_CERT": str(scratch / "c.crt"),
-           "NODEAGENT_ADMIN_KEY": str(scratch / "c.key"),
-           "NODEAGENT_ADMIN_CA": str(scratch / "ca.crt")}  # fmt: skip
+    env = {
+        "NODEAGENT_INVENTORY": svc.address,
+        "NODEAGENT_ADMIN_CERT": str(scratch / "c.crt"),
+        "NODEAGENT_ADMIN_KEY": str(scratch / "c.key"),
+        "NODEAGENT_ADMIN_CA": str(scratch / "ca.crt"),
+    }
     slurm = run("admin", "export", "slurm-topology", env=env)
     assert slurm.returncode == 0 and "Nodes=gpu-00950" in slurm.stdout, slurm.stderr
     kueue = run("admin", "export", "kueue-topology", env=env)

@@ -27,8 +27,10 @@ from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import clusters, joins
 from nodeagent.inventory.store import Store
+from testbed.variants import variant
+from testbed.wait import wait_for
 from tests.inventory import sshhosts
-from tests.inventory.conftest import Client, ServiceThread, variant, wait_for
+from tests.inventory.conftest import Client, ServiceThread
 from tests.inventory.test_kubespray_export import credentials, ready_node
 from tests.inventory.test_resilience import InventoryProcess
 
@@ -53,22 +55,36 @@ def fresh(hosts: sshhosts.SshHosts) -> sshhosts.SshHosts:
     return hosts
 
 
-def make_cluster(admin: Client, hosts: sshhosts.SshHosts, scratch: Path,
-                 batch_size: int = 2) -> Path:  # fmt: skip
+def make_cluster(
+    admin: Client, hosts: sshhosts.SshHosts, scratch: Path, batch_size: int = 2
+) -> Path:
     kubespray_dir = scratch / "kubespray"
     shutil.copytree(STANDIN, kubespray_dir)
     cp = ipb.KubesprayHost(name="cp1", ip=hosts.addresses["cp1"])
-    spec = ipb.Cluster(name="prod", kubespray_dir=str(kubespray_dir), control_plane=[cp],
-                       etcd=[cp], ssh_user="root", ssh_key_path=str(hosts.key),
-                       batch_size=batch_size)  # fmt: skip
-    json_format.ParseDict({"kube_pods_subnet": "10.244.0.0/16",
-                           "kube_service_addresses": "10.96.0.0/12"}, spec.group_vars)  # fmt: skip
+    spec = ipb.Cluster(
+        name="prod",
+        kubespray_dir=str(kubespray_dir),
+        control_plane=[cp],
+        etcd=[cp],
+        ssh_user="root",
+        ssh_key_path=str(hosts.key),
+        batch_size=batch_size,
+    )
+    json_format.ParseDict(
+        {"kube_pods_subnet": "10.244.0.0/16", "kube_service_addresses": "10.96.0.0/12"},
+        spec.group_vars,
+    )
     admin.CreateCluster(spec)
     return kubespray_dir
 
 
-def add_nodes(svc: ServiceThread | InventoryProcess, admin: Client, hosts: sshhosts.SshHosts,
-              inv: pb.HardwareInventory, count: int) -> dict[str, str]:  # fmt: skip
+def add_nodes(
+    svc: ServiceThread | InventoryProcess,
+    admin: Client,
+    hosts: sshhosts.SshHosts,
+    inv: pb.HardwareInventory,
+    count: int,
+) -> dict[str, str]:
     ids = {}
     for n in range(1, count + 1):
         name = f"gpu-{n:05d}"
@@ -105,9 +121,13 @@ def leftovers(marker: str) -> list[str]:
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nodeagent.cli.main", *args],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "nodeagent.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
 
 
 def test_join_in_batches_one_host_fails_then_retry(
@@ -130,8 +150,10 @@ def test_join_in_batches_one_host_fails_then_retry(
     assert "scale.yml --limit=gpu-00003" in out
     assert "playbooks/facts.yml: Gather minimal facts" in out
     assert "batch 1: gpu-00001 JOINED" in out
-    assert "batch 1: gpu-00002 FAILED  kubeadm | Check the join: kubeadm join failed: " \
-           "injected by the test" in out  # fmt: skip
+    assert (
+        "batch 1: gpu-00002 FAILED  kubeadm | Check the join: kubeadm join failed: "
+        "injected by the test" in out
+    )
     assert "batch 2: gpu-00003 JOINED" in out and "job-finished: 2/3 joined" in out
 
     job = admin.ListJobs(ipb.ListJobsRequest(cluster="prod")).jobs[0]
@@ -142,10 +164,16 @@ def test_join_in_batches_one_host_fails_then_retry(
     assert by_host["gpu-00002"].message == "kubeadm join failed: injected by the test"
     states = {name: admin.GetNode(ipb.GetNodeRequest(node_id=i)) for name, i in ids.items()}
     assert {n: ipb.NodeState.Name(s.state) for n, s in states.items()} == {
-        "gpu-00001": "JOINED", "gpu-00002": "FAILED", "gpu-00003": "JOINED"}  # fmt: skip
+        "gpu-00001": "JOINED",
+        "gpu-00002": "FAILED",
+        "gpu-00003": "JOINED",
+    }
     assert "kubeadm | Check the join" in states["gpu-00002"].state_reason
-    transitions = [(ipb.NodeState.Name(e.from_state), ipb.NodeState.Name(e.to_state))
-                   for e in states["gpu-00001"].events if e.from_state != e.to_state]  # fmt: skip
+    transitions = [
+        (ipb.NodeState.Name(e.from_state), ipb.NodeState.Name(e.to_state))
+        for e in states["gpu-00001"].events
+        if e.from_state != e.to_state
+    ]
     assert transitions[-2:] == [("READY", "JOINING"), ("JOINING", "JOINED")]
 
     # what the stand-in playbooks were asked to do, on each host
@@ -163,7 +191,10 @@ def test_join_in_batches_one_host_fails_then_retry(
     written = (workdir / "inventory" / "hosts.yaml").read_text()
     assert "gpu-00003" in written and "node_taints" in written
     assert sorted(p.name for p in (workdir / "artifacts").iterdir()) == [
-        "facts-a1", "scale-b1-a1", "scale-b2-a1"]  # fmt: skip
+        "facts-a1",
+        "scale-b1-a1",
+        "scale-b2-a1",
+    ]
 
     # retry: only the failed node, FAILED -> READY -> JOINING -> JOINED
     (fresh.roots["gpu-00002"] / "fail-join").unlink()
@@ -231,8 +262,11 @@ def _messages(admin: Client, job_id: str) -> list[str]:
 def test_inventory_killed_during_a_job_resumes_it(
     scratch: Path, fresh: sshhosts.SshHosts, dgx_inventory: pb.HardwareInventory
 ) -> None:
-    inv = InventoryProcess(scratch / "svc", f"sqlite:///{scratch / 'inv.db'}",
-                           extra="join_poll_seconds = 0.2\njoin_lease_seconds = 2.0\n")  # fmt: skip
+    inv = InventoryProcess(
+        scratch / "svc",
+        f"sqlite:///{scratch / 'inv.db'}",
+        extra="join_poll_seconds = 0.2\njoin_lease_seconds = 2.0\n",
+    )
     inv.start()
     try:
         stub = inv.admin()
@@ -240,9 +274,11 @@ def test_inventory_killed_during_a_job_resumes_it(
         ids = add_nodes(_Process(inv), _Stub(stub), fresh, dgx_inventory, 2)  # type: ignore[arg-type]
         (fresh.roots["gpu-00001"] / "slow-join").write_text("120")
         job = stub.StartJoin(ipb.StartJoinRequest(cluster="prod"), timeout=10)
-        wait_for(lambda: any("kubeadm | Join to cluster" in m
-                             for m in _messages(_Stub(stub), job.id)), 60,
-                 "the slow join to start")  # fmt: skip
+        wait_for(
+            lambda: any("kubeadm | Join to cluster" in m for m in _messages(_Stub(stub), job.id)),
+            60,
+            "the slow join to start",
+        )
         marker = str(scratch / "svc" / "data" / "jobs" / job.id)
         assert leftovers(marker)
         inv.kill(signal.SIGKILL)
@@ -294,9 +330,12 @@ def test_lease_one_job_per_cluster_across_replicas(
     store = Store.open(database)
     try:
         store_run = _sync(store)
-        cluster = ipb.Cluster(name="prod", kubespray_dir="/opt/kubespray",
-                              control_plane=[ipb.KubesprayHost(name="cp1")],
-                              etcd=[ipb.KubesprayHost(name="cp1")])  # fmt: skip
+        cluster = ipb.Cluster(
+            name="prod",
+            kubespray_dir="/opt/kubespray",
+            control_plane=[ipb.KubesprayHost(name="cp1")],
+            etcd=[ipb.KubesprayHost(name="cp1")],
+        )
         clusters.create_cluster(store, cluster)
         for n in range(3):
             _ready(store, f"node-{n}", f"gpu-{n}")
@@ -332,6 +371,10 @@ def _sync(store: Store) -> Callable[..., object]:
 def _ready(store: Store, node_id: str, hostname: str) -> None:
     now = time.time()
     with store.tx() as cur:
-        cur.execute(store.q("INSERT INTO nodes (id, identity_key, hostname, state, cluster, "
-                            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"),
-                    (node_id, node_id, hostname, ipb.READY, "prod", now, now))  # fmt: skip
+        cur.execute(
+            store.q(
+                "INSERT INTO nodes (id, identity_key, hostname, state, cluster, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (node_id, node_id, hostname, ipb.READY, "prod", now, now),
+        )

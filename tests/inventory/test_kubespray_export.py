@@ -18,19 +18,39 @@ from google.protobuf import json_format
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import kubespray
-from tests.inventory.conftest import Client, ServiceThread, enrol, variant
+from testbed.variants import variant
+from tests.inventory.conftest import Client, ServiceThread, enrol
 
 BIN = Path(sys.executable).parent
-HOSTILE_NAMES = ["GPU_Node_2", "gpu node", "-e@evil.yml", "gpu;rm -rf /", "all", "kube_node",
-                 "gpu:1", "gpu[1:3]", "a" * 64, "gpu-1.", "gpü", "gpu,cp1", "x\nansible_host=1",
-                 "../etc", "", "Gpu-1"]  # fmt: skip
+HOSTILE_NAMES = [
+    "GPU_Node_2",
+    "gpu node",
+    "-e@evil.yml",
+    "gpu;rm -rf /",
+    "all",
+    "kube_node",
+    "gpu:1",
+    "gpu[1:3]",
+    "a" * 64,
+    "gpu-1.",
+    "gpü",
+    "gpu,cp1",
+    "x\nansible_host=1",
+    "../etc",
+    "",
+    "Gpu-1",
+]
 
 
 def cluster_spec(**kw: object) -> ipb.Cluster:
-    c = ipb.Cluster(name="prod", kubespray_dir="/opt/kubespray", ssh_user="deploy",
-                    ssh_key_path="/etc/nodeagent/ssh/id_ed25519",
-                    control_plane=[ipb.KubesprayHost(name="cp1", ip="10.0.0.1")],
-                    etcd=[ipb.KubesprayHost(name="cp1", ip="10.0.0.1")])  # fmt: skip
+    c = ipb.Cluster(
+        name="prod",
+        kubespray_dir="/opt/kubespray",
+        ssh_user="deploy",
+        ssh_key_path="/etc/nodeagent/ssh/id_ed25519",
+        control_plane=[ipb.KubesprayHost(name="cp1", ip="10.0.0.1")],
+        etcd=[ipb.KubesprayHost(name="cp1", ip="10.0.0.1")],
+    )
     for key, value in kw.items():
         if isinstance(value, list):
             del getattr(c, key)[:]
@@ -107,27 +127,40 @@ def test_control_plane_etcd_and_duplicate_names() -> None:
 
 
 def ansible_inventory(*args: str) -> dict[str, object]:
-    out = subprocess.run([str(BIN / "ansible-inventory"), *args], capture_output=True,
-                         text=True, timeout=120, check=True,
-                         env={**os.environ,
-                              "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True"})  # fmt: skip
+    out = subprocess.run(
+        [str(BIN / "ansible-inventory"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True"},
+    )
     result: dict[str, object] = json.loads(out.stdout)
     return result
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nodeagent.cli.main", *args],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "nodeagent.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
-def ready_node(svc: ServiceThread, admin: Client, inv: pb.HardwareInventory, cluster: str,
-               ip: str = "") -> str:  # fmt: skip
+def ready_node(
+    svc: ServiceThread, admin: Client, inv: pb.HardwareInventory, cluster: str, ip: str = ""
+) -> str:
     node = enrol(svc, admin, inv)
     node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="READY"))
-    admin.UpdateAssignment(ipb.UpdateAssignmentRequest(
-        node_id=node.id, assignment=ipb.Assignment(cluster=cluster, pool="train"),
-        fields=["cluster", "pool"]))  # fmt: skip
+    admin.UpdateAssignment(
+        ipb.UpdateAssignmentRequest(
+            node_id=node.id,
+            assignment=ipb.Assignment(cluster=cluster, pool="train"),
+            fields=["cluster", "pool"],
+        )
+    )
     if ip:
         admin.SetNodeAddress(ipb.NodeAddress(node_id=node.id, ip=ip))
     node.client.close()
@@ -141,9 +174,12 @@ def credentials(svc: ServiceThread, scratch: Path, role: str) -> dict[str, str]:
     (out / "c.crt").write_bytes(cert)
     (out / "c.key").write_bytes(key)
     (out / "ca.crt").write_bytes(svc.ca_pem)
-    return {"NODEAGENT_INVENTORY": svc.address, "NODEAGENT_ADMIN_CERT": str(out / "c.crt"),
-            "NODEAGENT_ADMIN_KEY": str(out / "c.key"),
-            "NODEAGENT_ADMIN_CA": str(out / "ca.crt")}  # fmt: skip
+    return {
+        "NODEAGENT_INVENTORY": svc.address,
+        "NODEAGENT_ADMIN_CERT": str(out / "c.crt"),
+        "NODEAGENT_ADMIN_KEY": str(out / "c.key"),
+        "NODEAGENT_ADMIN_CA": str(out / "ca.crt"),
+    }
 
 
 def test_export_checked_by_ansible_inventory(
@@ -154,27 +190,46 @@ def test_export_checked_by_ansible_inventory(
 ) -> None:
     svc = service_factory(database)
     admin = svc.admin()
-    spec = cluster_spec(control_plane=[ipb.KubesprayHost(name=f"cp{i}", ip=f"10.0.0.{i}")
-                                       for i in (1, 2, 3)])  # fmt: skip
+    spec = cluster_spec(
+        control_plane=[ipb.KubesprayHost(name=f"cp{i}", ip=f"10.0.0.{i}") for i in (1, 2, 3)]
+    )
     spec.etcd.extend(spec.control_plane[1:])
-    json_format.ParseDict({"kube_network_plugin": "calico", "kube_pods_subnet": "10.244.0.0/16",
-                           "kube_service_addresses": "10.96.0.0/12"}, spec.group_vars)  # fmt: skip
+    json_format.ParseDict(
+        {
+            "kube_network_plugin": "calico",
+            "kube_pods_subnet": "10.244.0.0/16",
+            "kube_service_addresses": "10.96.0.0/12",
+        },
+        spec.group_vars,
+    )
     spec.label_policy.labels["site"] = "dc1"
     created = admin.CreateCluster(spec)
     assert created.batch_size == 10 and created.label_policy.families == ["own"]
     assert created.label_policy.taints == ["nodeagent.io/validating=true:NoSchedule"]
-    ids = [ready_node(svc, admin, variant(dgx_inventory, n), "prod", f"10.0.1.{n}")
-           for n in (1, 2)]  # fmt: skip
+    ids = [ready_node(svc, admin, variant(dgx_inventory, n), "prod", f"10.0.1.{n}") for n in (1, 2)]
     other = ready_node(svc, admin, variant(dgx_inventory, 3), "staging")
-    admin.UpdateAssignment(ipb.UpdateAssignmentRequest(
-        node_id=ids[1], assignment=ipb.Assignment(labels={"rack": "r7"},
-                                                  taints=["gpu=true:NoSchedule"]),
-        fields=["labels", "taints"]))  # fmt: skip
+    admin.UpdateAssignment(
+        ipb.UpdateAssignmentRequest(
+            node_id=ids[1],
+            assignment=ipb.Assignment(labels={"rack": "r7"}, taints=["gpu=true:NoSchedule"]),
+            fields=["labels", "taints"],
+        )
+    )
 
     viewer = credentials(svc, scratch, "viewer")
     hosts, script = scratch / "hosts.yaml", scratch / "inventory.py"
-    done = cli("admin", "export", "kubespray", "--cluster", "prod", "-o", str(hosts), "--script",
-               str(script), env=viewer)  # fmt: skip
+    done = cli(
+        "admin",
+        "export",
+        "kubespray",
+        "--cluster",
+        "prod",
+        "-o",
+        str(hosts),
+        "--script",
+        str(script),
+        env=viewer,
+    )
     assert done.returncode == 0, done.stderr
     assert os.access(script, os.X_OK)
     static = ansible_inventory("-i", str(hosts), "--list")
@@ -194,13 +249,16 @@ def test_export_checked_by_ansible_inventory(
     assert labels["gpu.nodeagent.io/count"] == "8" and labels["nodeagent.io/pool"] == "train"
     assert labels["site"] == "dc1" and labels["rack"] == "r7"
     assert "nvidia.com/gpu.product" not in labels, "only the policy's families"
-    assert gpu2["node_taints"] == ["nodeagent.io/validating=true:NoSchedule",
-                                   "gpu=true:NoSchedule"]  # fmt: skip
+    assert gpu2["node_taints"] == ["nodeagent.io/validating=true:NoSchedule", "gpu=true:NoSchedule"]
     assert hostvars["gpu-00001"]["node_taints"] == ["nodeagent.io/validating=true:NoSchedule"]
     one = ansible_inventory("-i", str(script), "--host", "gpu-00001")
     assert one["ip"] == "10.0.1.1" and one["node_labels"] == hostvars["gpu-00001"]["node_labels"]
-    graph = subprocess.run([str(BIN / "ansible-inventory"), "-i", str(hosts), "--graph",
-                            "k8s_cluster"], capture_output=True, text=True, check=True)  # fmt: skip
+    graph = subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", str(hosts), "--graph", "k8s_cluster"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "gpu-00001" in graph.stdout and "cp1" in graph.stdout
     text = hosts.read_text()
     assert text.startswith("# Kubespray inventory written by nodeagent")
@@ -210,8 +268,9 @@ def test_export_checked_by_ansible_inventory(
     admin_env = credentials(svc, scratch, "admin")
     changed = cli("admin", "clusters", "update", "prod", "--families", "own,gfd", env=admin_env)
     assert changed.returncode == 0, changed.stderr
-    again = yaml.safe_load(cli("admin", "export", "kubespray", "--cluster", "prod", "-o", "-",
-                               env=viewer).stdout)  # fmt: skip
+    again = yaml.safe_load(
+        cli("admin", "export", "kubespray", "--cluster", "prod", "-o", "-", env=viewer).stdout
+    )
     assert again["all"]["hosts"]["gpu-00001"]["node_labels"]["nvidia.com/gpu.count"] == "8"
     assert again["all"]["hosts"]["gpu-00001"]["node_labels"]["site"] == "dc1", "kept by update"
     admin.close()
@@ -238,13 +297,18 @@ def test_export_refuses_invalid_inventory(
     admin_env = credentials(svc, scratch, "admin")
     gv = scratch / "gv.yaml"
     gv.write_text("kube_pods_subnet: 10.233.0.0/16\n")
-    assert cli("admin", "clusters", "update", "prod", "--group-vars", str(gv),
-               env=admin_env).returncode == 0  # fmt: skip
+    assert (
+        cli(
+            "admin", "clusters", "update", "prod", "--group-vars", str(gv), env=admin_env
+        ).returncode
+        == 0
+    )
     with pytest.raises(grpc.RpcError) as err:
         list(admin.stub.ExportKubespray(ipb.ExportKubesprayRequest(cluster="prod"), timeout=10))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "kube_service_addresses 10.233.0.0/18 and kube_pods_subnet 10.233.0.0/16 overlap" in (
-        err.value.details() or "")  # fmt: skip
+        err.value.details() or ""
+    )
     admin.close()
 
 
@@ -266,9 +330,12 @@ def test_cluster_rbac_and_input_checks(
     with pytest.raises(grpc.RpcError) as err:
         operator.StartJoin(ipb.StartJoinRequest(cluster="prod"))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # nothing READY to join
-    for bad in (cluster_spec(name="Prod!"), cluster_spec(name="x", kubespray_dir="relative"),
-                cluster_spec(name="y", control_plane=[ipb.KubesprayHost(name="cp 1")]),
-                cluster_spec(name="z", ssh_user="root;id")):  # fmt: skip
+    for bad in (
+        cluster_spec(name="Prod!"),
+        cluster_spec(name="x", kubespray_dir="relative"),
+        cluster_spec(name="y", control_plane=[ipb.KubesprayHost(name="cp 1")]),
+        cluster_spec(name="z", ssh_user="root;id"),
+    ):
         with pytest.raises(grpc.RpcError) as err:
             admin.CreateCluster(bad)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

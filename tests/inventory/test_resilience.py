@@ -22,20 +22,26 @@ from nodeagent.api.v1 import agent_pb2, fleet_pb2, fleet_pb2_grpc, inventory_pb2
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import pki
-from tests.agent.harness import AgentProcess, assert_no_secrets, free_port
-from tests.inventory.conftest import Postgres, variant, wait_for
+from testbed.agent_process import AgentProcess, assert_no_secrets, free_port
+from testbed.postgres import Postgres
+from testbed.variants import variant
+from testbed.wait import wait_for
 
 
 class InventoryProcess:
     """`nodeagent inventory serve` in a subprocess, as systemd runs it."""
 
-    def __init__(self, workdir: Path, database: str, extra: str = "",
-                 share_ca_of: InventoryProcess | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        workdir: Path,
+        database: str,
+        extra: str = "",
+        share_ca_of: InventoryProcess | None = None,
+    ) -> None:
         self.workdir = workdir
         self.ca_dir = (share_ca_of.workdir if share_ca_of else workdir) / "data"
         if share_ca_of is not None:
-            extra += (f'ca_cert = "{self.ca_dir / "ca.crt"}"\n'
-                      f'ca_key = "{self.ca_dir / "ca.key"}"\n')  # fmt: skip
+            extra += f'ca_cert = "{self.ca_dir / "ca.crt"}"\nca_key = "{self.ca_dir / "ca.key"}"\n'
         workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.boot_port = free_port(), free_port()
         self.config = workdir / "inventory.toml"
@@ -56,9 +62,19 @@ class InventoryProcess:
 
     def start(self) -> InventoryProcess:
         log = open(self.workdir / "inventory.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen([sys.executable, "-m", "nodeagent.cli.main", "inventory",
-                                      "serve", "--config", str(self.config)],
-                                     stdout=log, stderr=log)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nodeagent.cli.main",
+                "inventory",
+                "serve",
+                "--config",
+                str(self.config),
+            ],
+            stdout=log,
+            stderr=log,
+        )
         log.close()
         wait_for(self._up, 30, "the inventory to listen")
         return self
@@ -120,9 +136,14 @@ def test_kill9_during_enrolment_burst_loses_nothing_acknowledged(
             while not stop.is_set():
                 key = tlsutil.new_key()
                 try:
-                    resp = stub.Register(ipb.RegisterRequest(
-                        token=secret, csr_pem=tlsutil.make_csr(key, "n").decode(),
-                        inventory=variant(dgx_inventory, n)), timeout=5)  # fmt: skip
+                    resp = stub.Register(
+                        ipb.RegisterRequest(
+                            token=secret,
+                            csr_pem=tlsutil.make_csr(key, "n").decode(),
+                            inventory=variant(dgx_inventory, n),
+                        ),
+                        timeout=5,
+                    )
                 except grpc.RpcError:
                     return  # the service died under us: that one was not acknowledged
                 acked.append(resp.node_id)
@@ -148,8 +169,9 @@ def test_kill9_during_enrolment_burst_loses_nothing_acknowledged(
 def test_agent_enrols_heartbeats_and_survives_inventory_restart(
     machine_root: Callable[..., Path], scratch: Path
 ) -> None:
-    inv = InventoryProcess(scratch / "inv", f"sqlite:///{scratch / 'inv.db'}",
-                           extra="heartbeat_interval_seconds = 1\n")  # fmt: skip
+    inv = InventoryProcess(
+        scratch / "inv", f"sqlite:///{scratch / 'inv.db'}", extra="heartbeat_interval_seconds = 1\n"
+    )
     inv.start()
     admin = inv.admin()
     token = scratch / "token"
@@ -178,28 +200,41 @@ def test_agent_enrols_heartbeats_and_survives_inventory_restart(
         key = scratch / "agent" / "state" / "identity" / "node.key"
         assert os.stat(key).st_mode & 0o777 == 0o600
         # the assignment made in the inventory reaches the node (tuning reads it from there)
-        admin.UpdateAssignment(ipb.UpdateAssignmentRequest(
-            node_id=node_id, assignment=ipb.Assignment(profile="cpu-node", pool="services"),
-            fields=["profile", "pool"]), timeout=10)  # fmt: skip
+        admin.UpdateAssignment(
+            ipb.UpdateAssignmentRequest(
+                node_id=node_id,
+                assignment=ipb.Assignment(profile="cpu-node", pool="services"),
+                fields=["profile", "pool"],
+            ),
+            timeout=10,
+        )
         state_file = scratch / "agent" / "state" / "state.json"
-        wait_for(lambda: json.loads(state_file.read_text()).get("assigned_profile") == "cpu-node",
-                 20, "the assignment to reach the agent")  # fmt: skip
+        wait_for(
+            lambda: json.loads(state_file.read_text()).get("assigned_profile") == "cpu-node",
+            20,
+            "the assignment to reach the agent",
+        )
         # and its fabric observation reached the fleet view
         topo = inv.fleet().ExportTopology(
             fleet_pb2.ExportTopologyRequest(format="json"), timeout=10
         )
         assert "cpu-node-01" in topo.topology.nodes
         inv.kill(signal.SIGKILL)
-        wait_for(lambda: status().inventory_state.startswith("unreachable"), 30,
-                 "the agent to notice the outage")  # fmt: skip
+        wait_for(
+            lambda: status().inventory_state.startswith("unreachable"),
+            30,
+            "the agent to notice the outage",
+        )
         assert status().phase == "DISCOVERED", "the local API keeps serving"
         if agent.metrics_port:  # and so do its metrics
-            with urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics",
-                                        timeout=5) as resp:  # fmt: skip
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{agent.metrics_port}/metrics", timeout=5
+            ) as resp:
                 assert b"nodeagent_phase" in resp.read()
         inv.start()
-        wait_for(lambda: status().inventory_state == "connected", 60,
-                 "the agent to reconnect by itself")  # fmt: skip
+        wait_for(
+            lambda: status().inventory_state == "connected", 60, "the agent to reconnect by itself"
+        )
         assert status().node_id == node_id, "no second enrolment"
         before = admin_last_seen(inv, node_id)
         wait_for(lambda: admin_last_seen(inv, node_id) > before, 20, "heartbeats to resume")
@@ -224,23 +259,38 @@ def test_two_replicas_over_one_postgresql(
         token = a.admin().CreateToken(ipb.CreateTokenRequest(), timeout=10).secret
         key = tlsutil.new_key()
         with channels.secure_channel(b.bootstrap, a.ca().pem) as ch:
-            resp = inventory_pb2_grpc.InventoryServiceStub(ch).Register(ipb.RegisterRequest(
-                token=token, csr_pem=tlsutil.make_csr(key, "n").decode(),
-                inventory=variant(dgx_inventory, 5)), timeout=10)  # fmt: skip
-        with channels.secure_channel(a.address, a.ca().pem, resp.certificate_pem.encode(),
-                                     tlsutil.key_pem(key)) as ch:  # fmt: skip
+            resp = inventory_pb2_grpc.InventoryServiceStub(ch).Register(
+                ipb.RegisterRequest(
+                    token=token,
+                    csr_pem=tlsutil.make_csr(key, "n").decode(),
+                    inventory=variant(dgx_inventory, 5),
+                ),
+                timeout=10,
+            )
+        with channels.secure_channel(
+            a.address, a.ca().pem, resp.certificate_pem.encode(), tlsutil.key_pem(key)
+        ) as ch:
             hb = inventory_pb2_grpc.InventoryServiceStub(ch).Heartbeat(
                 ipb.HeartbeatRequest(node_id=resp.node_id, phase="READY"), timeout=10
             )
         assert hb.state == ipb.READY
-        assert b.admin().GetNode(ipb.GetNodeRequest(node_id=resp.node_id),
-                                 timeout=10).state == ipb.READY  # fmt: skip
+        assert (
+            b.admin().GetNode(ipb.GetNodeRequest(node_id=resp.node_id), timeout=10).state
+            == ipb.READY
+        )
         # the token was used on replica b: replica a refuses it too
-        with channels.secure_channel(a.bootstrap, a.ca().pem) as ch, \
-                pytest.raises(grpc.RpcError) as err:  # fmt: skip
-            inventory_pb2_grpc.InventoryServiceStub(ch).Register(ipb.RegisterRequest(
-                token=token, csr_pem=tlsutil.make_csr(key, "n").decode(),
-                inventory=variant(dgx_inventory, 6)), timeout=10)  # fmt: skip
+        with (
+            channels.secure_channel(a.bootstrap, a.ca().pem) as ch,
+            pytest.raises(grpc.RpcError) as err,
+        ):
+            inventory_pb2_grpc.InventoryServiceStub(ch).Register(
+                ipb.RegisterRequest(
+                    token=token,
+                    csr_pem=tlsutil.make_csr(key, "n").decode(),
+                    inventory=variant(dgx_inventory, 6),
+                ),
+                timeout=10,
+            )
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         a.kill(signal.SIGTERM)

@@ -19,15 +19,9 @@ from nodeagent.api import channels
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import pki
-from tests.inventory.conftest import (
-    Client,
-    EnrolledNode,
-    ServiceThread,
-    enrol,
-    register,
-    variant,
-    wait_for,
-)
+from testbed.variants import variant
+from testbed.wait import wait_for
+from tests.inventory.conftest import Client, EnrolledNode, ServiceThread, enrol, register
 
 S = ipb.NodeState
 Factory = Callable[..., ServiceThread]
@@ -54,8 +48,9 @@ def test_enrolment_heartbeat_and_admin_rpcs(
     assert resp.desired.pool == "training" and resp.ca_bundle_pem.startswith("-----BEGIN")
     node = EnrolledNode(svc, resp.node_id, key, resp.certificate_pem.encode())
 
-    hb = node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="READY",
-                                                    inventory_hash="h1"))  # fmt: skip
+    hb = node.client.Heartbeat(
+        ipb.HeartbeatRequest(node_id=node.id, phase="READY", inventory_hash="h1")
+    )
     assert hb.state == S.READY and hb.desired.profile == "hgx-h100"
     assert "send-inventory" in hb.actions  # a hash it has not seen: send the inventory
     hb = node.client.Heartbeat(
@@ -66,8 +61,9 @@ def test_enrolment_heartbeat_and_admin_rpcs(
     assert "send-inventory" not in hb.actions
 
     # the same machine enrolling again (reinstall) keeps its node id
-    again, _ = register(svc, admin.CreateToken(ipb.CreateTokenRequest()).secret,
-                        variant(dgx_inventory, 1))  # fmt: skip
+    again, _ = register(
+        svc, admin.CreateToken(ipb.CreateTokenRequest()).secret, variant(dgx_inventory, 1)
+    )
     assert again.node_id == node.id
     other = enrol(svc, admin, variant(dgx_inventory, 2))
     assert other.id != node.id
@@ -89,18 +85,24 @@ def test_enrolment_heartbeat_and_admin_rpcs(
     assert "agent reports READY" in reasons and any("re-registered" in r for r in reasons)
     assert all(e.actor and e.time.seconds for e in shown.events)
 
-    updated = admin.UpdateAssignment(ipb.UpdateAssignmentRequest(
-        node_id=node.id, assignment=ipb.Assignment(cluster="prod-a", labels={"rack": "r12"}),
-        fields=["cluster", "labels"]))  # fmt: skip
+    updated = admin.UpdateAssignment(
+        ipb.UpdateAssignmentRequest(
+            node_id=node.id,
+            assignment=ipb.Assignment(cluster="prod-a", labels={"rack": "r12"}),
+            fields=["cluster", "labels"],
+        )
+    )
     assert updated.assignment.cluster == "prod-a" and updated.assignment.pool == "training"
-    hb = node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="READY",
-                                                    inventory_hash="h1"))  # fmt: skip
+    hb = node.client.Heartbeat(
+        ipb.HeartbeatRequest(node_id=node.id, phase="READY", inventory_hash="h1")
+    )
     assert hb.desired.cluster == "prod-a" and hb.desired.labels["rack"] == "r12"
 
     held = admin.HoldNode(ipb.NodeActionRequest(node_id=node.id, reason="swap a PSU"))
     assert held.state == S.MAINTENANCE
-    hb = node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="JOINED",
-                                                    inventory_hash="h1"))  # fmt: skip
+    hb = node.client.Heartbeat(
+        ipb.HeartbeatRequest(node_id=node.id, phase="JOINED", inventory_hash="h1")
+    )
     assert hb.state == S.MAINTENANCE, "a held node does not move on its own"
     assert admin.ReleaseNode(ipb.NodeActionRequest(node_id=node.id)).state == S.READY
     code, msg = _code(lambda: admin.ReleaseNode(ipb.NodeActionRequest(node_id=node.id)))
@@ -157,14 +159,16 @@ def test_rbac_and_node_identity(
     b = enrol(svc, admin, variant(dgx_inventory, 2))
     viewer, operator = svc.admin("viewer", "vic"), svc.admin("operator", "olga")
     assert viewer.ListNodes(ipb.ListNodesRequest()).total == 2
-    for call in (lambda: viewer.UpdateAssignment(ipb.UpdateAssignmentRequest(node_id=a.id)),
-                 lambda: viewer.HoldNode(ipb.NodeActionRequest(node_id=a.id)),
-                 lambda: viewer.CreateToken(ipb.CreateTokenRequest()),
-                 lambda: operator.DeleteNode(ipb.NodeActionRequest(node_id=a.id)),
-                 lambda: operator.CreateToken(ipb.CreateTokenRequest()),
-                 lambda: a.client.ListNodes(ipb.ListNodesRequest()),
-                 lambda: a.client.GetNode(ipb.GetNodeRequest(node_id=b.id)),
-                 lambda: a.client.Heartbeat(ipb.HeartbeatRequest(node_id=b.id))):  # fmt: skip
+    for call in (
+        lambda: viewer.UpdateAssignment(ipb.UpdateAssignmentRequest(node_id=a.id)),
+        lambda: viewer.HoldNode(ipb.NodeActionRequest(node_id=a.id)),
+        lambda: viewer.CreateToken(ipb.CreateTokenRequest()),
+        lambda: operator.DeleteNode(ipb.NodeActionRequest(node_id=a.id)),
+        lambda: operator.CreateToken(ipb.CreateTokenRequest()),
+        lambda: a.client.ListNodes(ipb.ListNodesRequest()),
+        lambda: a.client.GetNode(ipb.GetNodeRequest(node_id=b.id)),
+        lambda: a.client.Heartbeat(ipb.HeartbeatRequest(node_id=b.id)),
+    ):
         code, msg = _code(call)
         assert code == grpc.StatusCode.PERMISSION_DENIED, msg
     assert operator.HoldNode(ipb.NodeActionRequest(node_id=a.id)).state == S.MAINTENANCE
@@ -218,11 +222,14 @@ def test_certificate_renewal(
     hb = node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED"))
     assert "renew-certificate" in hb.actions  # half a day left of a 30-day lifetime
     key = tlsutil.new_key()
-    renewed = node.client.RenewCertificate(ipb.RenewCertificateRequest(
-        csr_pem=tlsutil.make_csr(key, "n").decode()))  # fmt: skip
-    fresh = Client(channels.secure_channel(svc.address, svc.ca_pem,
-                                           renewed.certificate_pem.encode(),
-                                           tlsutil.key_pem(key)))  # fmt: skip
+    renewed = node.client.RenewCertificate(
+        ipb.RenewCertificateRequest(csr_pem=tlsutil.make_csr(key, "n").decode())
+    )
+    fresh = Client(
+        channels.secure_channel(
+            svc.address, svc.ca_pem, renewed.certificate_pem.encode(), tlsutil.key_pem(key)
+        )
+    )
     hb = fresh.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED"))
     assert "renew-certificate" not in hb.actions
     fresh.close()
@@ -237,15 +244,21 @@ def test_identity_with_placeholder_and_duplicated_dmi(
     a = enrol(svc, admin, variant(dgx_inventory, 11, uuid=placeholder))
     b = enrol(svc, admin, variant(dgx_inventory, 12, uuid=placeholder))
     assert a.id != b.id, "placeholder UUIDs must not merge two machines"
-    again, _ = register(svc, admin.CreateToken(ipb.CreateTokenRequest()).secret,
-                        variant(dgx_inventory, 11, uuid=placeholder))  # fmt: skip
+    again, _ = register(
+        svc,
+        admin.CreateToken(ipb.CreateTokenRequest()).secret,
+        variant(dgx_inventory, 11, uuid=placeholder),
+    )
     assert again.node_id == a.id
     dup = "4c4c4544-0042-4d10-8050-b4c04f4e3332"
     c = enrol(svc, admin, variant(dgx_inventory, 13, uuid=dup))
     d = enrol(svc, admin, variant(dgx_inventory, 14, uuid=dup))
     assert c.id != d.id, "a DMI UUID shared by different hardware is a duplicate"
-    d_again, _ = register(svc, admin.CreateToken(ipb.CreateTokenRequest()).secret,
-                          variant(dgx_inventory, 14, uuid=dup))  # fmt: skip
+    d_again, _ = register(
+        svc,
+        admin.CreateToken(ipb.CreateTokenRequest()).secret,
+        variant(dgx_inventory, 14, uuid=dup),
+    )
     assert d_again.node_id == d.id
     tbf = variant(dgx_inventory, 15)
     tbf.system.uuid, tbf.system.serial = "", "To Be Filled By O.E.M."
@@ -261,16 +274,23 @@ def test_hostile_input(
     node = enrol(svc, admin, variant(dgx_inventory, 21))
     evil = "'; DROP TABLE nodes; -- $(rm -rf /) `reboot`"
     assert admin.ListNodes(ipb.ListNodesRequest(pool=evil)).total == 0
-    updated = admin.UpdateAssignment(ipb.UpdateAssignmentRequest(
-        node_id=node.id, assignment=ipb.Assignment(pool=evil[:63], labels={"note": evil[:63]}),
-        fields=["pool", "labels"]))  # fmt: skip
+    updated = admin.UpdateAssignment(
+        ipb.UpdateAssignmentRequest(
+            node_id=node.id,
+            assignment=ipb.Assignment(pool=evil[:63], labels={"note": evil[:63]}),
+            fields=["pool", "labels"],
+        )
+    )
     assert updated.assignment.pool == evil[:63], "stored verbatim"
     assert admin.ListNodes(ipb.ListNodesRequest(pool=evil[:63])).total == 1
     assert admin.ListNodes(ipb.ListNodesRequest()).total == 1, "the table is still there"
     code, _ = _code(lambda: admin.ListNodes(ipb.ListNodesRequest(pool="x\x00y")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    code, _ = _code(lambda: admin.UpdateAssignment(ipb.UpdateAssignmentRequest(
-        node_id=node.id, assignment=ipb.Assignment(pool="p" * 500))))  # fmt: skip
+    code, _ = _code(
+        lambda: admin.UpdateAssignment(
+            ipb.UpdateAssignmentRequest(node_id=node.id, assignment=ipb.Assignment(pool="p" * 500))
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     huge = variant(dgx_inventory, 22)
     huge.system.product = "x" * (3 * 1024 * 1024)
@@ -278,9 +298,11 @@ def test_hostile_input(
         lambda: node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, inventory=huge))
     )
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    raw = node.client.channel.unary_unary("/nodeagent.v1.InventoryService/Heartbeat",
-                                          request_serializer=lambda b: b,
-                                          response_deserializer=lambda b: b)  # fmt: skip
+    raw = node.client.channel.unary_unary(
+        "/nodeagent.v1.InventoryService/Heartbeat",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
     with pytest.raises(grpc.RpcError) as err:
         raw(b"\x12\x03\xff\xfe\xfd", timeout=5)  # field 2 (phase) with invalid UTF-8
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -290,8 +312,12 @@ def test_hostile_input(
 def test_unreachable_after_missed_heartbeats(
     service_factory: Factory, database: str, dgx_inventory: pb.HardwareInventory
 ) -> None:
-    svc = service_factory(database, heartbeat_interval_seconds=1, unreachable_after_missed=2,
-                          liveness_flush_seconds=0.1)  # fmt: skip
+    svc = service_factory(
+        database,
+        heartbeat_interval_seconds=1,
+        unreachable_after_missed=2,
+        liveness_flush_seconds=0.1,
+    )
     admin = svc.admin()
     node = enrol(svc, admin, variant(dgx_inventory, 31))
     node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="READY"))
@@ -302,12 +328,24 @@ def test_unreachable_after_missed_heartbeats(
     wait_for(lambda: not reachable(), 10, "the node to become unreachable")
     shown = admin.GetNode(ipb.GetNodeRequest(node_id=node.id))
     assert shown.state == S.READY, "unreachable is not a lifecycle state: it keeps its state"
-    wait_for(lambda: any("unreachable" in e.reason for e in admin.GetNode(
-        ipb.GetNodeRequest(node_id=node.id)).events), 10, "the unreachable event")  # fmt: skip
+    wait_for(
+        lambda: any(
+            "unreachable" in e.reason
+            for e in admin.GetNode(ipb.GetNodeRequest(node_id=node.id)).events
+        ),
+        10,
+        "the unreachable event",
+    )
     node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="READY"))
     wait_for(reachable, 5, "the node to be reachable again")
-    wait_for(lambda: any("reachable again" in e.reason for e in admin.GetNode(
-        ipb.GetNodeRequest(node_id=node.id)).events), 10, "the reachable event")  # fmt: skip
+    wait_for(
+        lambda: any(
+            "reachable again" in e.reason
+            for e in admin.GetNode(ipb.GetNodeRequest(node_id=node.id)).events
+        ),
+        10,
+        "the reachable event",
+    )
 
 
 def test_watch_nodes_streams_transitions(

@@ -42,8 +42,16 @@ def test_nfd_writes_under_the_root_and_remembers(
     first = sinks.parse_feature_file(target.read_text())
     assert first[OCI_KEYS[0]] == "aeycajoqlss" and "# +expiry-time=" in target.read_text()
     # The metadata service goes away: the file's real values stay, and so do the tiers.
-    record(root, "oci", {"probe": "oci", "version": 1, "available": False,
-                         "error": "metadata service unreachable: timed out"})  # fmt: skip
+    record(
+        root,
+        "oci",
+        {
+            "probe": "oci",
+            "version": 1,
+            "available": False,
+            "error": "metadata service unreachable: timed out",
+        },
+    )
     code, _, err = run(capsys, "labels", "--root", str(root), "-o", "nfd")
     again = sinks.parse_feature_file(target.read_text())
     assert {k: again[k] for k in OCI_KEYS} == {k: first[k] for k in OCI_KEYS}
@@ -72,15 +80,39 @@ def test_kubespray_vars_with_assignment_and_taints(
     capsys: pytest.CaptureFixture[str], machine_root: Callable[..., Path]
 ) -> None:
     root = str(machine_root("rtx-pro-6000"))
-    _, out, _ = run(capsys, "labels", "--root", root, "-o", "kubespray", "--pool", "inference",
-                       "--profile", "rtx-v1", "--families", "own,platform")  # fmt: skip
+    _, out, _ = run(
+        capsys,
+        "labels",
+        "--root",
+        root,
+        "-o",
+        "kubespray",
+        "--pool",
+        "inference",
+        "--profile",
+        "rtx-v1",
+        "--families",
+        "own,platform",
+    )
     doc = yaml.safe_load(out)
     assert doc["node_taints"] == ["nodeagent.io/validating=true:NoSchedule"]
     assert doc["node_labels"]["nodeagent.io/pool"] == "inference"
     assert doc["node_labels"]["truefoundry.com/nodepool"] == "inference"
     assert doc["node_labels"]["nodeagent.io/profile"] == "rtx-v1"
-    _, out, _ = run(capsys, "labels", "--root", root, "-o", "kubespray", "--domain", "x.io",
-                       "--taint", "", "--taint", "dedicated=gpu:NoExecute")  # fmt: skip
+    _, out, _ = run(
+        capsys,
+        "labels",
+        "--root",
+        root,
+        "-o",
+        "kubespray",
+        "--domain",
+        "x.io",
+        "--taint",
+        "",
+        "--taint",
+        "dedicated=gpu:NoExecute",
+    )
     doc = yaml.safe_load(out)
     assert doc["node_taints"] == ["dedicated=gpu:NoExecute"]
     assert "gpu.x.io/count" in doc["node_labels"]
@@ -88,17 +120,21 @@ def test_kubespray_vars_with_assignment_and_taints(
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--domain", "Not_A_Domain"], "'labels.domain'"),
-     (["--families", "own,cloudy"], "unknown cloudy"),
-     (["--taint", "bad"], "not key[=value]:Effect"),
-     (["--expiry", "5"], "at least 60"),
-     (["--previous", "/nonexistent/labels.json"], "--previous /nonexistent/labels.json"),
-     (["--config", "/nonexistent/labels.toml"], "no such file")],
-)  # fmt: skip
+    [
+        (["--domain", "Not_A_Domain"], "'labels.domain'"),
+        (["--families", "own,cloudy"], "unknown cloudy"),
+        (["--taint", "bad"], "not key[=value]:Effect"),
+        (["--expiry", "5"], "at least 60"),
+        (["--previous", "/nonexistent/labels.json"], "--previous /nonexistent/labels.json"),
+        (["--config", "/nonexistent/labels.toml"], "no such file"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(
-    capsys: pytest.CaptureFixture[str], machine_root: Callable[..., Path], args: list[str],
+    capsys: pytest.CaptureFixture[str],
+    machine_root: Callable[..., Path],
+    args: list[str],
     message: str,
-) -> None:  # fmt: skip
+) -> None:
     code, out, err = run(capsys, "labels", "--root", str(machine_root("cpu-node")), *args)
     assert code == EXIT_ERROR and out == ""
     assert err.startswith("nodeagent: error: ") and message in err and err.count("\n") == 1

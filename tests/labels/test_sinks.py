@@ -12,8 +12,11 @@ import yaml
 from nodeagent import fsutil
 from nodeagent.labels import sinks
 
-LABELS = {"gpu.nodeagent.io/count": "8", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
-          "nvidia.com/cuda.driver-version.revision": ""}  # fmt: skip
+LABELS = {
+    "gpu.nodeagent.io/count": "8",
+    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+    "nvidia.com/cuda.driver-version.revision": "",
+}
 NOW = dt.datetime(2026, 11, 29, 5, 30, 0, 123456, tzinfo=dt.UTC)
 
 
@@ -28,8 +31,10 @@ def test_feature_file_format_and_expiry() -> None:
     ]
     # parsed back as NFD's local source reads it: split at the first '='
     assert sinks.parse_feature_file(text) == LABELS
-    assert sinks.parse_feature_file("# +no-label\nflag\n\n  a=b=c  \n") == {"flag": "true",
-                                                                           "a": "b=c"}  # fmt: skip
+    assert sinks.parse_feature_file("# +no-label\nflag\n\n  a=b=c  \n") == {
+        "flag": "true",
+        "a": "b=c",
+    }
     other_zone = dt.datetime(2026, 11, 29, 7, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert sinks.rfc3339(other_zone) == "2026-11-29T05:30:00Z"
 
@@ -55,8 +60,10 @@ def test_atomic_write_goes_through_a_dot_file(
     sinks.write_atomic(target, "old\n")
     sinks.write_atomic(target, "new\n")
     # NFD skips names starting with '.'; the file is complete before it becomes visible
-    assert renames == [(".nodeagent.tmp", "nodeagent", "old\n"),
-                       (".nodeagent.tmp", "nodeagent", "new\n")]  # fmt: skip
+    assert renames == [
+        (".nodeagent.tmp", "nodeagent", "old\n"),
+        (".nodeagent.tmp", "nodeagent", "new\n"),
+    ]
     assert target.read_text() == "new\n"
     assert sorted(p.name for p in target.parent.iterdir()) == ["nodeagent"]
     assert target.stat().st_mode & 0o777 == 0o644
@@ -65,7 +72,9 @@ def test_atomic_write_goes_through_a_dot_file(
 def test_kubespray_host_vars() -> None:
     text = sinks.kubespray_host_vars(LABELS, ["nodeagent.io/validating=true:NoSchedule"])
     doc = yaml.safe_load(text)
-    assert doc == {"node_labels": LABELS,
-                   "node_taints": ["nodeagent.io/validating=true:NoSchedule"]}  # fmt: skip
+    assert doc == {
+        "node_labels": LABELS,
+        "node_taints": ["nodeagent.io/validating=true:NoSchedule"],
+    }
     assert all(isinstance(v, str) for v in doc["node_labels"].values())  # "8" stays a string
     assert "'8'" in text

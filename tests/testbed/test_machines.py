@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.testbed import MACHINES, build_machine
+from testbed import MACHINES, build_machine
 
 DGX_GPU_BUSES = ("1b", "43", "52", "61", "9d", "c3", "d1", "df")
 OCI_GPU_BUSES = ("18", "2a", "3a", "5d", "9a", "ab", "ba", "db")
@@ -88,7 +88,7 @@ def level(root: Path, a: str, b: str) -> str:
 
 def topo_fixture(name: str) -> dict[str, dict[str, str]]:
     """Rows of a `nvidia-smi topo -m` printout: {"GPU0": {"GPU1": "NV18", "NIC0": "PXB", ...}}."""
-    text = resources.files("nodeagent.testbed").joinpath("data", name).read_text()
+    text = resources.files("testbed").joinpath("data", name).read_text()
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     header = lines[0].split("\t")[1:]
     rows = {}
@@ -381,7 +381,7 @@ def test_dgx_nvidia_procfs_and_recording(roots: dict[str, Path]) -> None:
     assert rec["driver_version"] == "565.57.01" and rec["cuda_driver_version"] == "12.7"
     assert [d["pci_bus_id"] for d in rec["devices"]] == [f"0000:{b}:00.0" for b in DGX_GPU_BUSES]
     assert all(d["nvlink_states"] == [True] * 18 for d in rec["devices"])
-    template = resources.files("nodeagent.testbed").joinpath(
+    template = resources.files("testbed").joinpath(
         "data", "proc_driver_nvidia_gpus_information_H100.tabs"
     )
     real_layout = [label(line) for line in template.read_text().splitlines()]

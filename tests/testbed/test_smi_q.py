@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from nodeagent.testbed import normalise_pci_bus_id, parse_smi_q
+from testbed import normalise_pci_bus_id, parse_smi_q
 
 
 def _recording(name: str) -> dict[str, Any]:
-    data = resources.files("nodeagent.testbed").joinpath("data", f"nvidia-smi-q_{name}.txt")
+    data = resources.files("testbed").joinpath("data", f"nvidia-smi-q_{name}.txt")
     return parse_smi_q(data.read_text())
 
 

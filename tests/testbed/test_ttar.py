@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from nodeagent.testbed.ttar import TtarError, extract_ttar
+from testbed.ttar import TtarError, extract_ttar
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ttar"
 PROCFS = FIXTURES / "procfs_fixtures.ttar"

@@ -21,12 +21,18 @@ def observation(
     expected: int = 0,
 ) -> fpb.FabricObservation:
     """A node whose rail r lands on leaves[r] (None: the rail is down)."""
-    obs = fpb.FabricObservation(node=node, rails_expected=expected or len(leaves),
-                                rate_expected_gbps=rate)  # fmt: skip
+    obs = fpb.FabricObservation(
+        node=node, rails_expected=expected or len(leaves), rate_expected_gbps=rate
+    )
     for r, sw in enumerate(leaves):
-        rail = obs.rails.add(name=f"mlx5_{r}/1", device=f"mlx5_{r}", port=1,
-                             link_layer="infiniband", active=sw is not None,
-                             rate_gbps=(rates or {}).get(r, rate))  # fmt: skip
+        rail = obs.rails.add(
+            name=f"mlx5_{r}/1",
+            device=f"mlx5_{r}",
+            port=1,
+            link_layer="infiniband",
+            active=sw is not None,
+            rate_gbps=(rates or {}).get(r, rate),
+        )
         if sw is not None:
             rail.leaf.id, rail.leaf.name, rail.leaf.port = sw, f"leaf {sw}", str(r + 1)
             rail.neighbour_source = "infiniband"

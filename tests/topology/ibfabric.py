@@ -85,8 +85,9 @@ def leaf_lines(t: FatTree, su: int, rail: int) -> list[str]:
     for port in range(1, NUM_PORTS + 1):
         i, k = port - 1, port - 1 - NODE_PORTS
         if i < t.nodes_per_su and (t.node(su, i), rail) not in t.down:
-            remote = _remote(t.hca_guid(su, i, rail), t.hca_lid(su, i, rail), 1,
-                             f"{t.node(su, i)} mlx5_{rail}")  # fmt: skip
+            remote = _remote(
+                t.hca_guid(su, i, rail), t.hca_lid(su, i, rail), 1, f"{t.node(su, i)} mlx5_{rail}"
+            )
             lines.append(_line(guid, desc, lid, port, _link("Active", *NDR), remote))
         elif 0 <= k < t.spines:
             spine_port = 1 + su * t.rails + rail
@@ -105,8 +106,12 @@ def spine_lines(t: FatTree, k: int, su: int, rail: int) -> list[str]:
         j = port - 1
         if j < t.sus * t.rails:
             if (j // t.rails, j % t.rails) == (su, rail):
-                remote = _remote(t.leaf_guid(su, rail), t.leaf_lid(su, rail), NODE_PORTS + 1 + k,
-                                 t.leaf_desc(su, rail))  # fmt: skip
+                remote = _remote(
+                    t.leaf_guid(su, rail),
+                    t.leaf_lid(su, rail),
+                    NODE_PORTS + 1 + k,
+                    t.leaf_desc(su, rail),
+                )
             else:
                 remote = NOT_AVAILABLE
             lines.append(_line(guid, desc, lid, port, _link("Active", *NDR), remote))
@@ -129,11 +134,20 @@ def _field(name: str, value: str) -> str:
 
 def nodeinfo(t: FatTree, su: int, rail: int, local_port: int) -> str:
     guid = f"0x{t.leaf_guid(su, rail):016x}"
-    fields = [("BaseVers", "1"), ("ClassVers", "1"), ("NodeType", "Switch"),
-              ("NumPorts", str(NUM_PORTS)), ("SystemGuid", guid), ("Guid", guid),
-              ("PortGuid", guid), ("PartCap", "8"), ("DevId", "0xd2f2"),
-              ("Revision", "0x000000a0"), ("LocalPort", str(local_port)),
-              ("VendorId", "0x0002c9")]  # fmt: skip
+    fields = [
+        ("BaseVers", "1"),
+        ("ClassVers", "1"),
+        ("NodeType", "Switch"),
+        ("NumPorts", str(NUM_PORTS)),
+        ("SystemGuid", guid),
+        ("Guid", guid),
+        ("PortGuid", guid),
+        ("PartCap", "8"),
+        ("DevId", "0xd2f2"),
+        ("Revision", "0x000000a0"),
+        ("LocalPort", str(local_port)),
+        ("VendorId", "0x0002c9"),
+    ]
     head = "# Node info: DR path slid 65535; dlid 65535; 0,1"
     return "\n".join([head, *(_field(n, v) for n, v in fields)]) + "\n"
 
@@ -150,7 +164,14 @@ def recording(t: FatTree, su: int, i: int, devices: list[str]) -> dict[str, Any]
     for rail, device in enumerate(devices):
         if (t.node(su, i), rail) in t.down:
             continue  # the probe asks only ACTIVE ports
-        ports.append({"device": device, "port": 1, "errors": [],
-                      "nodeinfo": nodeinfo(t, su, rail, i + 1), "nodedesc": nodedesc(t, su, rail),
-                      "iblinkinfo": iblinkinfo(t, su, rail)})  # fmt: skip
+        ports.append(
+            {
+                "device": device,
+                "port": 1,
+                "errors": [],
+                "nodeinfo": nodeinfo(t, su, rail, i + 1),
+                "nodedesc": nodedesc(t, su, rail),
+                "iblinkinfo": iblinkinfo(t, su, rail),
+            }
+        )
     return {"probe": "infiniband", "version": 1, "available": True, "error": "", "ports": ports}

@@ -65,8 +65,20 @@ class NetFabric:
         """Connect rail `rail` of `node` to the next free port of `leaf`; return the port."""
         self.ports[leaf] += 1
         swp = f"swp{self.ports[leaf]}"
-        ip("link", "add", f"rail{rail}", "netns", self.ns(node), "type", "veth",
-           "peer", "name", swp, "netns", self.ns(leaf))  # fmt: skip
+        ip(
+            "link",
+            "add",
+            f"rail{rail}",
+            "netns",
+            self.ns(node),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            swp,
+            "netns",
+            self.ns(leaf),
+        )
         ip("-n", self.ns(node), "link", "set", f"rail{rail}", "up")
         ip("-n", self.ns(leaf), "link", "set", swp, "up")
         self.cables[(node, rail)] = (leaf, swp)
@@ -77,15 +89,30 @@ class NetFabric:
         for box in boxes:
             lines = [f"configure system hostname {box}", "configure lldp tx-interval 1"]
             if box in self.chassis:
-                lines += [f"configure system chassisid {self.chassis[box]}",
-                          "configure lldp portidsubtype ifname"]  # fmt: skip
+                lines += [
+                    f"configure system chassisid {self.chassis[box]}",
+                    "configure lldp portidsubtype ifname",
+                ]
             conf = self.workdir / f"{box}.conf"
             conf.write_text("\n".join(lines) + "\n")
             log = open(self.workdir / f"{box}.log", "wb")  # noqa: SIM115 (kept by the child)
-            cmd = ["ip", "netns", "exec", self.ns(box), "lldpd", "-d", "-u", self.socket(box),
-                   "-p", str(self.workdir / f"{box}.pid"), "-O", str(conf)]  # fmt: skip
-            self.daemons.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                 start_new_session=True))  # fmt: skip
+            cmd = [
+                "ip",
+                "netns",
+                "exec",
+                self.ns(box),
+                "lldpd",
+                "-d",
+                "-u",
+                self.socket(box),
+                "-p",
+                str(self.workdir / f"{box}.pid"),
+                "-O",
+                str(conf),
+            ]
+            self.daemons.append(
+                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
             log.close()
 
     def neighbours(self, node: str) -> dict[str, list[dict[str, str]]]:

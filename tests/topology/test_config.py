@@ -52,15 +52,20 @@ timeout_seconds = 1
 """,
     )
     assert cfg.labels.domain == "example.com" and cfg.labels.families == ("own", "platform")
-    assert cfg.labels.resolved_taints() == ["example.com/validating=true:NoSchedule",
-                                            "gpu=true:NoExecute"]  # fmt: skip
+    assert cfg.labels.resolved_taints() == [
+        "example.com/validating=true:NoSchedule",
+        "gpu=true:NoExecute",
+    ]
     f = cfg.fabric
     assert (f.node_name, f.expected_rails, f.expected_rate_gbps) == ("n1", 8, 400.0)
     assert f.rails.netdevs == ("ibp*",) and f.rails.configured
     assert (f.static.fabric, f.static.block, f.static.rack) == ("east", "b1", "r12")
     assert (f.lldp.enabled, f.lldp.socket, f.oci.enabled, f.oci.timeout_seconds) == (
-        "on", "/run/lldpd.socket", "off", 1.0,
-    )  # fmt: skip
+        "on",
+        "/run/lldpd.socket",
+        "off",
+        1.0,
+    )
 
 
 def test_defaults_without_a_file() -> None:

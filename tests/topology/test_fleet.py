@@ -33,23 +33,31 @@ def test_scalable_units_become_leaf_groups_under_spine_groups() -> None:
     assert list(su0.switch_names) == [f"leaf {x}" for x in su_leaves(0)]
     assert list(su0.nodes) == [f"su0-n{i:03d}" for i in range(4)]
     assert {g.id: sorted(g.children) for g in tier1} == {
-        sg(0): sorted([lg(0), lg(2)]), sg(1): [lg(1)],
-    }  # fmt: skip
+        sg(0): sorted([lg(0), lg(2)]),
+        sg(1): [lg(1)],
+    }
     n = topo.nodes["su2-n003"]
     assert (n.tier_0, n.tier_1, n.tier_2, n.fabric, n.source) == (
-        lg(2), sg(0), "unknown", "unknown", "fleet",
-    )  # fmt: skip
+        lg(2),
+        sg(0),
+        "unknown",
+        "unknown",
+        "fleet",
+    )
     # The fleet agrees with what each healthy node computes on its own.
     for obs in fleet(sus=3, nodes=4, pods=2):
         local = tiers.node_tiers(obs)
-        assert (local.tier_0, local.tier_1) == (topo.nodes[obs.node].tier_0,
-                                                topo.nodes[obs.node].tier_1)  # fmt: skip
+        assert (local.tier_0, local.tier_1) == (
+            topo.nodes[obs.node].tier_0,
+            topo.nodes[obs.node].tier_1,
+        )
 
 
 def test_one_broken_cable_does_not_move_a_node() -> None:
     nodes = fleet(sus=2, nodes=4)
-    nodes[1] = observation("su0-n001", [*su_leaves(0)[:5], None, *su_leaves(0)[6:]],
-                           [f"pod0-s{k}" for k in range(4)])  # fmt: skip
+    nodes[1] = observation(
+        "su0-n001", [*su_leaves(0)[:5], None, *su_leaves(0)[6:]], [f"pod0-s{k}" for k in range(4)]
+    )
     topo = group_fleet(nodes)
     t = topo.nodes["su0-n001"]
     assert (t.tier_0, t.source, t.degraded, t.rails_active) == (lg(0), "fleet", True, 7)
@@ -123,14 +131,16 @@ def test_kueue_topology_levels_are_our_tiers_then_hostname() -> None:
         "apiVersion": "kueue.x-k8s.io/v1beta1",
         "kind": "Topology",
         "metadata": {"name": "nodeagent"},
-        "spec": {"levels": [
-            {"nodeLabel": "topology.nodeagent.io/fabric"},
-            {"nodeLabel": "topology.nodeagent.io/tier-2"},
-            {"nodeLabel": "topology.nodeagent.io/tier-1"},
-            {"nodeLabel": "topology.nodeagent.io/tier-0"},
-            {"nodeLabel": "kubernetes.io/hostname"},
-        ]},
-    }  # fmt: skip
+        "spec": {
+            "levels": [
+                {"nodeLabel": "topology.nodeagent.io/fabric"},
+                {"nodeLabel": "topology.nodeagent.io/tier-2"},
+                {"nodeLabel": "topology.nodeagent.io/tier-1"},
+                {"nodeLabel": "topology.nodeagent.io/tier-0"},
+                {"nodeLabel": "kubernetes.io/hostname"},
+            ]
+        },
+    }
     custom = kueue_topology("example.com", "gpus", hostname=False)
     assert custom["metadata"]["name"] == "gpus"
     assert custom["spec"]["levels"][-1] == {"nodeLabel": "topology.example.com/tier-0"}
@@ -158,12 +168,14 @@ def test_slurm_topology_goes_up_to_blocks_and_fabrics() -> None:
     def placed(t0: str, t1: str, t2: str, fabric: str) -> fpb.FabricTiers:
         return fpb.FabricTiers(tier_0=t0, tier_1=t1, tier_2=t2, fabric=fabric)
 
-    conf = slurm_topology({
-        "a": placed("qcnp7nxaaiz", "qc4pbhxoqqf", "aeycajoqlss", "unknown"),
-        "b": placed("qcnp7nxaaiz", "qc4pbhxoqqf", "aeycajoqlss", "unknown"),
-        "c": placed("r12", "unknown", "b1", "east"),  # a gap cuts the chain there
-        "d": placed("blk", "blk", "unknown", "unknown"),  # same value at two tiers
-    })  # fmt: skip
+    conf = slurm_topology(
+        {
+            "a": placed("qcnp7nxaaiz", "qc4pbhxoqqf", "aeycajoqlss", "unknown"),
+            "b": placed("qcnp7nxaaiz", "qc4pbhxoqqf", "aeycajoqlss", "unknown"),
+            "c": placed("r12", "unknown", "b1", "east"),  # a gap cuts the chain there
+            "d": placed("blk", "blk", "unknown", "unknown"),  # same value at two tiers
+        }
+    )
     assert conf.splitlines()[1:] == [
         "SwitchName=t0-blk Nodes=d",
         "SwitchName=qcnp7nxaaiz Nodes=a,b",

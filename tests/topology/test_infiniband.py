@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.hardware.inventory import discover
+from nodeagent.hardware.discover import discover
 from nodeagent.hardware.probes import infiniband
 from nodeagent.host import HostRoot
 from nodeagent.topology import tiers
@@ -53,23 +53,38 @@ def test_iblinkinfo_lines() -> None:
     up = [lk for lk in leaf if "remote_guid" in lk]
     assert [lk["port"] for lk in up] == [1, 2, 3, 4, 33, 34, 35, 36]
     assert up[0] == {
-        "guid": "fc6a1c0300e5a000", "desc": "MF0;su1-ibleaf-r0:MQM9700/U1", "lid": 1,
-        "port": 1, "link": "4X 106.25 Gbps Active/ LinkUp", "remote_guid": "946dae0300d10000",
-        "remote_lid": 100, "remote_port": 1, "remote_desc": "dgx-su1-01 mlx5_0",
-    }  # fmt: skip
+        "guid": "fc6a1c0300e5a000",
+        "desc": "MF0;su1-ibleaf-r0:MQM9700/U1",
+        "lid": 1,
+        "port": 1,
+        "link": "4X 106.25 Gbps Active/ LinkUp",
+        "remote_guid": "946dae0300d10000",
+        "remote_lid": 100,
+        "remote_port": 1,
+        "remote_desc": "dgx-su1-01 mlx5_0",
+    }
     assert leaf[4]["link"] == "Down/ Polling" and "remote_guid" not in leaf[4]
     spine_port2 = next(lk for lk in links if lk["guid"] == "fc6a1c0300f0b000" and lk["port"] == 2)
     assert "remote_guid" not in spine_port2  # "Port not available": outside the scan
 
 
 def test_first_hop_names_leaf_and_spines() -> None:
-    hop = infiniband.first_hop({
-        "device": "mlx5_0", "port": 1, "nodeinfo": fixture("smpquery-nodeinfo.txt"),
-        "nodedesc": fixture("smpquery-nodedesc.txt"), "iblinkinfo": fixture("iblinkinfo.txt"),
-    })  # fmt: skip
+    hop = infiniband.first_hop(
+        {
+            "device": "mlx5_0",
+            "port": 1,
+            "nodeinfo": fixture("smpquery-nodeinfo.txt"),
+            "nodedesc": fixture("smpquery-nodedesc.txt"),
+            "iblinkinfo": fixture("iblinkinfo.txt"),
+        }
+    )
     assert hop["errors"] == []
-    assert hop["leaf"] == {"id": "fc6a1c0300e5a000", "guid": "fc6a1c0300e5a000",
-                           "name": "MF0;su1-ibleaf-r0:MQM9700/U1", "port": "1"}  # fmt: skip
+    assert hop["leaf"] == {
+        "id": "fc6a1c0300e5a000",
+        "guid": "fc6a1c0300e5a000",
+        "name": "MF0;su1-ibleaf-r0:MQM9700/U1",
+        "port": "1",
+    }
     assert hop["spines"] == [
         {"id": f"fc6a1c0300f0b00{k}", "name": f"MF0;ibspine-0{k + 1}:MQM9700/U1", "port": "1"}
         for k in range(4)
@@ -80,26 +95,40 @@ def test_switch_two_hops_out_is_not_a_spine() -> None:
     # Partial scans can reach one hop further than asked; a leaf found that way is
     # printed too, but our leaf has no link to it.
     other_leaf = "\n".join(ibfabric.leaf_lines(TREE, 1, 0))
-    hop = infiniband.first_hop({
-        "nodeinfo": fixture("smpquery-nodeinfo.txt"), "nodedesc": fixture("smpquery-nodedesc.txt"),
-        "iblinkinfo": fixture("iblinkinfo.txt") + other_leaf + "\n",
-    })  # fmt: skip
+    hop = infiniband.first_hop(
+        {
+            "nodeinfo": fixture("smpquery-nodeinfo.txt"),
+            "nodedesc": fixture("smpquery-nodedesc.txt"),
+            "iblinkinfo": fixture("iblinkinfo.txt") + other_leaf + "\n",
+        }
+    )
     assert [s["id"] for s in hop["spines"]] == [f"fc6a1c0300f0b00{k}" for k in range(4)]
 
 
 @pytest.mark.parametrize(
     ("record_", "error"),
     [
-        ({"nodeinfo": "", "errors": ["nodeinfo: smpquery: iberror: failed: operation "
-                                     "NodeInfo: node info query failed"]},
-         "node info query failed"),
-        ({"nodeinfo": "NodeType:........................Channel Adapter\n"},
-         "first hop is a Channel Adapter, not a switch"),
-        ({"nodeinfo": "NodeType:........................Switch\nGuid:..........0x0\n"},
-         "no SystemGuid or Guid"),
+        (
+            {
+                "nodeinfo": "",
+                "errors": [
+                    "nodeinfo: smpquery: iberror: failed: operation "
+                    "NodeInfo: node info query failed"
+                ],
+            },
+            "node info query failed",
+        ),
+        (
+            {"nodeinfo": "NodeType:........................Channel Adapter\n"},
+            "first hop is a Channel Adapter, not a switch",
+        ),
+        (
+            {"nodeinfo": "NodeType:........................Switch\nGuid:..........0x0\n"},
+            "no SystemGuid or Guid",
+        ),
         ({"nodeinfo": "garbage\n\x00\xff"}, "no NodeInfo fields"),
     ],
-)  # fmt: skip
+)
 def test_first_hop_failures_are_errors(record_: dict[str, object], error: str) -> None:
     hop = infiniband.first_hop(record_)
     assert hop["leaf"] is None
@@ -171,11 +200,15 @@ def test_live_queries_run_the_documented_commands(
     # No InfiniBand here: stand-ins on PATH replay the recorded outputs, and log the
     # command lines so the test can check what the probe asks for.
     log = tmp_path / "calls"
-    _stand_in(tmp_path, "smpquery", f'echo "smpquery $*" >> {log}\n'
-              f'case "$*" in *mlx5_9*) echo "ibwarn: [42] mad_rpc: _do_madrpc failed" >&2; '
-              f"exit 255;; esac\n"
-              f'case "$*" in *nodeinfo*) cat {FIXTURES}/smpquery-nodeinfo.txt;; '
-              f"*) cat {FIXTURES}/smpquery-nodedesc.txt;; esac\n")  # fmt: skip
+    _stand_in(
+        tmp_path,
+        "smpquery",
+        f'echo "smpquery $*" >> {log}\n'
+        f'case "$*" in *mlx5_9*) echo "ibwarn: [42] mad_rpc: _do_madrpc failed" >&2; '
+        f"exit 255;; esac\n"
+        f'case "$*" in *nodeinfo*) cat {FIXTURES}/smpquery-nodeinfo.txt;; '
+        f"*) cat {FIXTURES}/smpquery-nodedesc.txt;; esac\n",
+    )
     _stand_in(
         tmp_path, "iblinkinfo", f'echo "iblinkinfo $*" >> {log}\ncat {FIXTURES}/iblinkinfo.txt\n'
     )

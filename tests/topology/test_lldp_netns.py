@@ -29,10 +29,13 @@ from tests.topology.netfabric import NetFabric
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: creates network namespaces and runs lldpd"
 )
-CHASSIS = {"leaf-a1": "0c:42:a1:00:00:01", "leaf-a2": "0c:42:a1:00:00:02",
-           "leaf-b1": "0c:42:a1:00:00:11", "leaf-b2": "0c:42:a1:00:00:12"}  # fmt: skip
-CABLING = {"n1": ("leaf-a1", "leaf-a2"), "n2": ("leaf-a1", "leaf-a2"),
-           "n3": ("leaf-b1", "leaf-b2")}  # fmt: skip
+CHASSIS = {
+    "leaf-a1": "0c:42:a1:00:00:01",
+    "leaf-a2": "0c:42:a1:00:00:02",
+    "leaf-b1": "0c:42:a1:00:00:11",
+    "leaf-b2": "0c:42:a1:00:00:12",
+}
+CABLING = {"n1": ("leaf-a1", "leaf-a2"), "n2": ("leaf-a1", "leaf-a2"), "n3": ("leaf-b1", "leaf-b2")}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +63,20 @@ def nodeagent(net: NetFabric, node: str, *args: str) -> tuple[int, Any]:
         f'[fabric]\nnode_name = "{node}"\n[fabric.rails]\nnetdevs = ["rail*"]\n'
         f'[fabric.lldp]\nsocket = "{net.socket(node)}"\n[fabric.oci]\nenabled = "off"\n'
     )
-    cmd = ["ip", "netns", "exec", net.ns(node), sys.executable, "-m", "nodeagent.cli.main",
-           *args, "--config", str(config), "-o", "json"]  # fmt: skip
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        net.ns(node),
+        sys.executable,
+        "-m",
+        "nodeagent.cli.main",
+        *args,
+        "--config",
+        str(config),
+        "-o",
+        "json",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode in (EXIT_OK, EXIT_PROBLEM), done.stderr
     return done.returncode, json.loads(done.stdout)
@@ -76,9 +91,10 @@ def test_fabric_from_real_lldp(fabric: NetFabric, tmp_path: Path) -> None:
     b = tiers.set_id("lg-", [CHASSIS["leaf-b1"], CHASSIS["leaf-b2"]])
     views = {node: nodeagent(fabric, node, "fabric")[1] for node in CABLING}
     n1 = views["n1"]["observation"]["rails"]
-    assert [(r["name"], r["active"], r["leaf"]["name"], r["leaf"]["port"], r["neighbour_source"])
-            for r in n1] == [("rail0", True, "leaf-a1", "swp1", "lldp"),
-                             ("rail1", True, "leaf-a2", "swp1", "lldp")]  # fmt: skip
+    assert [
+        (r["name"], r["active"], r["leaf"]["name"], r["leaf"]["port"], r["neighbour_source"])
+        for r in n1
+    ] == [("rail0", True, "leaf-a1", "swp1", "lldp"), ("rail1", True, "leaf-a2", "swp1", "lldp")]
     assert n1[0]["leaf"]["id"] == CHASSIS["leaf-a1"]
     t0 = {node: doc["tiers"]["tier_0"] for node, doc in views.items()}
     assert t0 == {"n1": a, "n2": a, "n3": b}  # same leaves, same tier; no coordination
@@ -86,13 +102,17 @@ def test_fabric_from_real_lldp(fabric: NetFabric, tmp_path: Path) -> None:
     code, labels = nodeagent(fabric, "n2", "labels")
     assert code == EXIT_OK
     assert {k: v for k, v in labels.items() if k.startswith(("topology.", "rdma."))} == {
-        "rdma.nodeagent.io/degraded": "false", "rdma.nodeagent.io/link-layer": "ethernet",
+        "rdma.nodeagent.io/degraded": "false",
+        "rdma.nodeagent.io/link-layer": "ethernet",
         "rdma.nodeagent.io/present": labels["rdma.nodeagent.io/present"],
-        "rdma.nodeagent.io/rails": "2", "rdma.nodeagent.io/rails-active": "2",
+        "rdma.nodeagent.io/rails": "2",
+        "rdma.nodeagent.io/rails-active": "2",
         "rdma.nodeagent.io/rate-gbps": labels["rdma.nodeagent.io/rate-gbps"],
-        "topology.nodeagent.io/fabric": "unknown", "topology.nodeagent.io/tier-2": "unknown",
-        "topology.nodeagent.io/tier-1": "unknown", "topology.nodeagent.io/tier-0": a,
-    }  # fmt: skip
+        "topology.nodeagent.io/fabric": "unknown",
+        "topology.nodeagent.io/tier-2": "unknown",
+        "topology.nodeagent.io/tier-1": "unknown",
+        "topology.nodeagent.io/tier-0": a,
+    }
 
     topo = group_fleet([observation(doc) for doc in views.values()])
     assert {g.id: list(g.nodes) for g in topo.groups} == {a: ["n1", "n2"], b: ["n3"]}

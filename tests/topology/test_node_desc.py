@@ -20,11 +20,14 @@ def _root(tmp: Path, descs: dict[str, str]) -> HostRoot:
 
 
 def test_writes_hostname_and_device_once(tmp_path: Path) -> None:
-    root = _root(tmp_path, {"mlx5_0": "MT4129 ConnectX7   Mellanox Technologies",
-                            "mlx5_1": "gpu-node-07 mlx5_1"})  # fmt: skip
+    root = _root(
+        tmp_path,
+        {"mlx5_0": "MT4129 ConnectX7   Mellanox Technologies", "mlx5_1": "gpu-node-07 mlx5_1"},
+    )
     changes = set_node_descriptions(root, "gpu-node-07")
-    assert changes == [Change("mlx5_0", "MT4129 ConnectX7   Mellanox Technologies",
-                              "gpu-node-07 mlx5_0")]  # fmt: skip
+    assert changes == [
+        Change("mlx5_0", "MT4129 ConnectX7   Mellanox Technologies", "gpu-node-07 mlx5_0")
+    ]
     node_desc = tmp_path / "sys/class/infiniband/mlx5_0/node_desc"
     assert node_desc.read_text() == "gpu-node-07 mlx5_0"
     assert set_node_descriptions(root, "gpu-node-07") == []  # idempotent

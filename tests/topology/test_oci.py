@@ -11,14 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from nodeagent.api.v1 import fabric_pb2 as fpb
-from nodeagent.hardware.inventory import discover
+from nodeagent.hardware.discover import discover
 from nodeagent.hardware.probes import oci
 from nodeagent.host import HostRoot
 from nodeagent.labels import cloud
-from nodeagent.testbed.machines import OCI_RDMA_TOPOLOGY
 from nodeagent.topology import tiers
 from nodeagent.topology.config import FabricConfig, OciConfig
 from nodeagent.topology.observe import observe
+from testbed.machines import OCI_RDMA_TOPOLOGY
 
 ISLAND, HOST = "oci.oraclecloud.com/rdma.hpc_island_id", "oci.oraclecloud.com/rdma.host_id"
 NETWORK, LOCAL = (
@@ -44,9 +44,14 @@ class Metadata(BaseHTTPRequestHandler):
             return
         if mode == "slow":
             time.sleep(2.0)
-        body = {"json": json.dumps(OCI_RDMA_TOPOLOGY), "partial": json.dumps(
-            {"customerHPCIslandId": OCI_RDMA_TOPOLOGY["customerHPCIslandId"]}),
-            "garbage": "<html>not json", "list": "[1, 2]"}.get(mode, "{}")  # fmt: skip
+        body = {
+            "json": json.dumps(OCI_RDMA_TOPOLOGY),
+            "partial": json.dumps(
+                {"customerHPCIslandId": OCI_RDMA_TOPOLOGY["customerHPCIslandId"]}
+            ),
+            "garbage": "<html>not json",
+            "list": "[1, 2]",
+        }.get(mode, "{}")
         data = body.encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -154,8 +159,11 @@ def test_live_observation_places_the_node_by_its_blocks(imds: Imds) -> None:
     assert obs.cloud.available and obs.cloud.local_block == OCI_RDMA_TOPOLOGY["customerLocalBlock"]
     t = tiers.node_tiers(obs)
     assert (t.tier_2, t.tier_1, t.tier_0, t.source) == (
-        REAL[ISLAND], REAL[NETWORK], REAL[LOCAL], "cloud",
-    )  # fmt: skip
+        REAL[ISLAND],
+        REAL[NETWORK],
+        REAL[LOCAL],
+        "cloud",
+    )
     imds.mode = "404"
     obs = observe(live, discover(live, only=["system"]), cfg)
     assert obs.errors == ["oci: metadata answered HTTP 404 for /opc/v2/host/rdmaTopologyData"]

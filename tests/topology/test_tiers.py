@@ -25,8 +25,12 @@ def test_nodes_on_the_same_leaves_agree_without_talking() -> None:
 def test_every_level_is_present_when_nothing_is_known() -> None:
     t = tiers.node_tiers(fpb.FabricObservation(node="lonely"))
     assert (t.fabric, t.tier_2, t.tier_1, t.tier_0, t.source) == (
-        "unknown", "unknown", "unknown", "unknown", "none",
-    )  # fmt: skip
+        "unknown",
+        "unknown",
+        "unknown",
+        "unknown",
+        "none",
+    )
     assert not t.degraded and t.rails_expected == 0
     obs = observation("x", LEAVES)  # rails up, but no neighbour source answered
     for rail in obs.rails:
@@ -37,22 +41,34 @@ def test_every_level_is_present_when_nothing_is_known() -> None:
 
 def test_static_beats_cloud_beats_observation() -> None:
     obs = observation("n", LEAVES, SPINES)
-    obs.cloud.CopyFrom(fpb.CloudPlacement(
-        provider="oci", available=True, hpc_island="ocid1.hpcisland.oc1.iad.aaaaislandaaa",
-        network_block="ocid1.networkblock.oc1.iad.bbbbnetblockbb",
-        local_block="ocid1.localblock.oc1.iad.cccclocalblock", host="ocid1.host.x"))  # fmt: skip
+    obs.cloud.CopyFrom(
+        fpb.CloudPlacement(
+            provider="oci",
+            available=True,
+            hpc_island="ocid1.hpcisland.oc1.iad.aaaaislandaaa",
+            network_block="ocid1.networkblock.oc1.iad.bbbbnetblockbb",
+            local_block="ocid1.localblock.oc1.iad.cccclocalblock",
+            host="ocid1.host.x",
+        )
+    )
     t = tiers.node_tiers(obs)
     assert (t.tier_2, t.tier_1, t.tier_0, t.source) == (
-        "aaislandaaa", "bnetblockbb", "clocalblock", "cloud",
-    )  # fmt: skip
+        "aaislandaaa",
+        "bnetblockbb",
+        "clocalblock",
+        "cloud",
+    )
     obs.static_placement.CopyFrom(fpb.StaticPlacement(fabric="east", block="b7", rack="r12"))
     t = tiers.node_tiers(obs)
     assert (t.fabric, t.tier_2, t.tier_0, t.source) == ("east", "b7", "r12", "static")
     obs.cloud.available = False  # metadata down: observation again
     obs.ClearField("static_placement")
     t = tiers.node_tiers(obs)
-    assert (t.tier_0, t.tier_1, t.source) == (tiers.set_id("lg-", LEAVES),
-                                              tiers.set_id("sg-", SPINES), "observed")  # fmt: skip
+    assert (t.tier_0, t.tier_1, t.source) == (
+        tiers.set_id("lg-", LEAVES),
+        tiers.set_id("sg-", SPINES),
+        "observed",
+    )
 
 
 def test_oci_suffixes_are_the_last_11_characters() -> None:
@@ -96,9 +112,15 @@ def test_cloud_values_survive_an_unreachable_metadata_service() -> None:
     obs = observation("n", LEAVES)
     for rail in obs.rails:
         rail.ClearField("leaf")  # RoCE on OCI: no LLDP neighbours
-    obs.cloud.CopyFrom(fpb.CloudPlacement(provider="oci", available=True,
-                                          hpc_island="x.island00001", network_block="x.block000001",
-                                          local_block="x.local000001"))  # fmt: skip
+    obs.cloud.CopyFrom(
+        fpb.CloudPlacement(
+            provider="oci",
+            available=True,
+            hpc_island="x.island00001",
+            network_block="x.block000001",
+            local_block="x.local000001",
+        )
+    )
     up = tiers.node_tiers(obs)
     assert (up.tier_2, up.tier_1, up.tier_0) == ("island00001", "block000001", "local000001")
     obs.cloud.CopyFrom(fpb.CloudPlacement(provider="oci", available=False, error="HTTP 500"))
@@ -108,5 +130,8 @@ def test_cloud_values_survive_an_unreachable_metadata_service() -> None:
     previous.source = "labels"  # what a previous label map gives
     down = tiers.node_tiers(obs, previous)
     assert (down.tier_2, down.tier_1, down.tier_0, down.source) == (
-        "island00001", "block000001", "local000001", "last-good",
-    )  # fmt: skip
+        "island00001",
+        "block000001",
+        "local000001",
+        "last-good",
+    )

@@ -14,11 +14,11 @@ import pytest
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import tuning_pb2 as tpb
-from nodeagent.hardware.inventory import discover
+from nodeagent.hardware.discover import discover
 from nodeagent.host import HostRoot
-from nodeagent.testbed import fakehost
-from nodeagent.testbed.machines import build_machine
 from nodeagent.tuning import apply, profiles
+from testbed import fakehost
+from testbed.machines import build_machine
 
 
 @dataclass

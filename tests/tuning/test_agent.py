@@ -12,7 +12,7 @@ import pytest
 from nodeagent.api.v1 import agent_pb2
 from nodeagent.api.v1 import tuning_pb2 as tpb
 from nodeagent.tuning import profiles
-from tests.agent.harness import AgentProcess
+from testbed.agent_process import AgentProcess
 from tests.tuning.conftest import Host, make_host
 
 

@@ -10,19 +10,22 @@ from pathlib import Path
 from nodeagent.api.v1 import agent_pb2
 from nodeagent.api.v1 import tuning_pb2 as tpb
 from nodeagent.tuning import profiles
-from tests.agent.harness import AgentProcess
+from testbed.agent_process import AgentProcess
 from tests.tuning.conftest import make_host
 
 
 def test_kill9_during_apply_is_reported_as_interrupted(scratch: Path) -> None:
     host = make_host("cpu-node", scratch / "root")
-    config = (f'[tuning]\ncommands_file = "{host.path}/.nodeagent/commands.json"\n'
-              f'profiles_dir = "{profiles.REPO_PROFILES}"\n')  # fmt: skip
+    config = (
+        f'[tuning]\ncommands_file = "{host.path}/.nodeagent/commands.json"\n'
+        f'profiles_dir = "{profiles.REPO_PROFILES}"\n'
+    )
     proc = AgentProcess(scratch / "agent", host.path, config).start()
     try:
         with proc.channel() as channel:
-            stream = proc.stub(channel).ApplyTuning(tpb.ApplyTuningRequest(profile="cpu-node"),
-                                                    timeout=120)  # fmt: skip
+            stream = proc.stub(channel).ApplyTuning(
+                tpb.ApplyTuningRequest(profile="cpu-node"), timeout=120
+            )
             for event in stream:
                 if event.HasField("task") and event.task.status == tpb.TASK_STARTED:
                     break  # the run is under way

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from nodeagent.api.v1 import tuning_pb2 as tpb
-from nodeagent.testbed import fakehost
 from nodeagent.tuning import render
 from nodeagent.tuning.verify import OK, PENDING, verify
+from testbed import fakehost
 from tests.tuning.conftest import Host, make_host
 
 

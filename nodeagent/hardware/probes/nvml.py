@@ -25,8 +25,17 @@ from nodeagent.host import HostRoot
 NAME = "nvml"
 DRIVER_VERSION = "proc/driver/nvidia/version"
 MAX_NVLINKS = 18  # H100/H200/B200; NVML raises past the last link
-_ARCHITECTURES = {2: "kepler", 3: "maxwell", 4: "pascal", 5: "volta", 6: "turing",
-                  7: "ampere", 8: "ada-lovelace", 9: "hopper", 10: "blackwell"}  # fmt: skip
+_ARCHITECTURES = {
+    2: "kepler",
+    3: "maxwell",
+    4: "pascal",
+    5: "volta",
+    6: "turing",
+    7: "ampere",
+    8: "ada-lovelace",
+    9: "hopper",
+    10: "blackwell",
+}
 _FABRIC_STATES = {0: "not-supported", 1: "not-started", 2: "in-progress", 3: "completed"}
 
 
@@ -116,8 +125,11 @@ def _fill_device(nvml: Any, h: Any, dev: dict[str, Any]) -> None:
     arch = _optional(nvml, nvml.nvmlDeviceGetArchitecture, h)
     if arch in _ARCHITECTURES:
         dev["architecture"] = _ARCHITECTURES[arch]
-    get("compute_capability", nvml.nvmlDeviceGetCudaComputeCapability,
-        conv=lambda cc: f"{cc[0]}.{cc[1]}")  # fmt: skip
+    get(
+        "compute_capability",
+        nvml.nvmlDeviceGetCudaComputeCapability,
+        conv=lambda cc: f"{cc[0]}.{cc[1]}",
+    )
     get("memory_total_bytes", nvml.nvmlDeviceGetMemoryInfo, conv=lambda m: int(m.total))
     get("persistence_mode", nvml.nvmlDeviceGetPersistenceMode, conv=bool)
     get("mig_mode", nvml.nvmlDeviceGetMigMode, conv=lambda m: bool(m[0]))
@@ -126,12 +138,18 @@ def _fill_device(nvml: Any, h: Any, dev: dict[str, Any]) -> None:
         counts = {}
         for key, err, counter in (
             ("corrected_volatile", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC),
-            ("uncorrected_volatile", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-             nvml.NVML_VOLATILE_ECC),
+            (
+                "uncorrected_volatile",
+                nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                nvml.NVML_VOLATILE_ECC,
+            ),
             ("corrected_aggregate", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_AGGREGATE_ECC),
-            ("uncorrected_aggregate", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-             nvml.NVML_AGGREGATE_ECC),
-        ):  # fmt: skip
+            (
+                "uncorrected_aggregate",
+                nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                nvml.NVML_AGGREGATE_ECC,
+            ),
+        ):
             value = _optional(nvml, nvml.nvmlDeviceGetTotalEccErrors, h, err, counter)
             if value is not None:
                 counts[key] = int(value)
@@ -139,8 +157,12 @@ def _fill_device(nvml: Any, h: Any, dev: dict[str, Any]) -> None:
     rows = _optional(nvml, nvml.nvmlDeviceGetRemappedRows, h)
     if rows is not None:
         corr, unc, pending, failure = rows
-        dev["remapped_rows"] = {"correctable": int(corr), "uncorrectable": int(unc),
-                                "pending": bool(pending), "failure": bool(failure)}  # fmt: skip
+        dev["remapped_rows"] = {
+            "correctable": int(corr),
+            "uncorrectable": int(unc),
+            "pending": bool(pending),
+            "failure": bool(failure),
+        }
     links = []
     for link in range(MAX_NVLINKS):
         state = _optional(nvml, nvml.nvmlDeviceGetNvLinkState, h, link)
@@ -149,8 +171,7 @@ def _fill_device(nvml: Any, h: Any, dev: dict[str, Any]) -> None:
         links.append(bool(state))
     if links:
         dev["nvlink_states"] = links
-    get("temperature_celsius", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU,
-        conv=float)  # fmt: skip
+    get("temperature_celsius", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU, conv=float)
     get("power_draw_watts", nvml.nvmlDeviceGetPowerUsage, conv=lambda mw: mw / 1000.0)
     get("power_limit_watts", nvml.nvmlDeviceGetEnforcedPowerLimit, conv=lambda mw: mw / 1000.0)
     pcie = {}

@@ -17,10 +17,10 @@ import time
 import yaml
 
 from nodeagent.cli import render
-from nodeagent.hardware.inventory import discover
+from nodeagent.hardware.discover import discover
 from nodeagent.host import HostRoot
-from nodeagent.testbed.fleet import Fleet
 from nodeagent.topology.export import kueue_topology
+from testbed.fleet import Fleet
 
 
 def banner(title: str) -> None:
@@ -38,8 +38,9 @@ def this_machine() -> None:
 def labels(fleet: Fleet) -> None:
     for agent in fleet.agents:
         banner(f"Labels of {agent.name}: nodeagent labels --pool {agent.pool} -o json")
-        out = json.loads(fleet.run("labels", "--root", str(agent.root), "--pool", agent.pool,
-                                   "-o", "json"))  # fmt: skip
+        out = json.loads(
+            fleet.run("labels", "--root", str(agent.root), "--pool", agent.pool, "-o", "json")
+        )
         width = max(len(k) for k in out)
         for key, value in out.items():
             print(f"  {key.ljust(width)}  {value}")
@@ -49,7 +50,7 @@ def tuning_plan(fleet: Fleet) -> None:
     agent = fleet.agents[0]
     banner(f"Tuning plan for {agent.name}: nodeagent tune apply --profile hgx-h100 --check")
     try:
-        from nodeagent.testbed import fakehost
+        from testbed import fakehost
     except ImportError:
         print("(tuning is not part of this build)")
         return
@@ -58,16 +59,40 @@ def tuning_plan(fleet: Fleet) -> None:
     shutil.copytree(agent.root, host, symlinks=True)
     commands = fleet.base / "commands.json"
     commands.write_text(json.dumps(fakehost.prepare(host)))
-    print(fleet.run("tune", "apply", "--profile", "hgx-h100", "--check", "--root", str(host),
-                    "--commands", str(commands), "--state-dir", str(fleet.base / "tune-state"),
-                    check=False), end="")  # fmt: skip
+    print(
+        fleet.run(
+            "tune",
+            "apply",
+            "--profile",
+            "hgx-h100",
+            "--check",
+            "--root",
+            str(host),
+            "--commands",
+            str(commands),
+            "--state-dir",
+            str(fleet.base / "tune-state"),
+            check=False,
+        ),
+        end="",
+    )
 
 
 def kubespray(fleet: Fleet) -> None:
     banner("Kubespray inventory: nodeagent admin export kubespray --cluster demo -o hosts.yaml")
     # an existing cluster (its control plane and etcd hosts stand in), the GPU nodes assigned
-    fleet.run("admin", "clusters", "create", "demo", "--kubespray-dir", "/opt/kubespray",
-              "--control-plane", "cp-1=192.0.2.11", "--etcd", "cp-1=192.0.2.11")  # fmt: skip
+    fleet.run(
+        "admin",
+        "clusters",
+        "create",
+        "demo",
+        "--kubespray-dir",
+        "/opt/kubespray",
+        "--control-plane",
+        "cp-1=192.0.2.11",
+        "--etcd",
+        "cp-1=192.0.2.11",
+    )
     for line in fleet.run("admin", "nodes", "list").splitlines()[1:]:
         node_id, hostname = line.split()[:2]
         if hostname != "cpu-node-01":

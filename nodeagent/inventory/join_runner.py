@@ -90,7 +90,7 @@ class JobRun:
     """One job on this replica, in a worker thread; database calls go through the loop."""
 
     def __init__(self, scheduler: JoinScheduler, job_id: str) -> None:
-        self.s = scheduler
+        self.scheduler = scheduler
         self.job_id = job_id
         self.workdir = Path(scheduler.jobs_dir) / job_id
         self.cancel = threading.Event()
@@ -99,18 +99,20 @@ class JobRun:
         self.cluster = ipb.Cluster()
 
     def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        coro = self.s.store.run(lambda: fn(self.s.store, *args, **kw))
-        return asyncio.run_coroutine_threadsafe(coro, self.s.loop).result()
+        coro = self.scheduler.store.run(lambda: fn(self.scheduler.store, *args, **kw))
+        return asyncio.run_coroutine_threadsafe(coro, self.scheduler.loop).result()
 
     def event(self, kind: str, message: str, **kw: Any) -> None:
         with contextlib.suppress(StoreError):
             self.call(joins.event, self.job_id, kind, message, job_state=ipb.JOB_RUNNING, **kw)
 
     def _monitor(self) -> None:
-        interval = max(self.s.lease_seconds / 3, 0.2)
+        interval = max(self.scheduler.lease_seconds / 3, 0.2)
         while not self.done.wait(interval):
             try:
-                if self.call(joins.renew, self.job_id, self.s.owner, self.s.lease_seconds):
+                if self.call(
+                    joins.renew, self.job_id, self.scheduler.owner, self.scheduler.lease_seconds
+                ):
                     self.cancel.set()
             except joins.LeaseLost:
                 self.lost.set()
@@ -119,7 +121,7 @@ class JobRun:
                 log.warning("job %s: lease renewal failed: %s", self.job_id, exc)
 
     def interrupted(self) -> bool:
-        return self.cancel.is_set() or self.lost.is_set() or self.s.stopping.is_set()
+        return self.cancel.is_set() or self.lost.is_set() or self.scheduler.stopping.is_set()
 
     # --- the job --------------------------------------------------------------------------
     def run(self) -> None:
@@ -132,16 +134,16 @@ class JobRun:
         except Exception:  # a bug or the database gone: hand the job back, do not leave it held
             log.exception("job %s: runner failed; handing the job back", self.job_id)
             with contextlib.suppress(Exception):
-                self.call(joins.release, self.job_id, self.s.owner)
+                self.call(joins.release, self.job_id, self.scheduler.owner)
         finally:
             self.done.set()
             monitor.join(5)
-        if self.s.stopping.is_set() and not self.lost.is_set():
+        if self.scheduler.stopping.is_set() and not self.lost.is_set():
             with contextlib.suppress(Exception):
-                self.call(joins.release, self.job_id, self.s.owner)
+                self.call(joins.release, self.job_id, self.scheduler.owner)
 
     def _finish(self, message: str = "", **kw: Any) -> None:
-        job = self.call(joins.finish, self.job_id, self.s.owner, message, **kw)
+        job = self.call(joins.finish, self.job_id, self.scheduler.owner, message, **kw)
         log.info("job %s finished %s: %s", self.job_id, ipb.JobState.Name(job.state), job.message)
 
     def _run(self) -> None:
@@ -149,19 +151,21 @@ class JobRun:
         if killed:
             self.event("job-resumed", f"killed playbook processes of a previous run: {killed}")
         cluster, inventory, problems, per_node = self.call(
-            joins.job_inventory, self.job_id, self.s.owner
+            joins.job_inventory, self.job_id, self.scheduler.owner
         )
         self.cluster = cluster
         if problems:
             self._finish(abort="cluster configuration: " + "; ".join(problems))
             return
         if any(per_node.values()):
-            self.call(joins.fail_unstarted, self.job_id, self.s.owner, per_node)
+            self.call(joins.fail_unstarted, self.job_id, self.scheduler.owner, per_node)
         base = Path(cluster.kubespray_dir)
         facts = next((p for p in FACTS_PLAYBOOKS if (base / p).is_file()), "")
         if not facts or not (base / SCALE_PLAYBOOK).is_file():
-            self._finish(abort=f"{base} is not a Kubespray checkout (no playbooks/facts.yml or "
-                               f"{SCALE_PLAYBOOK})")  # fmt: skip
+            self._finish(
+                abort=f"{base} is not a Kubespray checkout (no playbooks/facts.yml or "
+                f"{SCALE_PLAYBOOK})"
+            )
             return
         (self.workdir / "inventory").mkdir(parents=True, exist_ok=True, mode=0o700)
         inv_path = self.workdir / "inventory" / "hosts.yaml"
@@ -177,14 +181,16 @@ class JobRun:
         existing = {h.name for h in [*cluster.control_plane, *cluster.etcd]}
         broken = sorted(set(result.failed) & existing)
         if result.status in ("error", "timeout") or broken:
-            why = (f"facts.yml failed on {', '.join(broken)}: "
-                   f"{result.failed[broken[0]][1]}" if broken else
-                   f"facts.yml {result.status} (rc {result.rc}): {result.output_tail}")  # fmt: skip
+            why = (
+                f"facts.yml failed on {', '.join(broken)}: {result.failed[broken[0]][1]}"
+                if broken
+                else f"facts.yml {result.status} (rc {result.rc}): {result.output_tail}"
+            )
             self._finish(abort=why)
             return
         failed_facts = result.failed
         while True:
-            batch, nodes = self.call(joins.batch_nodes, self.job_id, self.s.owner)
+            batch, nodes = self.call(joins.batch_nodes, self.job_id, self.scheduler.owner)
             if not batch:
                 break
             results = []
@@ -196,16 +202,21 @@ class JobRun:
             if todo:
                 limit = ",".join(h for _, h in todo)
                 self.event("playbook", f"scale.yml --limit={limit}", batch=batch)
-                result = self._playbook(f"scale-b{batch}-a{attempt}", SCALE_PLAYBOOK, limit,
-                                        inv_path)  # fmt: skip
+                result = self._playbook(
+                    f"scale-b{batch}-a{attempt}", SCALE_PLAYBOOK, limit, inv_path
+                )
                 if self._stop_if_interrupted(result):
                     return
                 results += [self._outcome(result, i, h) for i, h in todo]
-            self.call(joins.record_results, self.job_id, self.s.owner, batch, results)
+            self.call(joins.record_results, self.job_id, self.scheduler.owner, batch, results)
         self._finish()
 
-    def _outcome(self, result: PlayResult, node_id: str, host: str,
-                 ) -> tuple[str, str, bool, str, str]:  # fmt: skip
+    def _outcome(
+        self,
+        result: PlayResult,
+        node_id: str,
+        host: str,
+    ) -> tuple[str, str, bool, str, str]:
         if host in result.failed:
             task, msg = result.failed[host]
             return node_id, host, False, task, msg
@@ -219,7 +230,7 @@ class JobRun:
         return node_id, host, False, "", f"{why}: {result.output_tail}".strip(": ")
 
     def _stop_if_interrupted(self, result: PlayResult) -> bool:
-        if self.lost.is_set() or self.s.stopping.is_set():
+        if self.lost.is_set() or self.scheduler.stopping.is_set():
             return True  # another replica (or this one, restarted) carries on
         if self.cancel.is_set():
             self._finish("cancelled", cancelled=True)
@@ -232,28 +243,54 @@ class JobRun:
         pexpect's pty fork from this multi-threaded process can lose the child (as the
         tuning runner found), and a child process is what a cancel can stop."""
         bin_dir = Path(sys.executable).parent
-        cmd = [str(bin_dir / "ansible-runner"), "run", str(self.workdir), "-p", playbook,
-               "--ident", ident, "--project-dir", self.cluster.kubespray_dir, "--inventory",
-               str(inv_path), "--cmdline=--become", "--omit-env-files", "-q"]  # fmt: skip
+        cmd = [
+            str(bin_dir / "ansible-runner"),
+            "run",
+            str(self.workdir),
+            "-p",
+            playbook,
+            "--ident",
+            ident,
+            "--project-dir",
+            self.cluster.kubespray_dir,
+            "--inventory",
+            str(inv_path),
+            "--cmdline=--become",
+            "--omit-env-files",
+            "-q",
+        ]
         if limit:
             cmd += ["--limit", limit]
-        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-               "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_NOCOLOR": "1",
+        }
         artifacts = self.workdir / "artifacts" / ident
         # One fact cache for all the job's runs: ansible-runner would give each run its own
         # (under artifacts/<ident>), and scale.yml --limit needs what facts.yml gathered.
         # (An absolute `fact_cache` replaces the per-run path; a short pexpect timeout makes
         # ansible-runner notice SIGTERM, our cancel, quickly.)
-        settings = {"fact_cache": str(self.workdir / "fact_cache"), "pexpect_timeout": 0.5,
-                    "suppress_ansible_output": True}  # fmt: skip
+        settings = {
+            "fact_cache": str(self.workdir / "fact_cache"),
+            "pexpect_timeout": 0.5,
+            "suppress_ansible_output": True,
+        }
         (self.workdir / "env").mkdir(exist_ok=True, mode=0o700)
         (self.workdir / "env" / "settings").write_text(json.dumps(settings))
         self.event("playbook", f"{playbook} started" + (f" (--limit={limit})" if limit else ""))
         events = _EventReader(artifacts / "job_events", playbook, self.event)
         try:
-            proc = subprocess.Popen(cmd, cwd=str(self.workdir), env=env, start_new_session=True,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE)  # fmt: skip
+            proc = subprocess.Popen(
+                cmd,
+                cwd=str(self.workdir),
+                env=env,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
         except OSError as exc:
             return PlayResult("error", 127, output_tail=f"ansible-runner: {exc}")
         started, verdict = time.monotonic(), ""
@@ -261,7 +298,7 @@ class JobRun:
             events.read()
             if not verdict and self.interrupted():
                 verdict = "canceled"
-            elif not verdict and time.monotonic() - started > self.s.playbook_timeout:
+            elif not verdict and time.monotonic() - started > self.scheduler.playbook_timeout:
                 verdict = "timeout"
             if verdict:
                 with contextlib.suppress(OSError):
@@ -311,8 +348,9 @@ class _EventReader:
             names = os.listdir(self.directory)
         except OSError:
             return
-        fresh = sorted((n for n in names if n.endswith(".json") and n not in self.seen),
-                       key=_counter)  # fmt: skip
+        fresh = sorted(
+            (n for n in names if n.endswith(".json") and n not in self.seen), key=_counter
+        )
         for name in fresh:
             try:
                 event = json.loads((self.directory / name).read_text())
@@ -346,9 +384,15 @@ class JoinScheduler:
     """Claims runnable jobs (lease), runs them in threads, starts auto-join jobs."""
 
     def __init__(
-        self, store: Store, data_dir: str, *, poll_seconds: float, lease_seconds: float,
-        playbook_timeout: int, parallel: int = 4,
-    ) -> None:  # fmt: skip
+        self,
+        store: Store,
+        data_dir: str,
+        *,
+        poll_seconds: float,
+        lease_seconds: float,
+        playbook_timeout: int,
+        parallel: int = 4,
+    ) -> None:
         self.store = store
         self.jobs_dir = str(Path(data_dir) / "jobs")
         self.poll_seconds = poll_seconds

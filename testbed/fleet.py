@@ -16,15 +16,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nodeagent import tlsutil
 from nodeagent.inventory import pki
-from nodeagent.testbed.machines import build_machine
-from nodeagent.testbed.ready import make_ready
+from testbed.machines import build_machine
+from testbed.ready import make_ready
+from testbed.wait import wait_for
 
 FLEET = (("dgx-h100", "training"), ("oci-bm-gpu-h100-8", "training"), ("cpu-node", "services"))
 NODEAGENT = [sys.executable, "-m", "nodeagent.cli.main"]
@@ -82,15 +81,18 @@ class Fleet:
         listen = "0.0.0.0" if self.namespaces else "127.0.0.1"
         names = ", ".join(f'"{n}"' for n in ["localhost", "127.0.0.1", *self._host_addresses()])
         config = data / "inventory.toml"
-        config.write_text(f'listen = "{listen}:{self.port}"\n'
-                          f'bootstrap_listen = "{listen}:{self.boot_port}"\n'
-                          f'data_dir = "{data}"\nserver_names = [{names}]\n'
-                          'metrics_listen = ""\nheartbeat_interval_seconds = 2\n')  # fmt: skip
+        config.write_text(
+            f'listen = "{listen}:{self.port}"\n'
+            f'bootstrap_listen = "{listen}:{self.boot_port}"\n'
+            f'data_dir = "{data}"\nserver_names = [{names}]\n'
+            'metrics_listen = ""\nheartbeat_interval_seconds = 2\n'
+        )
         log = open(data / "log", "ab")  # noqa: SIM115 - the child keeps it
-        self.inventory = subprocess.Popen([*NODEAGENT, "inventory", "serve", "--config",
-                                           str(config)], stdout=log, stderr=log)  # fmt: skip
+        self.inventory = subprocess.Popen(
+            [*NODEAGENT, "inventory", "serve", "--config", str(config)], stdout=log, stderr=log
+        )
         log.close()
-        self._wait(lambda: self._pin() != "", 30, "the inventory service")
+        wait_for(lambda: self._pin() != "", 30, "the inventory service")
         if not self.env:
             self._admin_identity()
 
@@ -104,18 +106,31 @@ class Fleet:
 
     def ca(self) -> pki.CertificateAuthority:
         data = self.base / "inventory"
-        return pki.CertificateAuthority.load_or_create(data / "ca.crt", data / "ca.key",
-                                                       create=False)  # fmt: skip
+        return pki.CertificateAuthority.load_or_create(
+            data / "ca.crt", data / "ca.key", create=False
+        )
 
     def _admin_identity(self) -> None:
         creds = self.base / "admin"
         config = str(self.base / "inventory" / "inventory.toml")
-        self.run("inventory", "issue-admin-cert", "--config", config, "--role", "admin",
-                 "--name", "demo", "-o", str(creds))  # fmt: skip
-        self.env = {"NODEAGENT_INVENTORY": f"127.0.0.1:{self.port}",
-                    "NODEAGENT_ADMIN_CERT": str(creds / "admin.crt"),
-                    "NODEAGENT_ADMIN_KEY": str(creds / "admin.key"),
-                    "NODEAGENT_ADMIN_CA": str(creds / "ca.crt")}  # fmt: skip
+        self.run(
+            "inventory",
+            "issue-admin-cert",
+            "--config",
+            config,
+            "--role",
+            "admin",
+            "--name",
+            "demo",
+            "-o",
+            str(creds),
+        )
+        self.env = {
+            "NODEAGENT_INVENTORY": f"127.0.0.1:{self.port}",
+            "NODEAGENT_ADMIN_CERT": str(creds / "admin.crt"),
+            "NODEAGENT_ADMIN_KEY": str(creds / "admin.key"),
+            "NODEAGENT_ADMIN_CA": str(creds / "ca.crt"),
+        }
 
     def stop_inventory(self, sig: int = signal.SIGTERM) -> None:
         if self.inventory is not None and self.inventory.poll() is None:
@@ -136,8 +151,9 @@ class Fleet:
             if self.namespaces:
                 agent.netns = f"na-{os.getpid() % 100000}-{i}"
                 host, agent.host_if = self._make_netns(agent.netns, i + 1)
-            token = self.run("admin", "tokens", "create", "--pool", pool,
-                             "--description", f"demo {machine}").strip()  # fmt: skip
+            token = self.run(
+                "admin", "tokens", "create", "--pool", pool, "--description", f"demo {machine}"
+            ).strip()
             tlsutil.write_private(workdir / "token", token.encode())
             (workdir / "agent.toml").write_text(
                 f'root = "{agent.root}"\nstate_dir = "{workdir / "state"}"\n'
@@ -145,16 +161,19 @@ class Fleet:
                 f'[api]\nsocket = "{agent.socket}"\n[metrics]\nlisten = ""\n'
                 f'[watch]\nudev = false\n[inventory]\naddress = "{host}:{self.port}"\n'
                 f'bootstrap_address = "{host}:{self.boot_port}"\nca_hash = "{pin}"\n'
-                f'token_file = "{workdir / "token"}"\n')  # fmt: skip
+                f'token_file = "{workdir / "token"}"\n'
+            )
             self.agents.append(agent)
             self.start_agent(agent)
 
     def start_agent(self, agent: Agent) -> None:
         prefix = ["ip", "netns", "exec", agent.netns] if agent.netns else []
         log = open(agent.workdir / "log", "ab")  # noqa: SIM115
-        agent.proc = subprocess.Popen([*prefix, *NODEAGENT, "serve", "--config",
-                                       str(agent.workdir / "agent.toml")],
-                                      stdout=log, stderr=log)  # fmt: skip
+        agent.proc = subprocess.Popen(
+            [*prefix, *NODEAGENT, "serve", "--config", str(agent.workdir / "agent.toml")],
+            stdout=log,
+            stderr=log,
+        )
         log.close()
 
     def stop_agent(self, agent: Agent, sig: int = signal.SIGTERM) -> None:
@@ -165,42 +184,39 @@ class Fleet:
 
     def _make_netns(self, name: str, n: int) -> tuple[str, str]:
         host_if, ns_if = f"nah{os.getpid() % 10000}x{n}", f"nan{os.getpid() % 10000}x{n}"
-        for cmd in (["ip", "netns", "add", name],
-                    ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
-                    ["ip", "link", "set", ns_if, "netns", name],
-                    ["ip", "addr", "add", f"100.127.{n}.1/30", "dev", host_if],
-                    ["ip", "link", "set", host_if, "up"],
-                    ["ip", "-n", name, "addr", "add", f"100.127.{n}.2/30", "dev", ns_if],
-                    ["ip", "-n", name, "link", "set", ns_if, "up"],
-                    ["ip", "-n", name, "link", "set", "lo", "up"]):  # fmt: skip
+        for cmd in (
+            ["ip", "netns", "add", name],
+            ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+            ["ip", "link", "set", ns_if, "netns", name],
+            ["ip", "addr", "add", f"100.127.{n}.1/30", "dev", host_if],
+            ["ip", "link", "set", host_if, "up"],
+            ["ip", "-n", name, "addr", "add", f"100.127.{n}.2/30", "dev", ns_if],
+            ["ip", "-n", name, "link", "set", ns_if, "up"],
+            ["ip", "-n", name, "link", "set", "lo", "up"],
+        ):
             subprocess.run(cmd, check=True, capture_output=True)
         return f"100.127.{n}.1", host_if
 
     def partition(self, agent: Agent, connected: bool) -> None:
         """Cut (or restore) the node's only link to the inventory."""
         state = "up" if connected else "down"
-        subprocess.run(["ip", "link", "set", agent.host_if, state], check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(["ip", "link", "set", agent.host_if, state], check=True, capture_output=True)
 
     # --- helpers ----------------------------------------------------------------------
     def run(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run([*NODEAGENT, *args], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, **self.env})  # fmt: skip
+        proc = subprocess.run(
+            [*NODEAGENT, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **self.env},
+        )
         if check and proc.returncode not in (0, 3):
             raise RuntimeError(f"nodeagent {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
 
     def agent_cmd(self, agent: Agent, *args: str) -> str:
         return self.run("agent", *args, "--socket", agent.socket)
-
-    @staticmethod
-    def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"timed out waiting for {what}")
 
     def wait_enrolled(self, timeout: float = 60) -> None:
         def all_connected() -> bool:
@@ -212,7 +228,7 @@ class Fleet:
                     return False
             return True
 
-        self._wait(all_connected, timeout, "the agents to enrol")
+        wait_for(all_connected, timeout, "the agents to enrol")
 
     def close(self) -> None:
         for agent in self.agents:

@@ -29,7 +29,7 @@ from nodeagent.tuning.verify import DRIFT, PENDING, verify
 if TYPE_CHECKING:
     from nodeagent.agent.daemon import Agent
 
-log = logging.getLogger("nodeagent.agent.tuning")
+log = logging.getLogger("nodeagent.agent.tuning_rpc")
 
 
 class TuningService:
@@ -118,8 +118,11 @@ class TuningService:
                 agent._set_phase("TUNING")
                 # Recorded before the first task: a kill -9 mid-run leaves "running" behind,
                 # which the next start reports as interrupted, never as success.
-                agent.state["tuning"] = {"profile": profile.name, "outcome": "running",
-                                         "phase_before": before}  # fmt: skip
+                agent.state["tuning"] = {
+                    "profile": profile.name,
+                    "outcome": "running",
+                    "phase_before": before,
+                }
                 agent._save_state()
             async for event in _in_thread(apply_mod.apply, opts):
                 if event.HasField("result"):
@@ -133,9 +136,11 @@ class TuningService:
         if not isinstance(record, dict) or record.get("outcome") != "running":
             return
         record["outcome"] = "interrupted"
-        agent.last_error = (f"tuning apply of profile {record.get('profile')!r} was interrupted "
-                            "(the agent stopped during the run); nothing was verified: "
-                            "run it again")  # fmt: skip
+        agent.last_error = (
+            f"tuning apply of profile {record.get('profile')!r} was interrupted "
+            "(the agent stopped during the run); nothing was verified: "
+            "run it again"
+        )
         log.error("%s", agent.last_error)
         agent.phase = "FAILED"
         agent.view.phase = "FAILED"

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nodeagent.testbed.smi_q import parse_smi_q
+from testbed.smi_q import parse_smi_q
 
 # ------------------------------------------------------------------------- description
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from nodeagent.testbed.tree import (
+from testbed.tree import (
     Card,
     Cpu,
     Fn,

@@ -93,8 +93,11 @@ def _run(inv: pb.HardwareInventory, name: str, body: Callable[[list[str]], None]
     try:
         body(errors)
     except Exception as exc:
-        errors.append(f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError | OSError)
-                      else str(exc))  # fmt: skip
+        errors.append(
+            f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, ValueError | OSError)
+            else str(exc)
+        )
     inv.collectors.add(
         name=name,
         success=not errors,
@@ -139,8 +142,15 @@ def _apply_nvml_device(g: pb.Gpu, dev: dict[str, Any]) -> None:
         return
     if dev.get("name"):
         g.model, g.model_source = str(dev["name"]), "nvml"
-    for key in ("uuid", "serial", "board_part_number", "vbios_version", "architecture",
-                "compute_capability", "fabric_state"):  # fmt: skip
+    for key in (
+        "uuid",
+        "serial",
+        "board_part_number",
+        "vbios_version",
+        "architecture",
+        "compute_capability",
+        "fabric_state",
+    ):
         if dev.get(key):
             setattr(g, key, str(dev[key]))
     for key in ("memory_total_bytes", "module_id"):
@@ -156,10 +166,14 @@ def _apply_nvml_device(g: pb.Gpu, dev: dict[str, Any]) -> None:
         g.ecc_errors.CopyFrom(pb.EccErrors(**{k: int(v) for k, v in dev["ecc_errors"].items()}))
     rows = dev.get("remapped_rows")
     if rows:
-        g.remapped_rows.CopyFrom(pb.RemappedRows(
-            correctable=int(rows.get("correctable", 0)),
-            uncorrectable=int(rows.get("uncorrectable", 0)),
-            pending=bool(rows.get("pending")), failure=bool(rows.get("failure"))))  # fmt: skip
+        g.remapped_rows.CopyFrom(
+            pb.RemappedRows(
+                correctable=int(rows.get("correctable", 0)),
+                uncorrectable=int(rows.get("uncorrectable", 0)),
+                pending=bool(rows.get("pending")),
+                failure=bool(rows.get("failure")),
+            )
+        )
     links = dev.get("nvlink_states") or []
     g.nvlinks_total, g.nvlinks_active = len(links), sum(1 for s in links if s)
     g.health = pb.HEALTH_OK  # NVML answered; problems below lower it
@@ -190,9 +204,13 @@ def compute_affinity(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -
     members: list[tuple[pb.AffinityDevice, list[str]]] = []
     gpus = sorted(inv.gpus, key=lambda g: (g.vendor != "nvidia", g.vendor, g.index))
     for g in gpus:
-        entry = pb.AffinityDevice(label=f"GPU{len(members)}", name=str(g.index),
-                                  pci_address=g.pci_address, numa_node=g.numa_node,
-                                  cpu_affinity=g.cpu_affinity)  # fmt: skip
+        entry = pb.AffinityDevice(
+            label=f"GPU{len(members)}",
+            name=str(g.index),
+            pci_address=g.pci_address,
+            numa_node=g.numa_node,
+            cpu_affinity=g.cpu_affinity,
+        )
         members.append((entry, _chain(scan, g.pci_address, errors)))
     n_gpus = len(members)
     for dev in inv.rdma_devices:

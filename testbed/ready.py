@@ -45,6 +45,9 @@ def make_ready(root: Path) -> Path:
         path.unlink(missing_ok=True)
         path.write_text(text)
     modules = (root / "proc/modules").read_text()
-    rewrite(root, "proc/modules", modules + "overlay 151552 0 - Live 0x0\n"
-            "br_netfilter 32768 0 - Live 0x0\n")  # fmt: skip
+    rewrite(
+        root,
+        "proc/modules",
+        modules + "overlay 151552 0 - Live 0x0\nbr_netfilter 32768 0 - Live 0x0\n",
+    )
     return root

@@ -24,8 +24,10 @@ FAST_WATCH = "rdma_poll_seconds = 0.5\ncoalesce_seconds = 0.2\n"
 
 
 # A bootstrap token's secret part or PEM key material must never reach a log.
-SECRET_PATTERNS = (re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{32}\b"),
-                   re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"))  # fmt: skip
+SECRET_PATTERNS = (
+    re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{32}\b"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+)
 
 
 def assert_no_secrets(text: str, where: str) -> None:
@@ -42,9 +44,14 @@ def free_port() -> int:
 
 
 class AgentProcess:
-    def __init__(self, workdir: Path, root: Path, extra_config: str = "",
-                 env: dict[str, str] | None = None,
-                 watch: str = FAST_WATCH) -> None:  # fmt: skip
+    def __init__(
+        self,
+        workdir: Path,
+        root: Path,
+        extra_config: str = "",
+        env: dict[str, str] | None = None,
+        watch: str = FAST_WATCH,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket_path = str(workdir / "run" / "agent.sock")
@@ -71,8 +78,18 @@ class AgentProcess:
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, **self.env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nodeagent.cli.main", "serve", "--config",
-             str(self.config_path)], stdout=log, stderr=log, env=env)  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "nodeagent.cli.main",
+                "serve",
+                "--config",
+                str(self.config_path),
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
         log.close()
         if wait_ready:
             self.wait_message("READY=1", timeout=60)

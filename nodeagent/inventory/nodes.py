@@ -27,18 +27,48 @@ NODE_COLUMNS = (
 ASSIGNMENT_FIELDS = ("pool", "role", "cluster", "profile", "labels", "taints")
 
 
-def _assignment(pool: str, role: str, cluster: str, profile: str, labels: str,
-                taints: str) -> ipb.Assignment:  # fmt: skip
-    return ipb.Assignment(pool=pool, role=role, cluster=cluster, profile=profile,
-                          labels=json.loads(labels), taints=json.loads(taints))  # fmt: skip
+def _assignment(
+    pool: str, role: str, cluster: str, profile: str, labels: str, taints: str
+) -> ipb.Assignment:
+    return ipb.Assignment(
+        pool=pool,
+        role=role,
+        cluster=cluster,
+        profile=profile,
+        labels=json.loads(labels),
+        taints=json.loads(taints),
+    )
 
 
 def node_from_row(row: Any, live: Any = None, now: float = 0.0, deadline: float = 0.0) -> ipb.Node:
-    (node_id, hostname, state, _held, reason, pool, role, cluster, profile, labels, taints,
-     gpu_model, gpu_count, inv_hash, cert_after, created) = row  # fmt: skip
-    node = ipb.Node(id=node_id, hostname=hostname, state=state, state_reason=reason,
-                    assignment=_assignment(pool, role, cluster, profile, labels, taints),
-                    gpu_model=gpu_model, gpu_count=gpu_count, inventory_hash=inv_hash)  # fmt: skip
+    (
+        node_id,
+        hostname,
+        state,
+        _held,
+        reason,
+        pool,
+        role,
+        cluster,
+        profile,
+        labels,
+        taints,
+        gpu_model,
+        gpu_count,
+        inv_hash,
+        cert_after,
+        created,
+    ) = row
+    node = ipb.Node(
+        id=node_id,
+        hostname=hostname,
+        state=state,
+        state_reason=reason,
+        assignment=_assignment(pool, role, cluster, profile, labels, taints),
+        gpu_model=gpu_model,
+        gpu_count=gpu_count,
+        inventory_hash=inv_hash,
+    )
     node.created_at.FromNanoseconds(int(created * 1e9))
     if cert_after:
         node.certificate_expires.FromNanoseconds(int(cert_after * 1e9))
@@ -55,24 +85,43 @@ def _gpu_summary(inv: pb.HardwareInventory) -> tuple[str, int]:
     return (models[0] if len(models) == 1 else ",".join(models)), len(inv.gpus)
 
 
-def _transition(store: Store, cur: Any, node_id: str, current: int, target: int, actor: str,
-                reason: str, held_from: int | None = None) -> None:  # fmt: skip
+def _transition(
+    store: Store,
+    cur: Any,
+    node_id: str,
+    current: int,
+    target: int,
+    actor: str,
+    reason: str,
+    held_from: int | None = None,
+) -> None:
     lifecycle.check(current, target)
     if held_from is None:
-        cur.execute(store.q("UPDATE nodes SET state = ?, state_reason = ?, updated_at = ? "
-                            "WHERE id = ?"), (target, reason, time.time(), node_id))  # fmt: skip
+        cur.execute(
+            store.q("UPDATE nodes SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?"),
+            (target, reason, time.time(), node_id),
+        )
     else:
-        cur.execute(store.q("UPDATE nodes SET state = ?, held_from = ?, state_reason = ?, "
-                            "updated_at = ? WHERE id = ?"),
-                    (target, held_from, reason, time.time(), node_id))  # fmt: skip
+        cur.execute(
+            store.q(
+                "UPDATE nodes SET state = ?, held_from = ?, state_reason = ?, "
+                "updated_at = ? WHERE id = ?"
+            ),
+            (target, held_from, reason, time.time(), node_id),
+        )
     store.add_event(cur, node_id, actor, current, target, reason)
 
 
 def check_token(store: Store, cur: Any, token: str) -> tuple[str, ipb.Assignment]:
     """Validate a bootstrap token (no lock taken); returns its id and preset."""
     token_id, secret = tokens.split(token)
-    cur.execute(store.q("SELECT secret_hash, expires_at, max_uses, uses, revoked, preset "
-                        "FROM tokens WHERE id = ?"), (token_id,))  # fmt: skip
+    cur.execute(
+        store.q(
+            "SELECT secret_hash, expires_at, max_uses, uses, revoked, preset "
+            "FROM tokens WHERE id = ?"
+        ),
+        (token_id,),
+    )
     row = cur.fetchone()
     if row is None or not tokens.matches(secret, row[0]):
         raise tokens.TokenError("unknown bootstrap token")
@@ -94,15 +143,20 @@ def spend_token(store: Store, cur: Any, token_id: str) -> None:
     the whole transaction. The condition re-checks what check_token saw, so a
     concurrent revocation or the last use taken by another replica still wins.
     """
-    cur.execute(store.q("UPDATE tokens SET uses = uses + 1 WHERE id = ? AND uses < max_uses "
-                        "AND revoked = 0 AND expires_at >= ?"),
-                (token_id, time.time()))  # fmt: skip
+    cur.execute(
+        store.q(
+            "UPDATE tokens SET uses = uses + 1 WHERE id = ? AND uses < max_uses "
+            "AND revoked = 0 AND expires_at >= ?"
+        ),
+        (token_id, time.time()),
+    )
     if cur.rowcount != 1:
         raise tokens.TokenError("bootstrap token has already been used")
 
 
-def register(store: Store, token: str, inv: pb.HardwareInventory, cert_days: float,
-             issue: Any) -> tuple[ipb.Node, bytes]:  # fmt: skip
+def register(
+    store: Store, token: str, inv: pb.HardwareInventory, cert_days: float, issue: Any
+) -> tuple[ipb.Node, bytes]:
     """Enrol a machine: a new node, or the same node id for hardware seen before.
 
     `issue(node_id)` signs the node's CSR; it runs inside the transaction so a
@@ -138,11 +192,18 @@ def register(store: Store, token: str, inv: pb.HardwareInventory, cert_days: flo
             _store_inventory(store, cur, node_id, inv, "", inv_json)
             cur.execute(store.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
             state = cur.fetchone()[0]
-            store.add_event(cur, node_id, f"node:{node_id}", state, state,
-                            "re-registered (same hardware, same node id)")  # fmt: skip
+            store.add_event(
+                cur,
+                node_id,
+                f"node:{node_id}",
+                state,
+                state,
+                "re-registered (same hardware, same node id)",
+            )
             cert_pem, not_after = issue(node_id)
-            cur.execute(store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"),
-                        (not_after, node_id))  # fmt: skip
+            cur.execute(
+                store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"), (not_after, node_id)
+            )
         else:
             duplicated = bool(dmi_rows)  # the DMI id is taken by different hardware
             key = fallback if (duplicated or not dmi) else dmi
@@ -151,43 +212,108 @@ def register(store: Store, token: str, inv: pb.HardwareInventory, cert_days: flo
             node_id = str(uuid.uuid4())
             lifecycle.check(S.ENROLLED, S.DISCOVERED)
             cert_pem, not_after = issue(node_id)
-            cur.execute(store.q(
-                "INSERT INTO nodes (id, identity_key, dmi_key, hw_ids, hostname, state, "
-                "state_reason, pool, role, cluster, profile, labels, taints, gpu_model, gpu_count, "
-                "inventory, inventory_hash, cert_not_after, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (node_id, key, "" if duplicated else dmi, dumps(hw_ids), inv.system.hostname[:253],
-                 S.DISCOVERED, "hardware inventory received", preset.pool, preset.role,
-                 preset.cluster, preset.profile, dumps(dict(preset.labels)),
-                 dumps(list(preset.taints)), model, count, inv_json, "", not_after, now,
-                 now))  # fmt: skip
+            cur.execute(
+                store.q(
+                    "INSERT INTO nodes (id, identity_key, dmi_key, hw_ids, hostname, state, "
+                    "state_reason, pool, role, cluster, profile, labels, taints, "
+                    "gpu_model, gpu_count, "
+                    "inventory, inventory_hash, cert_not_after, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    node_id,
+                    key,
+                    "" if duplicated else dmi,
+                    dumps(hw_ids),
+                    inv.system.hostname[:253],
+                    S.DISCOVERED,
+                    "hardware inventory received",
+                    preset.pool,
+                    preset.role,
+                    preset.cluster,
+                    preset.profile,
+                    dumps(dict(preset.labels)),
+                    dumps(list(preset.taints)),
+                    model,
+                    count,
+                    inv_json,
+                    "",
+                    not_after,
+                    now,
+                    now,
+                ),
+            )
             actor = f"node:{node_id}"
-            store.add_event(cur, node_id, actor, S.NODE_STATE_UNSPECIFIED, S.ENROLLED,
-                            "registered with a bootstrap token")  # fmt: skip
-            store.add_event(cur, node_id, actor, S.ENROLLED, S.DISCOVERED,
-                            "hardware inventory received")  # fmt: skip
-        cur.execute(store.q("INSERT INTO liveness (node_id, last_seen, phase, reachable) "
-                            "VALUES (?, ?, 'ENROLLED', 1) ON CONFLICT (node_id) DO UPDATE SET "
-                            "last_seen = excluded.last_seen"), (node_id, now))  # fmt: skip
+            store.add_event(
+                cur,
+                node_id,
+                actor,
+                S.NODE_STATE_UNSPECIFIED,
+                S.ENROLLED,
+                "registered with a bootstrap token",
+            )
+            store.add_event(
+                cur, node_id, actor, S.ENROLLED, S.DISCOVERED, "hardware inventory received"
+            )
+        cur.execute(
+            store.q(
+                "INSERT INTO liveness (node_id, last_seen, phase, reachable) "
+                "VALUES (?, ?, 'ENROLLED', 1) ON CONFLICT (node_id) DO UPDATE SET "
+                "last_seen = excluded.last_seen"
+            ),
+            (node_id, now),
+        )
         spend_token(store, cur, token_id)
         if existing is not None:
             return _load(store, cur, node_id), cert_pem
-    node = node_from_row((node_id, inv.system.hostname[:253], S.DISCOVERED, 0,
-                          "hardware inventory received", preset.pool, preset.role, preset.cluster,
-                          preset.profile, dumps(dict(preset.labels)), dumps(list(preset.taints)),
-                          model, count, "", not_after, now))  # fmt: skip
+    node = node_from_row(
+        (
+            node_id,
+            inv.system.hostname[:253],
+            S.DISCOVERED,
+            0,
+            "hardware inventory received",
+            preset.pool,
+            preset.role,
+            preset.cluster,
+            preset.profile,
+            dumps(dict(preset.labels)),
+            dumps(list(preset.taints)),
+            model,
+            count,
+            "",
+            not_after,
+            now,
+        )
+    )
     return node, cert_pem
 
 
-def _store_inventory(store: Store, cur: Any, node_id: str, inv: pb.HardwareInventory,
-                     inv_hash: str, inv_json: str | None = None) -> None:  # fmt: skip
+def _store_inventory(
+    store: Store,
+    cur: Any,
+    node_id: str,
+    inv: pb.HardwareInventory,
+    inv_hash: str,
+    inv_json: str | None = None,
+) -> None:
     model, count = _gpu_summary(inv)
-    cur.execute(store.q("UPDATE nodes SET inventory = ?, inventory_hash = ?, hostname = ?, "
-                        "gpu_model = ?, gpu_count = ?, hw_ids = ?, updated_at = ? WHERE id = ?"),
-                (inv_json or json_format.MessageToJson(inv, indent=None), inv_hash,
-                 inv.system.hostname[:253],
-                 model, count, dumps(identity.hardware_ids(inv)), time.time(),
-                 node_id))  # fmt: skip
+    cur.execute(
+        store.q(
+            "UPDATE nodes SET inventory = ?, inventory_hash = ?, hostname = ?, "
+            "gpu_model = ?, gpu_count = ?, hw_ids = ?, updated_at = ? WHERE id = ?"
+        ),
+        (
+            inv_json or json_format.MessageToJson(inv, indent=None),
+            inv_hash,
+            inv.system.hostname[:253],
+            model,
+            count,
+            dumps(identity.hardware_ids(inv)),
+            time.time(),
+            node_id,
+        ),
+    )
 
 
 def _load(store: Store, cur: Any, node_id: str) -> ipb.Node:
@@ -198,8 +324,9 @@ def _load(store: Store, cur: Any, node_id: str) -> ipb.Node:
     return node_from_row(row)
 
 
-def heartbeat_update(store: Store, node_id: str, phase: str, inv: pb.HardwareInventory | None,
-                     inv_hash: str) -> tuple[ipb.Node, bool]:  # fmt: skip
+def heartbeat_update(
+    store: Store, node_id: str, phase: str, inv: pb.HardwareInventory | None, inv_hash: str
+) -> tuple[ipb.Node, bool]:
     """Apply what a heartbeat changes beyond liveness; returns (node, wants inventory)."""
     with store.tx() as cur:
         cur.execute(store.q(f"SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?"), (node_id,))
@@ -210,13 +337,15 @@ def heartbeat_update(store: Store, node_id: str, phase: str, inv: pb.HardwareInv
         if inv is not None:
             _store_inventory(store, cur, node_id, inv, inv_hash)
             if stored_hash and stored_hash != inv_hash:
-                store.add_event(cur, node_id, f"node:{node_id}", current, current,
-                                "hardware inventory changed")  # fmt: skip
+                store.add_event(
+                    cur, node_id, f"node:{node_id}", current, current, "hardware inventory changed"
+                )
             stored_hash = inv_hash
         target = lifecycle.from_agent_phase(current, phase)
         if target is not None:
-            _transition(store, cur, node_id, current, target, f"node:{node_id}",
-                        f"agent reports {phase}")  # fmt: skip
+            _transition(
+                store, cur, node_id, current, target, f"node:{node_id}", f"agent reports {phase}"
+            )
         node = _load(store, cur, node_id)
     return node, bool(inv_hash) and inv_hash != stored_hash
 
@@ -225,8 +354,9 @@ def renew(store: Store, node_id: str, issue: Any) -> bytes:
     with store.tx() as cur:
         _load(store, cur, node_id)
         cert_pem, not_after = issue(node_id)
-        cur.execute(store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"),
-                    (not_after, node_id))  # fmt: skip
+        cur.execute(
+            store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"), (not_after, node_id)
+        )
         store.add_event(cur, node_id, f"node:{node_id}", 0, 0, "certificate renewed")
     return bytes(cert_pem)
 
@@ -235,15 +365,17 @@ def all_nodes(store: Store) -> list[tuple[ipb.Node, str]]:
     """Every node with the phase its agent last reported (the service's heartbeat cache)."""
     columns = ", ".join(f"n.{c.strip()}" for c in NODE_COLUMNS.split(","))
     with store.tx() as cur:
-        cur.execute(f"SELECT {columns}, l.phase FROM nodes n "
-                    "LEFT JOIN liveness l ON l.node_id = n.id")  # fmt: skip
+        cur.execute(
+            f"SELECT {columns}, l.phase FROM nodes n LEFT JOIN liveness l ON l.node_id = n.id"
+        )
         return [(node_from_row(row[:-1]), row[-1] or "") for row in cur.fetchall()]
 
 
 def get_node(store: Store, node_id: str, events: int, deadline: float) -> ipb.Node:
     with store.tx() as cur:
-        cur.execute(store.q(f"SELECT {NODE_COLUMNS}, inventory FROM nodes WHERE id = ?"),
-                    (node_id,))  # fmt: skip
+        cur.execute(
+            store.q(f"SELECT {NODE_COLUMNS}, inventory FROM nodes WHERE id = ?"), (node_id,)
+        )
         row = cur.fetchone()
         if row is None:
             raise NotFound(node_id)
@@ -257,17 +389,30 @@ def get_node(store: Store, node_id: str, events: int, deadline: float) -> ipb.No
 
 def event_from_row(row: Any) -> ipb.NodeEvent:
     seq, node_id, when, actor, from_state, to_state, reason = row
-    event = ipb.NodeEvent(node_id=node_id, actor=actor, from_state=from_state, to_state=to_state,
-                          reason=reason, sequence=seq)  # fmt: skip
+    event = ipb.NodeEvent(
+        node_id=node_id,
+        actor=actor,
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        sequence=seq,
+    )
     event.time.FromNanoseconds(int(when * 1e9))
     return event
 
 
-def list_nodes(store: Store, req: ipb.ListNodesRequest, deadline: float,
-               ) -> ipb.ListNodesResponse:  # fmt: skip
+def list_nodes(
+    store: Store,
+    req: ipb.ListNodesRequest,
+    deadline: float,
+) -> ipb.ListNodesResponse:
     where, args = [], []
-    for column, value in (("n.state", req.state), ("n.pool", req.pool),
-                          ("n.gpu_model", req.gpu_model), ("n.cluster", req.cluster)):  # fmt: skip
+    for column, value in (
+        ("n.state", req.state),
+        ("n.pool", req.pool),
+        ("n.gpu_model", req.gpu_model),
+        ("n.cluster", req.cluster),
+    ):
         if value:
             where.append(f"{column} = ?")
             args.append(value)
@@ -279,10 +424,14 @@ def list_nodes(store: Store, req: ipb.ListNodesRequest, deadline: float,
         after = req.page_token
         page_clause = (" AND " if where else " WHERE ") + "n.id > ?" if after else ""
         columns = ", ".join(f"n.{c.strip()}" for c in NODE_COLUMNS.split(","))
-        cur.execute(store.q(f"SELECT {columns}, l.last_seen, l.phase FROM nodes n LEFT JOIN "
-                            f"liveness l ON l.node_id = n.id {clause}{page_clause} "
-                            "ORDER BY n.id LIMIT ?"),
-                    [*args, *([after] if after else []), page + 1])  # fmt: skip
+        cur.execute(
+            store.q(
+                f"SELECT {columns}, l.last_seen, l.phase FROM nodes n LEFT JOIN "
+                f"liveness l ON l.node_id = n.id {clause}{page_clause} "
+                "ORDER BY n.id LIMIT ?"
+            ),
+            [*args, *([after] if after else []), page + 1],
+        )
         rows = cur.fetchall()
     resp = ipb.ListNodesResponse(total=total)
     for row in rows[:page]:
@@ -293,30 +442,47 @@ def list_nodes(store: Store, req: ipb.ListNodesRequest, deadline: float,
     return resp
 
 
-def update_assignment(store: Store, node_id: str, assignment: ipb.Assignment,
-                      fields: list[str], actor: str) -> ipb.Node:  # fmt: skip
+def update_assignment(
+    store: Store, node_id: str, assignment: ipb.Assignment, fields: list[str], actor: str
+) -> ipb.Node:
     unknown = set(fields) - set(ASSIGNMENT_FIELDS)
     if unknown:
         raise ValueError(f"unknown assignment fields {sorted(unknown)}")
     chosen = fields or list(ASSIGNMENT_FIELDS)
-    values = {"pool": assignment.pool, "role": assignment.role, "cluster": assignment.cluster,
-              "profile": assignment.profile, "labels": dumps(dict(assignment.labels)),
-              "taints": dumps(list(assignment.taints))}  # fmt: skip
+    values = {
+        "pool": assignment.pool,
+        "role": assignment.role,
+        "cluster": assignment.cluster,
+        "profile": assignment.profile,
+        "labels": dumps(dict(assignment.labels)),
+        "taints": dumps(list(assignment.taints)),
+    }
     with store.tx() as cur:
         node = _load(store, cur, node_id)
         sets = ", ".join(f"{f} = ?" for f in chosen)
-        cur.execute(store.q(f"UPDATE nodes SET {sets}, updated_at = ? WHERE id = ?"),
-                    [*(values[f] for f in chosen), time.time(), node_id])  # fmt: skip
-        store.add_event(cur, node_id, actor, node.state, node.state,
-                        f"assignment updated: {', '.join(chosen)}")  # fmt: skip
+        cur.execute(
+            store.q(f"UPDATE nodes SET {sets}, updated_at = ? WHERE id = ?"),
+            [*(values[f] for f in chosen), time.time(), node_id],
+        )
+        store.add_event(
+            cur, node_id, actor, node.state, node.state, f"assignment updated: {', '.join(chosen)}"
+        )
         return _load(store, cur, node_id)
 
 
 def hold(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
     with store.tx() as cur:
         node = _load(store, cur, node_id)
-        _transition(store, cur, node_id, node.state, S.MAINTENANCE, actor,
-                    reason or "held for maintenance", held_from=node.state)  # fmt: skip
+        _transition(
+            store,
+            cur,
+            node_id,
+            node.state,
+            S.MAINTENANCE,
+            actor,
+            reason or "held for maintenance",
+            held_from=node.state,
+        )
         return _load(store, cur, node_id)
 
 
@@ -329,9 +495,13 @@ def release(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
         if row[0] != S.MAINTENANCE:
             raise lifecycle.TransitionError(f"node is {lifecycle.name(row[0])}, not held")
         back = row[1] or S.DISCOVERED
-        cur.execute(store.q("UPDATE nodes SET state = ?, held_from = 0, state_reason = ?, "
-                            "updated_at = ? WHERE id = ?"),
-                    (back, reason or "released", time.time(), node_id))  # fmt: skip
+        cur.execute(
+            store.q(
+                "UPDATE nodes SET state = ?, held_from = 0, state_reason = ?, "
+                "updated_at = ? WHERE id = ?"
+            ),
+            (back, reason or "released", time.time(), node_id),
+        )
         store.add_event(cur, node_id, actor, S.MAINTENANCE, back, reason or "released")
         return _load(store, cur, node_id)
 
@@ -351,26 +521,44 @@ def delete(store: Store, node_id: str, actor: str) -> None:
         store.add_event(cur, node_id, actor, node.state, S.NODE_STATE_UNSPECIFIED, "deleted")
 
 
-def create_token(store: Store, req: ipb.CreateTokenRequest, actor: str,
-                 ) -> tuple[ipb.Token, str]:  # fmt: skip
+def create_token(
+    store: Store,
+    req: ipb.CreateTokenRequest,
+    actor: str,
+) -> tuple[ipb.Token, str]:
     token_id, full, secret_hash = tokens.generate()
     now = time.time()
     ttl = req.ttl_seconds or 86400
     max_uses = req.max_uses or 1
     with store.tx() as cur:
-        cur.execute(store.q("INSERT INTO tokens (id, secret_hash, created_at, expires_at, "
-                            "max_uses, preset, description, created_by) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                    (token_id, secret_hash, now, now + ttl, max_uses,
-                     json_format.MessageToJson(req.preset, indent=None), req.description[:200],
-                     actor))  # fmt: skip
+        cur.execute(
+            store.q(
+                "INSERT INTO tokens (id, secret_hash, created_at, expires_at, "
+                "max_uses, preset, description, created_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (
+                token_id,
+                secret_hash,
+                now,
+                now + ttl,
+                max_uses,
+                json_format.MessageToJson(req.preset, indent=None),
+                req.description[:200],
+                actor,
+            ),
+        )
         return _token(store, cur, token_id), full
 
 
 def _token(store: Store, cur: Any, token_id: str) -> ipb.Token:
-    cur.execute(store.q("SELECT id, created_at, expires_at, max_uses, uses, revoked, preset, "
-                        "description, created_by FROM tokens WHERE id = ?"),
-                (token_id,))  # fmt: skip
+    cur.execute(
+        store.q(
+            "SELECT id, created_at, expires_at, max_uses, uses, revoked, preset, "
+            "description, created_by FROM tokens WHERE id = ?"
+        ),
+        (token_id,),
+    )
     row = cur.fetchone()
     if row is None:
         raise NotFound(token_id)
@@ -379,9 +567,15 @@ def _token(store: Store, cur: Any, token_id: str) -> ipb.Token:
 
 def token_from_row(row: Any) -> ipb.Token:
     token_id, created, expires, max_uses, uses, revoked, preset, description, created_by = row
-    tok = ipb.Token(id=token_id, max_uses=max_uses, uses=uses, revoked=bool(revoked),
-                    description=description, created_by=created_by,
-                    preset=json_format.Parse(preset, ipb.Assignment()))  # fmt: skip
+    tok = ipb.Token(
+        id=token_id,
+        max_uses=max_uses,
+        uses=uses,
+        revoked=bool(revoked),
+        description=description,
+        created_by=created_by,
+        preset=json_format.Parse(preset, ipb.Assignment()),
+    )
     tok.created_at.FromNanoseconds(int(created * 1e9))
     tok.expires_at.FromNanoseconds(int(expires * 1e9))
     return tok
