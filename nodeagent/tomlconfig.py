@@ -2,21 +2,39 @@
 
 An unknown key or a value of the wrong type is an error naming the file and the
 key: a typo in a fleet-wide config must not be silently ignored and leave a
-thousand machines on defaults.
+thousand machines on defaults. Every configuration file (agent, inventory, labels
+and fabric) is read and checked here, so they all refuse mistakes alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin, get_type_hints
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
+
+Rule = Callable[[Any], str]
+"""What is wrong with a value the type check let through ('' when nothing is)."""
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file and the key."""
+
+
+def one_of(*allowed: str) -> Rule:
+    """A rule for a key that takes one of a few words; the error lists them, so the one line
+    says how to fix the file."""
+
+    def rule(value: Any) -> str:
+        return "" if value in allowed else f"must be one of {', '.join(allowed)}"
+
+    return rule
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -30,13 +48,12 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _build(
-    cls: Any,
-    data: dict[str, Any],
-    where: str,
-    prefix: str = "",
-    choices: dict[str, set[str]] | None = None,
-) -> Any:
+def build(
+    cls: type[T], data: Any, where: str, prefix: str = "", rules: Mapping[str, Rule] | None = None
+) -> T:
+    """`cls` from a TOML table, every key and type checked; `rules` are keyed by dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.')}' must be a table")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -44,46 +61,50 @@ def _build(
         dotted = f"{prefix}{key}"
         if key not in names:
             raise ConfigError(f"{where}: unknown key '{dotted}'")
-        expected = hints[key]
-        if dataclasses.is_dataclass(expected):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: '{dotted}' must be a table")
-            kwargs[key] = _build(expected, value, where, f"{dotted}.", choices)
-            continue
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if get_origin(expected) is list:
-            item = get_args(expected)[0]
-            if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
-                raise ConfigError(f"{where}: '{dotted}' must be a list of {item.__name__}")
-            kwargs[key] = value
-            continue
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(
-                f"{where}: '{dotted}' must be {expected.__name__}, got {type(value).__name__}"
-            )
-        allowed = (choices or {}).get(dotted)
-        if allowed is not None and value not in allowed:
-            raise ConfigError(f"{where}: '{dotted}' must be one of {sorted(allowed)}")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{where}: '{dotted}' must not be negative")
-        kwargs[key] = value
+        kwargs[key] = _value(hints[key], value, where, dotted, rules or {})
     return cls(**kwargs)
 
 
-def load_file(
-    cls: type[T], path: Path, *, required: bool = False, choices: dict[str, set[str]] | None = None
-) -> T:
-    """Parse and validate `path` into `cls`; a missing optional file gives the defaults."""
+def _value(expected: Any, value: Any, where: str, dotted: str, rules: Mapping[str, Rule]) -> Any:
+    if isinstance(expected, type) and dataclasses.is_dataclass(expected):
+        return build(expected, value, where, f"{dotted}.", rules)
+    sequence = get_origin(expected)
+    if sequence in (list, tuple):
+        item = get_args(expected)[0]
+        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
+            raise ConfigError(f"{where}: '{dotted}' must be a list of {item.__name__}")
+        return sequence(value)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{where}: '{dotted}' must be {expected.__name__}, got {type(value).__name__}"
+        )
+    rule = rules.get(dotted)
+    problem = rule(value) if rule else ""
+    if problem:
+        raise ConfigError(f"{where}: '{dotted}' {problem}")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"{where}: '{dotted}' must not be negative")
+    return value
+
+
+def read(path: Path, *, required: bool = True) -> dict[str, Any]:
+    """The TOML document at `path`; an absent file that is not required reads as empty."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{path}: no such file") from None
-        return cls()
+        return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: unreadable: {exc}") from None
-    result: T = _build(cls, data, str(path), "", choices)
-    return result
+
+
+def load_file(
+    cls: type[T], path: Path, *, required: bool = False, rules: Mapping[str, Rule] | None = None
+) -> T:
+    """Parse and validate `path` into `cls`; a missing optional file gives the defaults."""
+    return build(cls, read(path, required=required), str(path), rules=rules)

@@ -26,7 +26,7 @@ from nodeagent import tlsutil
 from nodeagent.agent import config as config_mod
 from nodeagent.agent.daemon import inventory_hash
 from nodeagent.agent.enrol import InventoryClient, Snapshot
-from nodeagent.agent.state import StateFile
+from nodeagent.agent.state import Phase, StateFile
 from nodeagent.fsutil import write_atomic
 from nodeagent.hardware.discover import discover
 from nodeagent.host import HostRoot
@@ -122,7 +122,7 @@ def run(opts: BootstrapOptions, log: Callable[[str], None] = print) -> list[str]
                 assert inventory is not None
                 cfg = config_mod.load(Path(opts.config_dir) / "agent.toml", required=True)
                 snap = Snapshot(
-                    phase="DISCOVERED",
+                    phase=Phase.DISCOVERED,
                     inventory=inventory,
                     inventory_hash=inventory_hash(inventory),
                     drift_count=0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nodeagent.tomlconfig import ConfigError, flatten, load_file
+from nodeagent.tomlconfig import ConfigError, flatten, load_file, one_of
 
 __all__ = ["AgentConfig", "ConfigError", "load"]
 
@@ -88,7 +88,7 @@ def load(path: str | Path | None, *, required: bool = False) -> AgentConfig:
         if not Path(DEFAULT_PATH).exists():
             return AgentConfig()
         path = DEFAULT_PATH
-    config = load_file(AgentConfig, Path(path), required=required, choices=CHOICES)
+    config = load_file(AgentConfig, Path(path), required=required, rules=RULES)
     inv = config.inventory
     if inv.address and not (inv.ca_hash and inv.token_file):
         raise ConfigError(f"{path}: 'inventory.address' needs inventory.ca_hash and token_file")
@@ -100,4 +100,7 @@ def load(path: str | Path | None, *, required: bool = False) -> AgentConfig:
     return config
 
 
-CHOICES = {"log_format": {"text", "json"}, "log_level": {"debug", "info", "warning", "error"}}
+RULES = {
+    "log_format": one_of("json", "text"),
+    "log_level": one_of("debug", "info", "warning", "error"),
+}

@@ -35,7 +35,7 @@ from nodeagent.agent import hooks, preflight, sdnotify
 from nodeagent.agent.enrol import InventoryClient, Snapshot
 from nodeagent.agent.events import EventBus
 from nodeagent.agent.metrics import AgentCollector, AgentView
-from nodeagent.agent.state import StateFile
+from nodeagent.agent.state import AgentState, Phase, StateFile
 from nodeagent.agent.tuning_rpc import TuningService
 from nodeagent.agent.watch import HOTPLUG_CLASSES, UdevWatcher, XidWatcher
 from nodeagent.api.handlers import service_handler
@@ -50,6 +50,7 @@ from nodeagent.topology.observe import observe
 
 log = logging.getLogger("nodeagent.agent")
 EVENT_KINDS = {"hotplug", "xid", "rdma-port", "discovery", "phase", "hook"}
+SETTLED_BY_DISCOVERY = (Phase.STARTING, Phase.DISCOVERED, Phase.READY)
 
 
 class StartupError(RuntimeError):
@@ -145,15 +146,16 @@ class Agent:
         self.config = config
         self.config_path = config_path
         self.root = HostRoot(config.root)
-        self.state_file = StateFile(Path(config.state_dir) / "state.json")
-        self.state: dict[str, Any] = {}
         self.bus = EventBus(config.watch.coalesce_seconds)
-        self.view = AgentView(version=__version__, events_by_kind=lambda: self.bus.by_kind)
+        self.state = AgentState(StateFile(Path(config.state_dir) / "state.json"), self.bus)
+        self.view = AgentView(
+            version=__version__,
+            phase=lambda: self.state.phase,
+            events_by_kind=lambda: self.bus.by_kind,
+        )
         self.inventory = pb.HardwareInventory()
         self.discovered_at = Timestamp()
         self.hash = ""
-        self.phase = "STARTING"
-        self.last_error = ""
         self._discovery_failed = False
         self._preflight_failing: list[str] = []
         self.fabric: fpb.FabricObservation | None = None
@@ -165,28 +167,22 @@ class Agent:
         self.server: grpc.aio.Server | None = None
         self._metrics: Any = None
         self.inventory_client: InventoryClient | None = None
-        self.tuning = TuningService(self)
-
-    # --- state ---------------------------------------------------------------------------
-    def _set_phase(self, phase: str) -> None:
-        if phase != self.phase:
-            self.phase = phase
-            self.view.phase = phase
-            self.bus.publish("phase", "", f"phase {phase}")
-
-    def _save_state(self) -> None:
-        self.state.update(
-            phase=self.phase,
-            inventory_hash=self.hash,
-            last_discovery=self.discovered_at.ToJsonString(),
-            last_error=self.last_error,
+        self.tuning = TuningService(
+            self.state,
+            self.root,
+            self.view,
+            config=lambda: self.config.tuning,
+            inventory=lambda: self.inventory,
         )
-        try:
-            self.state_file.save(self.state)
-        except OSError as exc:  # a full disk must not stop the agent serving
-            log.error("cannot write state file %s: %s", self.state_file.path, exc)
 
     # --- discovery -----------------------------------------------------------------------
+    def _record_discovery(self) -> None:
+        """Discovery's keys in the state file. Recorded at start too (an empty hash): the
+        file speaks for what this process has found, not for an earlier one."""
+        self.state.data.update(
+            inventory_hash=self.hash, last_discovery=self.discovered_at.ToJsonString()
+        )
+
     def _facts(self) -> dict[str, str]:
         inv = self.inventory
         return {
@@ -197,24 +193,25 @@ class Agent:
             "inventory_hash": self.hash,
         }
 
-    async def _hooks(self, phase: str) -> bool:
+    async def _hooks(self, phase: str) -> str:
+        """Run a phase's hooks: '' when they all pass, else why one failed."""
         try:
             await hooks.run_phase(
                 self.config.hooks_dir, phase, self._facts(), self.config.hook_timeout_seconds
             )
-            return True
+            return ""
         except (hooks.HookError, OSError) as exc:
-            self.last_error = str(exc)
             log.error("%s", exc)
             self.bus.publish("hook", phase, str(exc))
-            return False
+            return str(exc)
 
     async def discover(self, reason: str, only: set[str] | None = None) -> None:
         async with self._lock:
-            if only is None and not await self._hooks("pre-discovery"):
+            error = await self._hooks("pre-discovery") if only is None else ""
+            if error:
                 self._discovery_failed = True
-                self._set_phase("FAILED")
-                self._save_state()
+                self.state.set_phase(Phase.FAILED, error)
+                self.state.save()
                 return
             start = time.perf_counter()
             if only is None:
@@ -235,6 +232,7 @@ class Agent:
                     "discovery", "", "hardware changed", reason=reason, inventory_hash=new_hash
                 )
             self.hash = new_hash
+            self._record_discovery()
             failed = [c.name for c in self.inventory.collectors if not c.success]
             inv = self.inventory
             errs = f"; collectors with errors: {', '.join(failed)}" if failed else ""
@@ -248,17 +246,18 @@ class Agent:
                 errs,
             )
             if only is None:
-                if await self._hooks("post-discovery"):
+                error = await self._hooks("post-discovery")
+                if error:
+                    self._discovery_failed = True
+                    self.state.set_phase(Phase.FAILED, error)
+                else:
                     # discovery settles only what discovery owns: a failed tuning run or a
                     # later phase stays as it is until its own step changes it
-                    if self.phase in ("STARTING", "DISCOVERED", "READY") or self._discovery_failed:
-                        self.last_error = ""
-                        self._set_phase(await asyncio.to_thread(self._ready_or_not))
+                    if self.state.phase in SETTLED_BY_DISCOVERY or self._discovery_failed:
+                        ready = await asyncio.to_thread(self._ready_or_not)
+                        self.state.set_phase(ready, error="")
                     self._discovery_failed = False
-                else:
-                    self._discovery_failed = True
-                    self._set_phase("FAILED")
-            self._save_state()
+            self.state.save()
 
     def inventory_response(self) -> agent_pb2.GetInventoryResponse:
         return agent_pb2.GetInventoryResponse(
@@ -267,7 +266,7 @@ class Agent:
 
     def status(self) -> agent_pb2.AgentStatus:
         return agent_pb2.AgentStatus(
-            phase=self.phase,
+            phase=self.state.phase,
             version=__version__,
             uptime_seconds=time.monotonic() - self.started,
             last_discovery=self.discovered_at,
@@ -278,25 +277,25 @@ class Agent:
             events_emitted=self.bus.emitted,
             watchers=self.bus.watchers,
             inventory_hash=self.hash,
-            last_error=self.last_error,
+            last_error=self.state.last_error,
             node_id=self.inventory_client.identity.node_id() if self.inventory_client else "",
             inventory_state=self.inventory_client.state
             if self.inventory_client
             else "not-configured",
         )
 
-    def _ready_or_not(self) -> str:
+    def _ready_or_not(self) -> Phase:
         """READY when preflight passes (the node can join a cluster), else DISCOVERED."""
         try:
             report = preflight.run(self.root, preflight.Options())
         except Exception as exc:  # a broken check must not stop the agent
             log.warning("preflight failed to run: %s", exc)
-            return "DISCOVERED"
+            return Phase.DISCOVERED
         failing = [c.name for c in report.checks if c.status == preflight.FAIL]
         if failing and failing != self._preflight_failing:
             log.info("not ready to join: preflight fails %s", ", ".join(failing))
         self._preflight_failing = failing
-        return "DISCOVERED" if failing else "READY"
+        return Phase.DISCOVERED if failing else Phase.READY
 
     def _observe_fabric(self) -> fpb.FabricObservation | None:
         """Where the node sits in the fabric (rails, leaf/spine switches, cloud placement)."""
@@ -308,10 +307,10 @@ class Agent:
 
     def _on_desired(self, desired: Any) -> None:
         """The inventory's assignment: tuning resolves the profile from it."""
-        if desired.profile != self.state.get("assigned_profile", ""):
-            self.state["assigned_profile"] = desired.profile
-            self.state["assigned_pool"] = desired.pool
-            self._save_state()
+        if desired.profile != self.state.data.get("assigned_profile", ""):
+            self.state.data["assigned_profile"] = desired.profile
+            self.state.data["assigned_pool"] = desired.pool
+            self.state.save()
             log.info(
                 "assignment from the inventory: profile %s, pool %s",
                 desired.profile or "-",
@@ -325,7 +324,7 @@ class Agent:
             for r in g.health_reasons
         ]
         return Snapshot(
-            phase=self.phase,
+            phase=self.state.phase,
             inventory=self.inventory,
             inventory_hash=self.hash,
             drift_count=sum(1 for d in self.view.drift.values() if d),
@@ -470,13 +469,12 @@ class Agent:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.state = self.state_file.load()
-        self.state["starts"] = int(self.state.get("starts", 0)) + 1
-        self.phase = str(self.state.get("phase") or "STARTING")
-        self.view.phase = self.phase
-        self.last_error = str(self.state.get("last_error") or "")
-        self._discovery_failed = self.phase == "FAILED" and not isinstance(
-            self.state.get("tuning"), dict
+        state = self.state
+        state.load()
+        state.data["starts"] = int(state.data.get("starts", 0)) + 1
+        self._record_discovery()
+        self._discovery_failed = state.phase == Phase.FAILED and not isinstance(
+            state.data.get("tuning"), dict
         )
         self.tuning.recover()
         await self.discover("startup")
@@ -534,7 +532,7 @@ class Agent:
         if self._metrics is not None:
             server, _thread = self._metrics
             server.shutdown()
-        self._save_state()
+        self.state.save()
         with contextlib.suppress(OSError):
             os.unlink(self.config.api.socket)
         log.info("stopped")

@@ -42,10 +42,11 @@ RDMA_COUNTERS = {
 
 @dataclass
 class AgentView:
-    """What the collector reads; the daemon updates it."""
+    """What the collector reads; the daemon updates it. The phase is read from its one
+    owner (the agent's state) at scrape time, never copied."""
 
     version: str = ""
-    phase: str = ""
+    phase: Callable[[], str] = str
     hostname: str = ""
     inventory: pb.HardwareInventory = field(default_factory=pb.HardwareInventory)
     discovery_seconds: float = 0.0
@@ -70,7 +71,7 @@ class AgentCollector(Collector):
         phase = GaugeMetricFamily(
             "nodeagent_phase", "Lifecycle phase (1 for the current one)", labels=["phase"]
         )
-        phase.add_metric([v.phase], 1)
+        phase.add_metric([v.phase()], 1)
         yield phase
         yield GaugeMetricFamily(
             "nodeagent_discovery_duration_seconds",

@@ -16,10 +16,10 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from nodeagent import label_syntax as syntax
 from nodeagent.api.v1 import preflight_pb2 as ppb
 from nodeagent.hardware.scan import Scan
 from nodeagent.host import HostReadError, HostRoot
-from nodeagent.labels import syntax
 
 PASS, WARN, FAIL, SKIP = ppb.CHECK_PASS, ppb.CHECK_WARN, ppb.CHECK_FAIL, ppb.CHECK_SKIP
 Check = ppb.PreflightCheck

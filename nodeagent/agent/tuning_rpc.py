@@ -13,45 +13,62 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
+from nodeagent.agent.config import TuningConfig
+from nodeagent.agent.metrics import AgentView
+from nodeagent.agent.state import AgentState, Phase
+from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import tuning_pb2 as tpb
+from nodeagent.host import HostRoot
 from nodeagent.tuning import apply as apply_mod
 from nodeagent.tuning import bios as bios_mod
 from nodeagent.tuning import commands as commands_mod
 from nodeagent.tuning import profiles
 from nodeagent.tuning.verify import DRIFT, PENDING, verify
 
-if TYPE_CHECKING:
-    from nodeagent.agent.daemon import Agent
-
 log = logging.getLogger("nodeagent.agent.tuning_rpc")
 
 
 class TuningService:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    """Tuning reads what discovery found and writes only the phase, the tuning record and
+    the drift gauge; the configuration and the inventory are read at each call, since a
+    reload or a discovery replaces them."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        root: HostRoot,
+        view: AgentView,
+        config: Callable[[], TuningConfig],
+        inventory: Callable[[], pb.HardwareInventory],
+    ) -> None:
+        self.state = state
+        self.root = root
+        self.view = view
+        self.config = config
+        self.inventory = inventory
         self._busy = asyncio.Lock()
 
     def _profile(self, name: str) -> tpb.TuningProfile:
-        cfg = self.agent.config.tuning
+        cfg = self.config()
         dirs = profiles.profile_dirs(cfg.profiles_dir or None)
-        assigned = str(self.agent.state.get("assigned_profile", "") or cfg.profile)
-        return profiles.resolve(name or None, self.agent.inventory, dirs, assigned)
+        assigned = str(self.state.data.get("assigned_profile", "") or cfg.profile)
+        return profiles.resolve(name or None, self.inventory(), dirs, assigned)
 
     def _bmc(self) -> bios_mod.BmcTarget | None:
-        cfg = self.agent.config.tuning
+        cfg = self.config()
         if not cfg.bmc_url:
             return None
         password = Path(cfg.bmc_password_file).read_text().strip() if cfg.bmc_password_file else ""
         return bios_mod.BmcTarget(cfg.bmc_url, cfg.bmc_username, password, cfg.bmc_verify_tls)
 
     def _record(self, report: tpb.TuningReport) -> None:
-        self.agent.view.drift = {s.setting: s.status in (DRIFT, PENDING) for s in report.settings}
+        self.view.drift = {s.setting: s.status in (DRIFT, PENDING) for s in report.settings}
 
     async def verify(
         self, request: tpb.VerifyTuningRequest, context: grpc.aio.ServicerContext
@@ -65,7 +82,7 @@ class TuningService:
 
         def run() -> tpb.TuningReport:
             bios = bios_mod.verify_bios(bmc, profile.bios) if bmc else []
-            return verify(self.agent.root, profile, self.agent.inventory, bios)
+            return verify(self.root, profile, self.inventory(), bios)
 
         try:
             report = await asyncio.to_thread(run)
@@ -78,8 +95,8 @@ class TuningService:
     async def apply(
         self, request: tpb.ApplyTuningRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tpb.TuningEvent]:
-        agent = self.agent
-        reason = apply_mod.refuse_reason(agent.phase, request.allow_joined)
+        state = self.state
+        reason = apply_mod.refuse_reason(state.phase, request.allow_joined)
         if reason and not request.check:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"refusing to apply: {reason}")
         if request.reboot_policy not in ("", *apply_mod.REBOOT_POLICIES):
@@ -92,7 +109,7 @@ class TuningService:
         async with self._busy:
             try:
                 profile = self._profile(request.profile)
-                commands = commands_mod.load(agent.config.tuning.commands_file or None)
+                commands = commands_mod.load(self.config().commands_file or None)
                 bmc = self._bmc()
             except (profiles.NoProfile, profiles.ProfileError, ValueError, OSError) as exc:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
@@ -106,24 +123,24 @@ class TuningService:
 
             opts = apply_mod.ApplyOptions(
                 profile,
-                agent.root,
-                agent.inventory,
+                self.root,
+                self.inventory(),
                 check=request.check,
                 reboot_policy=request.reboot_policy or "never",
                 commands=commands,
                 bios=bios_step,
             )
-            before = agent.phase
+            before = state.phase
             if not request.check:
-                agent._set_phase("TUNING")
+                state.set_phase(Phase.TUNING)
                 # Recorded before the first task: a kill -9 mid-run leaves "running" behind,
                 # which the next start reports as interrupted, never as success.
-                agent.state["tuning"] = {
+                state.data["tuning"] = {
                     "profile": profile.name,
                     "outcome": "running",
-                    "phase_before": before,
+                    "phase_before": str(before),
                 }
-                agent._save_state()
+                state.save()
             async for event in _in_thread(apply_mod.apply, opts):
                 if event.HasField("result"):
                     self._finish(event.result, before)
@@ -131,40 +148,39 @@ class TuningService:
 
     def recover(self) -> None:
         """At start: an apply that was running when the agent died did not finish."""
-        agent = self.agent
-        record = agent.state.get("tuning")
+        record = self.state.data.get("tuning")
         if not isinstance(record, dict) or record.get("outcome") != "running":
             return
         record["outcome"] = "interrupted"
-        agent.last_error = (
+        self._fail(
             f"tuning apply of profile {record.get('profile')!r} was interrupted "
             "(the agent stopped during the run); nothing was verified: "
             "run it again"
         )
-        log.error("%s", agent.last_error)
-        agent.phase = "FAILED"
-        agent.view.phase = "FAILED"
-        agent._save_state()
+        self.state.save()
 
-    def _finish(self, result: tpb.ApplyResult, before: str) -> None:
-        agent = self.agent
+    def _fail(self, error: str) -> None:
+        log.error("%s", error)
+        self.state.set_phase(Phase.FAILED, error)
+
+    def _finish(self, result: tpb.ApplyResult, before: Phase) -> None:
         self._record(result.report)
         if result.check:
             return
-        agent.state["tuning"] = {
+        self.state.data["tuning"] = {
             "profile": result.profile,
             "outcome": result.outcome,
             "failed_task": result.failed_task,
         }
         if result.outcome == "failed":
-            agent.last_error = f"tuning task '{result.failed_task}' failed: {result.error}"
-            log.error("%s", agent.last_error)
-            agent._set_phase("FAILED")
+            self._fail(f"tuning task '{result.failed_task}' failed: {result.error}")
         elif result.outcome in ("reboot-required", "rebooting"):
-            agent._set_phase("REBOOT_REQUIRED")
+            self.state.set_phase(Phase.REBOOT_REQUIRED)
+        elif before in (Phase.TUNING, Phase.FAILED):
+            self.state.set_phase(Phase.DISCOVERED)
         else:
-            agent._set_phase(before if before not in ("TUNING", "FAILED") else "DISCOVERED")
-        agent._save_state()
+            self.state.set_phase(before)
+        self.state.save()
 
 
 async def _in_thread(func: Any, *args: Any) -> AsyncIterator[Any]:

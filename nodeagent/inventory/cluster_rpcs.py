@@ -1,93 +1,77 @@
 """The inventory's Kubespray RPCs: clusters, node addresses, the export, join jobs.
 
-A mixin of InventoryServicer (service.py keeps the permissions table and the error
-mapping for every RPC); each method validates its input, then runs one store function.
+A mixin of InventoryServicer (inventory/auth.py keeps the permissions table, service.py
+the error mapping for every RPC); each method validates its input, then runs one store function.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
+from nodeagent.api import auth
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import clusters, joins, pki
-from nodeagent.inventory.store import Conflict
-
-if TYPE_CHECKING:
-    from nodeagent.inventory.service import InventoryService
+from nodeagent.inventory.store import Conflict, Store
 
 EXPORT_PIECE = 1 << 20
 MAX_PROBLEMS_SHOWN = 20
 
 
-def _principal() -> pki.Principal:
-    from nodeagent.inventory.service import principal_var  # set by the servicer's Authorizer
-
-    principal = principal_var.get()
-    assert principal is not None
-    return principal
-
-
-def _text(value: str, what: str, limit: int = 253) -> str:
-    if len(value) > limit or not value.isprintable():
-        raise ValueError(f"{what}: at most {limit} printable characters")
-    return value
-
-
 class ClusterRpcs:
-    service: InventoryService
+    store: Store
 
     async def CheckHostname(
         self, request: ipb.CheckHostnameRequest, context: grpc.aio.ServicerContext
     ) -> ipb.CheckHostnameResponse:
-        me = _principal()
-        _text(request.hostname, "hostname")
+        me = auth.caller()
+        auth.validate_text(request.hostname, "hostname")
         other_than = me.name if me.kind == pki.NODE else ""
-        ids = await self.service.store.run(
-            clusters.hostname_owners, self.service.store, request.hostname, other_than
+        ids = await self.store.run(
+            clusters.hostname_owners, self.store, request.hostname, other_than
         )
         return ipb.CheckHostnameResponse(node_ids=ids)
 
     async def CreateCluster(
         self, request: ipb.Cluster, context: grpc.aio.ServicerContext
     ) -> ipb.Cluster:
-        return await self.service.store.run(clusters.create_cluster, self.service.store, request)
+        return await self.store.run(clusters.create_cluster, self.store, request)
 
     async def GetCluster(
         self, request: ipb.GetClusterRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Cluster:
-        _text(request.name, "name", 63)
-        return await self.service.store.run(clusters.get_cluster, self.service.store, request.name)
+        auth.validate_text(request.name, "name", 63)
+        return await self.store.run(clusters.get_cluster, self.store, request.name)
 
     async def ListClusters(
         self, request: ipb.ListClustersRequest, context: grpc.aio.ServicerContext
     ) -> ipb.ListClustersResponse:
-        found = await self.service.store.run(clusters.list_clusters, self.service.store)
+        found = await self.store.run(clusters.list_clusters, self.store)
         return ipb.ListClustersResponse(clusters=found)
 
     async def UpdateCluster(
         self, request: ipb.UpdateClusterRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Cluster:
-        _text(request.cluster.name, "name", 63)
-        return await self.service.store.run(
-            clusters.update_cluster, self.service.store, request.cluster, list(request.fields)
+        auth.validate_text(request.cluster.name, "name", 63)
+        return await self.store.run(
+            clusters.update_cluster, self.store, request.cluster, list(request.fields)
         )
 
     async def SetNodeAddress(
         self, request: ipb.NodeAddress, context: grpc.aio.ServicerContext
     ) -> ipb.NodeAddress:
-        _text(request.node_id, "node_id", 64)
-        return await self.service.store.run(clusters.set_address, self.service.store, request)
+        auth.validate_text(request.node_id, "node_id", 64)
+        return await self.store.run(clusters.set_address, self.store, request)
 
     async def ExportKubespray(
         self, request: ipb.ExportKubesprayRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        _text(request.cluster, "cluster", 63)
-        inventory, problems, warnings, count = await self.service.store.run(
-            clusters.export, self.service.store, request.cluster
+        auth.validate_text(request.cluster, "cluster", 63)
+        inventory, problems, warnings, count = await self.store.run(
+            clusters.export, self.store, request.cluster
         )
         if problems:
             more = len(problems) - MAX_PROBLEMS_SHOWN
@@ -107,52 +91,50 @@ class ClusterRpcs:
     async def StartJoin(
         self, request: ipb.StartJoinRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Job:
-        _text(request.cluster, "cluster", 63)
+        auth.validate_text(request.cluster, "cluster", 63)
         if len(request.node_ids) > 10000:
             raise ValueError("at most 10000 node ids")
         for node_id in request.node_ids:
-            _text(node_id, "node id", 64)
-        return await self.service.store.run(
-            joins.create_job, self.service.store, request, _principal().actor
-        )
+            auth.validate_text(node_id, "node id", 64)
+        return await self.store.run(joins.create_job, self.store, request, auth.caller().actor)
 
     async def GetJob(
         self, request: ipb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Job:
-        _text(request.id, "id", 64)
-        return await self.service.store.run(joins.get_job, self.service.store, request.id)
+        auth.validate_text(request.id, "id", 64)
+        return await self.store.run(joins.get_job, self.store, request.id)
 
     async def ListJobs(
         self, request: ipb.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> ipb.ListJobsResponse:
-        _text(request.cluster, "cluster", 63)
-        found = await self.service.store.run(joins.list_jobs, self.service.store, request.cluster)
+        auth.validate_text(request.cluster, "cluster", 63)
+        found = await self.store.run(joins.list_jobs, self.store, request.cluster)
         return ipb.ListJobsResponse(jobs=found)
 
     async def CancelJob(
         self, request: ipb.JobActionRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Job:
-        _text(request.id, "id", 64)
-        _text(request.reason, "reason", 1000)
-        return await self.service.store.run(
-            joins.cancel, self.service.store, request.id, _principal().actor, request.reason
+        auth.validate_text(request.id, "id", 64)
+        auth.validate_text(request.reason, "reason", 1000)
+        return await self.store.run(
+            joins.cancel, self.store, request.id, auth.caller().actor, request.reason
         )
 
     async def RetryJob(
         self, request: ipb.JobActionRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Job:
-        _text(request.id, "id", 64)
-        _text(request.reason, "reason", 1000)
-        return await self.service.store.run(
-            joins.retry, self.service.store, request.id, _principal().actor, request.reason
+        auth.validate_text(request.id, "id", 64)
+        auth.validate_text(request.reason, "reason", 1000)
+        return await self.store.run(
+            joins.retry, self.store, request.id, auth.caller().actor, request.reason
         )
 
     async def WatchJob(
         self, request: ipb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         # Polls the event table, as WatchNodes does: the same across replicas.
-        _text(request.id, "id", 64)
-        store = self.service.store
+        auth.validate_text(request.id, "id", 64)
+        store = self.store
         await store.run(joins.get_job, store, request.id)  # NOT_FOUND before streaming
         seq = request.after_sequence
         while True:

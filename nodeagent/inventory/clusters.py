@@ -22,12 +22,12 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from nodeagent import label_syntax as syntax
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import kubespray
 from nodeagent.inventory.store import Conflict, NotFound, Store, dumps
 from nodeagent.labels import config as lconfig
-from nodeagent.labels import syntax
 from nodeagent.labels.derive import derive
 from nodeagent.labels.inputs import Assignment, LabelInputs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nodeagent.tomlconfig import ConfigError, load_file
+from nodeagent.tomlconfig import ConfigError, load_file, one_of
 
 __all__ = ["ConfigError", "InventoryConfig", "load"]
 
@@ -59,13 +59,16 @@ class InventoryConfig:
         )
 
 
-CHOICES = {"log_format": {"text", "json"}, "log_level": {"debug", "info", "warning", "error"}}
+RULES = {
+    "log_format": one_of("json", "text"),
+    "log_level": one_of("debug", "info", "warning", "error"),
+}
 
 
 def load(path: str | None) -> InventoryConfig:
     if path is None:
         return InventoryConfig()
-    config = load_file(InventoryConfig, Path(path), required=True, choices=CHOICES)
+    config = load_file(InventoryConfig, Path(path), required=True, rules=RULES)
     if bool(config.ca_cert) != bool(config.ca_key):
         raise ConfigError(f"{path}: give both 'ca_cert' and 'ca_key', or neither")
     if config.heartbeat_interval_seconds < 1 or config.unreachable_after_missed < 1:

@@ -38,23 +38,15 @@ class LeaseLost(Conflict):
 
 
 def _transition(store: Store, cur: Any, node_id: str, target: int, actor: str, reason: str) -> bool:
-    """Move a node if the lifecycle allows it; False (nothing written) when it does not."""
-    cur.execute(store.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
-    row = cur.fetchone()
-    if row is None:
-        return False
-    current = row[0]
-    if current == target:
-        return True
+    """Move a node if the lifecycle allows it; False (nothing written) when it does not.
+
+    A job meets nodes that an admin deleted, held or moved meanwhile: those are the
+    job's per-node failures, not errors of the whole job.
+    """
     try:
-        lifecycle.check(current, target)
-    except lifecycle.TransitionError:
+        lifecycle.transition(store, cur, node_id, target, actor, reason, unchanged_ok=True)
+    except (NotFound, lifecycle.TransitionError):
         return False
-    cur.execute(
-        store.q("UPDATE nodes SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?"),
-        (target, reason[:1000], time.time(), node_id),
-    )
-    store.add_event(cur, node_id, actor, current, target, reason)
     return True
 
 

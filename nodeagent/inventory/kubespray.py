@@ -20,8 +20,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from nodeagent import label_syntax as syntax
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.labels import syntax
 from nodeagent.labels.config import taint_problem
 
 # Kubespray's "Stop if bad hostname" (roles/kubernetes/preinstall): DNS-1123 labels joined by dots.

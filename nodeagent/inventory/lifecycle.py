@@ -1,12 +1,17 @@
-"""The node lifecycle: the only place transitions are decided.
+"""The node lifecycle: the only place transitions are decided and written.
 
-An illegal transition is an error, never a silent overwrite; every transition
-is recorded by the store with time, actor, from, to and reason.
+An illegal transition is an error, never a silent overwrite. `transition` is the one
+writer of a node's state: it checks, writes and records the event (time, actor, from,
+to, reason) in the caller's transaction, so none of the three can happen alone.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.inventory.store import NotFound, Store
 
 S = ipb.NodeState
 ALLOWED: dict[int, set[int]] = {
@@ -43,7 +48,12 @@ def name(state: int) -> str:
     return ipb.NodeState.Name(state)
 
 
-def check(current: int, target: int) -> None:
+def check(current: int, target: int, release_to: int | None = None) -> None:
+    """Refuse an illegal move.
+
+    A held node leaves MAINTENANCE only when retired or released by an admin, and a
+    release (`release_to`, the state it was held from) goes back there and nowhere else.
+    """
     if target == S.MAINTENANCE:
         if current not in HOLDABLE:
             raise TransitionError(f"cannot hold a node that is {name(current)}")
@@ -51,6 +61,12 @@ def check(current: int, target: int) -> None:
     if target == S.RETIRED:
         if current == S.RETIRED:
             raise TransitionError("node is already RETIRED")
+        return
+    if current == S.MAINTENANCE and release_to is not None:
+        if target != release_to:
+            raise TransitionError(
+                f"a held node goes back to {name(release_to)}, not {name(target)}"
+            )
         return
     if target not in ALLOWED.get(current, set()):
         raise TransitionError(f"illegal transition {name(current)} -> {name(target)}")
@@ -62,3 +78,51 @@ def from_agent_phase(current: int, phase: str) -> int | None:
     if target is None or target == current or current in (S.MAINTENANCE, S.RETIRED):
         return None
     return target if target in ALLOWED.get(current, set()) else None
+
+
+def transition(
+    store: Store,
+    cur: Any,
+    node_id: str,
+    target: int,
+    actor: str,
+    reason: str,
+    *,
+    unchanged_ok: bool = False,
+    release: bool = False,
+) -> int:
+    """Move a node to `target` inside the caller's transaction; returns the state it left.
+
+    Raises NotFound or TransitionError with nothing written. With `unchanged_ok`, a
+    node already in `target` is left as it is (no write, no event). Holding records
+    the state to release to; every other move clears it. `release` is an admin's
+    release of a held node (to the state it was held from, see release_target).
+    """
+    cur.execute(store.q("SELECT state, held_from FROM nodes WHERE id = ?"), (node_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(node_id)
+    current, held_from = row
+    if unchanged_ok and current == target:
+        return int(current)
+    check(current, target, (held_from or S.DISCOVERED) if release else None)
+    cur.execute(
+        store.q(
+            "UPDATE nodes SET state = ?, held_from = ?, state_reason = ?, updated_at = ? "
+            "WHERE id = ?"
+        ),
+        (target, current if target == S.MAINTENANCE else 0, reason[:1000], time.time(), node_id),
+    )
+    store.add_event(cur, node_id, actor, current, target, reason)
+    return int(current)
+
+
+def release_target(store: Store, cur: Any, node_id: str) -> int:
+    """The state a held node goes back to (the one it was held from)."""
+    cur.execute(store.q("SELECT state, held_from FROM nodes WHERE id = ?"), (node_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(node_id)
+    if row[0] != S.MAINTENANCE:
+        raise TransitionError(f"node is {name(row[0])}, not held")
+    return int(row[1] or S.DISCOVERED)

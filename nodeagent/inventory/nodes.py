@@ -85,33 +85,6 @@ def _gpu_summary(inv: pb.HardwareInventory) -> tuple[str, int]:
     return (models[0] if len(models) == 1 else ",".join(models)), len(inv.gpus)
 
 
-def _transition(
-    store: Store,
-    cur: Any,
-    node_id: str,
-    current: int,
-    target: int,
-    actor: str,
-    reason: str,
-    held_from: int | None = None,
-) -> None:
-    lifecycle.check(current, target)
-    if held_from is None:
-        cur.execute(
-            store.q("UPDATE nodes SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?"),
-            (target, reason, time.time(), node_id),
-        )
-    else:
-        cur.execute(
-            store.q(
-                "UPDATE nodes SET state = ?, held_from = ?, state_reason = ?, "
-                "updated_at = ? WHERE id = ?"
-            ),
-            (target, held_from, reason, time.time(), node_id),
-        )
-    store.add_event(cur, node_id, actor, current, target, reason)
-
-
 def check_token(store: Store, cur: Any, token: str) -> tuple[str, ipb.Assignment]:
     """Validate a bootstrap token (no lock taken); returns its id and preset."""
     token_id, secret = tokens.split(token)
@@ -155,7 +128,7 @@ def spend_token(store: Store, cur: Any, token_id: str) -> None:
 
 
 def register(
-    store: Store, token: str, inv: pb.HardwareInventory, cert_days: float, issue: Any
+    store: Store, token: str, inv: pb.HardwareInventory, issue: Any
 ) -> tuple[ipb.Node, bytes]:
     """Enrol a machine: a new node, or the same node id for hardware seen before.
 
@@ -343,8 +316,8 @@ def heartbeat_update(
             stored_hash = inv_hash
         target = lifecycle.from_agent_phase(current, phase)
         if target is not None:
-            _transition(
-                store, cur, node_id, current, target, f"node:{node_id}", f"agent reports {phase}"
+            lifecycle.transition(
+                store, cur, node_id, target, f"node:{node_id}", f"agent reports {phase}"
             )
         node = _load(store, cur, node_id)
     return node, bool(inv_hash) and inv_hash != stored_hash
@@ -472,44 +445,22 @@ def update_assignment(
 
 def hold(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
     with store.tx() as cur:
-        node = _load(store, cur, node_id)
-        _transition(
-            store,
-            cur,
-            node_id,
-            node.state,
-            S.MAINTENANCE,
-            actor,
-            reason or "held for maintenance",
-            held_from=node.state,
+        lifecycle.transition(
+            store, cur, node_id, S.MAINTENANCE, actor, reason or "held for maintenance"
         )
         return _load(store, cur, node_id)
 
 
 def release(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
     with store.tx() as cur:
-        cur.execute(store.q("SELECT state, held_from FROM nodes WHERE id = ?"), (node_id,))
-        row = cur.fetchone()
-        if row is None:
-            raise NotFound(node_id)
-        if row[0] != S.MAINTENANCE:
-            raise lifecycle.TransitionError(f"node is {lifecycle.name(row[0])}, not held")
-        back = row[1] or S.DISCOVERED
-        cur.execute(
-            store.q(
-                "UPDATE nodes SET state = ?, held_from = 0, state_reason = ?, "
-                "updated_at = ? WHERE id = ?"
-            ),
-            (back, reason or "released", time.time(), node_id),
-        )
-        store.add_event(cur, node_id, actor, S.MAINTENANCE, back, reason or "released")
+        back = lifecycle.release_target(store, cur, node_id)
+        lifecycle.transition(store, cur, node_id, back, actor, reason or "released", release=True)
         return _load(store, cur, node_id)
 
 
 def retire(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
     with store.tx() as cur:
-        node = _load(store, cur, node_id)
-        _transition(store, cur, node_id, node.state, S.RETIRED, actor, reason or "retired")
+        lifecycle.transition(store, cur, node_id, S.RETIRED, actor, reason or "retired")
         return _load(store, cur, node_id)
 
 

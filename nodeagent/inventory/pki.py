@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -20,22 +19,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from nodeagent.api.auth import NODE, ROLES
 from nodeagent.tlsutil import cert_pem, key_pem, make_csr, new_key, spki_hash, write_private
 
 __all__ = [
+    "NODE",
+    "ROLES",
     "CertificateAuthority",
     "PkiError",
-    "Principal",
     "cert_pem",
     "key_pem",
     "make_csr",
     "new_key",
-    "principal_of",
     "write_private",
 ]
-
-ROLES = ("viewer", "operator", "admin")
-NODE = "node"
 
 
 class PkiError(ValueError):
@@ -44,28 +41,6 @@ class PkiError(ValueError):
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True)
-class Principal:
-    kind: str  # node | viewer | operator | admin
-    name: str  # node id or admin name
-    serial: int = 0
-
-    @property
-    def actor(self) -> str:
-        return f"node:{self.name}" if self.kind == NODE else f"admin:{self.name}"
-
-
-def principal_of(cert: x509.Certificate) -> Principal:
-    def first(oid: x509.ObjectIdentifier) -> str:
-        values = cert.subject.get_attributes_for_oid(oid)
-        return str(values[0].value) if values else ""
-
-    kind = first(NameOID.ORGANIZATIONAL_UNIT_NAME)
-    if kind not in (NODE, *ROLES):
-        raise PkiError(f"certificate has no nodeagent role (OU={kind!r})")
-    return Principal(kind, first(NameOID.COMMON_NAME), cert.serial_number)
 
 
 class CertificateAuthority:

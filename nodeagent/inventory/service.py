@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from nodeagent.api import auth
 from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import lifecycle, nodes, pki, tokens
+from nodeagent.inventory.auth import INVENTORY_AUTHORIZER, PERMISSIONS
 from nodeagent.inventory.cluster_rpcs import ClusterRpcs
 from nodeagent.inventory.config import InventoryConfig
 from nodeagent.inventory.fleet import FleetServicer
@@ -40,40 +39,6 @@ from nodeagent.inventory.join_runner import JoinScheduler
 from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger("nodeagent.inventory")
-VIEW, OPERATE, ADMIN = {"viewer", "operator", "admin"}, {"operator", "admin"}, {"admin"}
-PERMISSIONS: dict[str, set[str] | None] = {
-    "Register": None,
-    "Heartbeat": {"node"},
-    "RenewCertificate": {"node"},
-    "ListNodes": VIEW,
-    "GetNode": VIEW | {"node"},
-    "WatchNodes": VIEW,
-    "ListTokens": VIEW,
-    "UpdateAssignment": OPERATE,
-    "HoldNode": OPERATE,
-    "ReleaseNode": OPERATE,
-    "RetireNode": ADMIN,
-    "DeleteNode": ADMIN,
-    "CreateToken": ADMIN,
-    "RevokeToken": ADMIN,
-    "ReportFabric": {"node"},
-    "ExportTopology": VIEW,
-    "GetNodeLabels": VIEW,
-    "CheckHostname": VIEW | {"node"},
-    # A cluster spec decides which playbooks the service runs, as itself, with its SSH key.
-    "CreateCluster": ADMIN,
-    "UpdateCluster": ADMIN,
-    "GetCluster": VIEW,
-    "ListClusters": VIEW,
-    "ExportKubespray": VIEW,
-    "GetJob": VIEW,
-    "ListJobs": VIEW,
-    "WatchJob": VIEW,
-    "SetNodeAddress": OPERATE,
-    "StartJoin": OPERATE,
-    "CancelJob": OPERATE,
-    "RetryJob": OPERATE,
-}
 ERRORS = [
     (tokens.TokenError, grpc.StatusCode.UNAUTHENTICATED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -83,57 +48,12 @@ ERRORS = [
     (StoreError, grpc.StatusCode.UNAVAILABLE),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
 ]
-principal_var: contextvars.ContextVar[pki.Principal | None] = contextvars.ContextVar(
-    "principal", default=None
-)
-
-
-@lru_cache(maxsize=65536)
-def _principal_from_pem(pem: bytes) -> pki.Principal:
-    return pki.principal_of(x509.load_pem_x509_certificate(pem))
-
-
-class Authorizer:
-    async def __call__(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        allowed = PERMISSIONS.get(method)
-        pems = context.auth_context().get("x509_pem_cert")
-        principal = None
-        if pems:
-            try:
-                principal = _principal_from_pem(bytes(pems[0]))
-            except (pki.PkiError, ValueError) as exc:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        principal_var.set(principal)
-        if allowed is None:
-            return
-        if principal is None:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                f"{method} needs a client certificate issued by this inventory",
-            )
-        assert principal is not None
-        if principal.kind not in allowed:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{principal.kind} {principal.name!r} may not call {method}",
-            )
-
-
-def _me() -> pki.Principal:
-    principal = principal_var.get()
-    assert principal is not None
-    return principal
-
-
-def _validate_text(value: str, what: str, limit: int = 253) -> str:
-    if len(value) > limit or any(ord(c) < 32 for c in value):
-        raise ValueError(f"{what}: at most {limit} printable characters")
-    return value
 
 
 class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer):
     def __init__(self, service: InventoryService) -> None:
         self.service = service
+        self.store = service.store
 
     # --- node RPCs ---
     async def Register(
@@ -154,7 +74,6 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                 s.store,
                 request.token,
                 request.inventory,
-                s.config.node_cert_days,
                 issue,
             )
         except tokens.TokenError as exc:
@@ -180,13 +99,13 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     async def Heartbeat(
         self, request: ipb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> ipb.HeartbeatResponse:
-        s, me = self.service, _me()
+        s, me = self.service, auth.caller()
         if request.node_id and request.node_id != me.name:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"certificate is for node {me.name}, not {request.node_id}",
             )
-        _validate_text(request.phase, "phase", 32)
+        auth.validate_text(request.phase, "phase", 32)
         cached = s.cached(me.name)
         inv = request.inventory if request.HasField("inventory") else None
         if cached is None or inv is not None or cached[1] != request.phase:
@@ -220,7 +139,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         request: ipb.RenewCertificateRequest,
         context: grpc.aio.ServicerContext,
     ) -> ipb.RenewCertificateResponse:
-        s, me = self.service, _me()
+        s, me = self.service, auth.caller()
         csr = request.csr_pem.encode()
 
         def issue(node_id: str) -> tuple[bytes, float]:
@@ -243,7 +162,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             (request.cluster, "cluster"),
             (request.page_token, "page_token"),
         ):
-            _validate_text(value, what)
+            auth.validate_text(value, what)
         return await self.service.store.run(
             nodes.list_nodes, self.service.store, request, self.service.deadline()
         )
@@ -251,7 +170,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     async def GetNode(
         self, request: ipb.GetNodeRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Node:
-        me = _me()
+        me = auth.caller()
         if me.kind == pki.NODE and request.node_id != me.name:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, "a node may read only its own record"
@@ -274,27 +193,27 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             (a.cluster, "cluster"),
             (a.profile, "profile"),
         ):
-            _validate_text(value, what, 63)
+            auth.validate_text(value, what, 63)
         for key, value in a.labels.items():
-            _validate_text(key, "label key")
-            _validate_text(value, "label value", 63)
+            auth.validate_text(key, "label key")
+            auth.validate_text(value, "label value", 63)
         for taint in a.taints:
-            _validate_text(taint, "taint")
+            auth.validate_text(taint, "taint")
         node = await self.service.store.run(
             nodes.update_assignment,
             self.service.store,
             request.node_id,
             a,
             list(request.fields),
-            _me().actor,
+            auth.caller().actor,
         )
         self.service.nodes.pop(request.node_id, None)
         return node
 
     async def _action(self, fn: Any, request: ipb.NodeActionRequest) -> ipb.Node:
-        _validate_text(request.reason, "reason", 1000)
+        auth.validate_text(request.reason, "reason", 1000)
         node: ipb.Node = await self.service.store.run(
-            fn, self.service.store, request.node_id, _me().actor, request.reason
+            fn, self.service.store, request.node_id, auth.caller().actor, request.reason
         )
         self.service.nodes.pop(request.node_id, None)
         return node
@@ -317,7 +236,9 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     async def DeleteNode(
         self, request: ipb.NodeActionRequest, context: grpc.aio.ServicerContext
     ) -> ipb.DeleteNodeResponse:
-        await self.service.store.run(nodes.delete, self.service.store, request.node_id, _me().actor)
+        await self.service.store.run(
+            nodes.delete, self.service.store, request.node_id, auth.caller().actor
+        )
         self.service.nodes.pop(request.node_id, None)
         return ipb.DeleteNodeResponse()
 
@@ -326,11 +247,13 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         request: ipb.CreateTokenRequest,
         context: grpc.aio.ServicerContext,
     ) -> ipb.CreateTokenResponse:
-        _validate_text(request.description, "description", 200)
+        auth.validate_text(request.description, "description", 200)
         token, secret = await self.service.store.run(
-            nodes.create_token, self.service.store, request, _me().actor
+            nodes.create_token, self.service.store, request, auth.caller().actor
         )
-        log.info("token %s created by %s (max uses %d)", token.id, _me().actor, token.max_uses)
+        log.info(
+            "token %s created by %s (max uses %d)", token.id, auth.caller().actor, token.max_uses
+        )
         return ipb.CreateTokenResponse(token=token, secret=secret)
 
     async def ListTokens(
@@ -343,7 +266,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     async def RevokeToken(
         self, request: ipb.RevokeTokenRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Token:
-        _validate_text(request.id, "id", 16)
+        auth.validate_text(request.id, "id", 16)
         return await self.service.store.run(nodes.revoke_token, self.service.store, request.id)
 
     async def WatchNodes(
@@ -449,18 +372,23 @@ class InventoryService:
             ]
         )
         service = ipb.DESCRIPTOR.services_by_name["InventoryService"]
+        fleet = fleet_pb2.DESCRIPTOR.services_by_name["FleetService"]
+        for served in (service, fleet):
+            auth.check_covers(served, PERMISSIONS)
         server.add_generic_rpc_handlers(
             (
                 service_handler(
-                    service, InventoryServicer(self), authorize=Authorizer(), errors=ERRORS
+                    service, InventoryServicer(self), authorize=INVENTORY_AUTHORIZER, errors=ERRORS
                 ),
             )
         )
-        fleet = fleet_pb2.DESCRIPTOR.services_by_name["FleetService"]
         server.add_generic_rpc_handlers(
             (
                 service_handler(
-                    fleet, FleetServicer(self.store, _me), authorize=Authorizer(), errors=ERRORS
+                    fleet,
+                    FleetServicer(self.store, auth.caller),
+                    authorize=INVENTORY_AUTHORIZER,
+                    errors=ERRORS,
                 ),
             )
         )

@@ -15,13 +15,13 @@ line naming the key.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodeagent.labels import syntax
-from nodeagent.topology.config import ConfigError, FabricConfig, build, fabric_config
+from nodeagent import label_syntax
+from nodeagent.tomlconfig import ConfigError, build, read
+from nodeagent.topology.config import FabricConfig, fabric_config
 
 DEFAULT_PATH = "/etc/nodeagent/labels.toml"
 DEFAULT_DOMAIN = "nodeagent.io"
@@ -54,7 +54,7 @@ class Config:
 def check(config: LabelConfig, where: str = "labels") -> LabelConfig:
     """Semantic checks the type checks cannot make."""
     try:
-        syntax.check_domain(config.domain)
+        label_syntax.check_domain(config.domain)
     except ValueError as exc:
         raise ConfigError(f"{where}: 'labels.domain': {exc}") from None
     unknown = [f for f in config.families if f not in FAMILIES]
@@ -80,9 +80,9 @@ def taint_problem(taint: str) -> str:
     m = _TAINT_RE.fullmatch(taint)
     if not m:
         return f"{taint!r} is not key[=value]:Effect"
-    if not syntax.is_valid_key(m.group("key")):
+    if not label_syntax.is_valid_key(m.group("key")):
         return f"{taint!r}: invalid key"
-    if not syntax.is_valid_value(m.group("value") or ""):
+    if not label_syntax.is_valid_value(m.group("value") or ""):
         return f"{taint!r}: invalid value"
     if m.group("effect") not in TAINT_EFFECTS:
         return f"{taint!r}: effect must be one of {', '.join(TAINT_EFFECTS)}"
@@ -93,7 +93,7 @@ def parse(data: dict[str, Any], where: str) -> Config:
     unknown = sorted(set(data) - {"labels", "fabric"})
     if unknown:
         raise ConfigError(f"{where}: unknown table '{unknown[0]}' (expected labels, fabric)")
-    labels: LabelConfig = build(LabelConfig, data.get("labels", {}), where, "labels.")
+    labels = build(LabelConfig, data.get("labels", {}), where, "labels.")
     return Config(check(labels, where), fabric_config(data, where))
 
 
@@ -104,12 +104,4 @@ def load(path: str | Path | None) -> Config:
             return Config()
         path = DEFAULT_PATH
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: unreadable: {exc}") from None
-    return parse(data, str(p))
+    return parse(read(p), str(p))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from nodeagent import label_syntax as syntax
 from nodeagent.api.v1 import fabric_pb2 as fpb
-from nodeagent.labels import cloud, gfd, nfd, own, ownership, platform, syntax
+from nodeagent.labels import cloud, gfd, nfd, own, ownership, platform
 from nodeagent.labels.config import LabelConfig
 from nodeagent.labels.inputs import LabelInputs
 from nodeagent.topology.tiers import PLACEHOLDER

@@ -1,6 +1,6 @@
 """Fabric topology: rail observations -> tier ids; fleet grouping; Kueue and Slurm exports.
 
-Everything here but `observe` (which runs the fabric probes) and `node_desc` (which
-writes sysfs) is a pure function of protobuf messages, so the inventory service can
-run the same code over every node's observations.
+Everything here but `observe` (which runs the fabric probes) is a pure function of
+protobuf messages, so the inventory service can run the same code over every node's
+observations.
 """

@@ -28,18 +28,14 @@ typo in a fleet-wide file must not leave a thousand nodes on defaults.
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
 from dataclasses import dataclass, field
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
+from nodeagent import label_syntax
 from nodeagent.hardware.probes import oci
+from nodeagent.tomlconfig import Rule, build, one_of
 
 SWITCH = ("auto", "on", "off")
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -61,24 +57,23 @@ class StaticConfig:
 
 
 @dataclass(frozen=True)
-class LldpConfig:
+class ProbeConfig:
+    """What every fabric probe takes: a switch (auto, on, off) and a time limit."""
+
     enabled: str = "auto"
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class LldpConfig(ProbeConfig):
     socket: str = ""
     lldpcli: str = "lldpcli"
-    timeout_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
-class InfinibandConfig:
-    enabled: str = "auto"
-    timeout_seconds: float = 5.0
-
-
-@dataclass(frozen=True)
-class OciConfig:
-    enabled: str = "auto"
-    base_url: str = oci.DEFAULT_BASE_URL
+class OciConfig(ProbeConfig):
     timeout_seconds: float = oci.DEFAULT_TIMEOUT
+    base_url: str = oci.DEFAULT_BASE_URL
 
 
 @dataclass(frozen=True)
@@ -89,62 +84,24 @@ class FabricConfig:
     rails: RailSelector = field(default_factory=RailSelector)
     static: StaticConfig = field(default_factory=StaticConfig)
     lldp: LldpConfig = field(default_factory=LldpConfig)
-    infiniband: InfinibandConfig = field(default_factory=InfinibandConfig)
+    infiniband: ProbeConfig = field(default_factory=ProbeConfig)
     oci: OciConfig = field(default_factory=OciConfig)
 
 
-CHOICES = {"enabled": SWITCH}
-# Static placement values become label values and Slurm switch names as they are, so they
-# must already be valid label values (the rule of nodeagent.labels.syntax, which this
-# lower layer cannot import).
-_LABEL_VALUE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]")
+def _label_value(value: str) -> str:
+    """Static placement values become label values and Slurm switch names as they are, so
+    they must already be valid ones."""
+    if label_syntax.is_valid_value(value):
+        return ""
+    return "must be a label value: <= 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends"
 
 
-def build(cls: Any, data: Any, where: str, prefix: str = "") -> Any:
-    """A frozen dataclass from a TOML table, every key and type checked."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'table'}' must be a table")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key '{dotted}'")
-        kwargs[key] = _value(hints[key], value, where, dotted)
-    return cls(**kwargs)
-
-
-def _value(expected: Any, value: Any, where: str, dotted: str) -> Any:
-    if dataclasses.is_dataclass(expected):
-        return build(expected, value, where, f"{dotted}.")
-    if get_origin(expected) is tuple:
-        item = get_args(expected)[0]
-        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
-            raise ConfigError(f"{where}: '{dotted}' must be a list of {item.__name__}")
-        return tuple(value)
-    if isinstance(expected, types.UnionType):  # str | None and the like: not used in tables
-        raise ConfigError(f"{where}: '{dotted}' cannot be set here")
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"{where}: '{dotted}' must be {expected.__name__}, got {type(value).__name__}"
-        )
-    name = dotted.rsplit(".", 1)[-1]
-    if dotted.startswith("fabric.static.") and value and not _LABEL_VALUE.fullmatch(value):
-        raise ConfigError(
-            f"{where}: '{dotted}' must be a label value: <= 63 of A-Z a-z 0-9 - _ ., "
-            "alphanumeric at both ends"
-        )
-    if name in CHOICES and value not in CHOICES[name]:
-        raise ConfigError(f"{where}: '{dotted}' must be one of {', '.join(CHOICES[name])}")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-        raise ConfigError(f"{where}: '{dotted}' must not be negative")
-    return value
+RULES: dict[str, Rule] = {
+    **{f"fabric.static.{f.name}": _label_value for f in dataclasses.fields(StaticConfig)},
+    **{f"fabric.{probe}.enabled": one_of(*SWITCH) for probe in ("lldp", "infiniband", "oci")},
+}
 
 
 def fabric_config(data: dict[str, Any], where: str) -> FabricConfig:
     """The `[fabric]` table of a parsed TOML document (absent: defaults)."""
-    config: FabricConfig = build(FabricConfig, data.get("fabric", {}), where, "fabric.")
-    return config
+    return build(FabricConfig, data.get("fabric", {}), where, "fabric.", RULES)

@@ -41,10 +41,6 @@ REFUSED_PHASES = ("JOINED", "JOINING")
 BiosStep = Callable[[bool], tuple[list[tpb.SettingResult], list[tpb.TaskProgress]]]
 
 
-class ApplyRefused(RuntimeError):
-    """Apply is not allowed on this node now; the message says why and what to do."""
-
-
 def refuse_reason(phase: str, allow_joined: bool) -> str:
     """Why apply must not run on a node in `phase` ('' when it may)."""
     if phase in REFUSED_PHASES and not allow_joined:

@@ -32,7 +32,6 @@ def _list(item: dict[str, Any], unique: bool = True) -> dict[str, Any]:
 
 
 _UINT = {"type": "integer", "minimum": 0, "maximum": 1 << 31}
-_SCALAR = {"type": ["string", "integer"]}  # YAML `1` and `"1"` are both fine; stored as text
 
 
 def _map(key: str, value: dict[str, Any]) -> dict[str, Any]:

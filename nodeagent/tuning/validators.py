@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 
 # Characters a shell never treats specially outside quotes (shlex's safe set, minus '%').
-_WORD = r"A-Za-z0-9_@+=:,./-"
 
 
 @dataclass(frozen=True)

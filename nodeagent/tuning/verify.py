@@ -29,7 +29,6 @@ OK, DRIFT, PENDING, UNKNOWN = (
     tpb.SETTING_PENDING,
     tpb.SETTING_UNKNOWN,
 )
-STATUS_NAMES = {OK: "ok", DRIFT: "drift", PENDING: "pending", UNKNOWN: "unknown"}
 
 
 def result(

@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nodeagent import label_syntax
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.host import HostRoot
 from nodeagent.labels import derive as derive_mod
-from nodeagent.labels import gfd, nfd, ownership, syntax
+from nodeagent.labels import gfd, nfd, ownership
 from nodeagent.labels.config import LabelConfig
 from nodeagent.labels.derive import derive
 from nodeagent.labels.features import NodeFeatures, read_features
@@ -240,4 +241,4 @@ def test_no_input_yields_an_invalid_label(
     inp.observation.cloud.local_block = ocid
     inp.tiers.tier_0, inp.tiers.fabric = fabric, fabric
     labels = derive(inp, LabelConfig(families=("own", "nfd", "gfd", "oci", "platform")))
-    assert syntax.problems(labels) == []
+    assert label_syntax.problems(labels) == []

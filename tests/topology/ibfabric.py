@@ -3,7 +3,7 @@
 Rail-optimised scalable units (SUs) of DGX-like nodes: rail r of every node in SU s is
 cabled to leaf (s, r); every leaf has one uplink to each spine. Switches are 64-port
 Quantum-2 (QM9700, NDR, DevId 0xd2f2); node HCAs carry `<hostname> <device>` node
-descriptions (what nodeagent's node_desc writer sets).
+descriptions (what rdma-core's rdma-ndd sets).
 
 The text follows infiniband-diags' printf formats (rdma-core: smpquery.c node_desc,
 libibmad dump.c for NodeInfo, iblinkinfo.c print_port in line mode) and the examples

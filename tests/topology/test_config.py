@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent.labels import config
-from nodeagent.topology.config import ConfigError
+from nodeagent.tomlconfig import ConfigError
 
 
 def _load(tmp_path: Path, text: str) -> config.Config:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodeagent.labels import syntax
+from nodeagent import label_syntax
 
 # The apimachinery expressions, written out independently of the module under test.
 K8S_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -37,46 +37,46 @@ LABELISH = st.text(alphabet=st.sampled_from("aZ09-_./: ;+é\n\t\u00a0"), max_siz
 
 @given(st.one_of(st.text(max_size=200), LABELISH))
 def test_sanitize_value_always_valid(text: str) -> None:
-    value = syntax.sanitize_value(text)
+    value = label_syntax.sanitize_value(text)
     assert k8s_valid_value(value), (text, value)
-    assert syntax.is_valid_value(value)
+    assert label_syntax.is_valid_value(value)
 
 
 @given(st.one_of(st.text(max_size=200), LABELISH))
 def test_sanitize_name_always_valid_and_never_empty(text: str) -> None:
-    name = syntax.sanitize_name(text)
+    name = label_syntax.sanitize_name(text)
     assert name and k8s_valid_key(name), (text, name)
 
 
 @given(st.one_of(st.text(max_size=200), LABELISH))
 def test_sanitize_is_idempotent(text: str) -> None:
-    once = syntax.sanitize_value(text)
-    assert syntax.sanitize_value(once) == once
+    once = label_syntax.sanitize_value(text)
+    assert label_syntax.sanitize_value(once) == once
 
 
 @given(st.from_regex(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?", fullmatch=True))
 def test_valid_values_pass_unchanged(value: str) -> None:
-    assert syntax.sanitize_value(value) == value
+    assert label_syntax.sanitize_value(value) == value
 
 
 @given(st.text(max_size=300))
 def test_validators_agree_with_apimachinery(text: str) -> None:
-    assert syntax.is_valid_value(text) == k8s_valid_value(text)
-    assert syntax.is_valid_key(text) == k8s_valid_key(text)
+    assert label_syntax.is_valid_value(text) == k8s_valid_value(text)
+    assert label_syntax.is_valid_key(text) == k8s_valid_key(text)
 
 
 @given(st.text(min_size=64, max_size=200, alphabet="abc"))
 def test_long_values_become_topograph_hash(text: str) -> None:
-    value = syntax.sanitize_value(text)
-    assert value == "x" + format(syntax.fnv64a(text.encode()), "x")
+    value = label_syntax.sanitize_value(text)
+    assert value == "x" + format(label_syntax.fnv64a(text.encode()), "x")
 
 
 def test_fnv64a_matches_go_hash_fnv() -> None:
     # Test vectors of Go's hash/fnv (fnv_test.go golden64a)
-    assert syntax.fnv64a(b"") == 0xCBF29CE484222325
-    assert syntax.fnv64a(b"a") == 0xAF63DC4C8601EC8C
-    assert syntax.fnv64a(b"ab") == 0x089C4407B545986A
-    assert syntax.fnv64a(b"abc") == 0xE71FA2190541574B
+    assert label_syntax.fnv64a(b"") == 0xCBF29CE484222325
+    assert label_syntax.fnv64a(b"a") == 0xAF63DC4C8601EC8C
+    assert label_syntax.fnv64a(b"ab") == 0x089C4407B545986A
+    assert label_syntax.fnv64a(b"abc") == 0xE71FA2190541574B
 
 
 @pytest.mark.parametrize(
@@ -91,20 +91,20 @@ def test_fnv64a_matches_go_hash_fnv() -> None:
     ],
 )
 def test_sanitize_examples(raw: str, clean: str) -> None:
-    assert syntax.sanitize_value(raw) == clean
+    assert label_syntax.sanitize_value(raw) == clean
 
 
 def test_keys_and_domains() -> None:
-    assert syntax.key("gpu.nodeagent.io", "count") == "gpu.nodeagent.io/count"
+    assert label_syntax.key("gpu.nodeagent.io", "count") == "gpu.nodeagent.io/count"
     with pytest.raises(ValueError, match="DNS subdomain"):
-        syntax.key("Nodeagent.io", "count")
+        label_syntax.key("Nodeagent.io", "count")
     with pytest.raises(ValueError, match="not valid"):
-        syntax.key("nodeagent.io", "-count")
-    assert syntax.check_domain("example.com") == "example.com"
+        label_syntax.key("nodeagent.io", "-count")
+    assert label_syntax.check_domain("example.com") == "example.com"
     for bad in ("", "Example.com", "a_b.io", "x." * 130, "-a.io", "a..io"):
         with pytest.raises(ValueError):
-            syntax.check_domain(bad)
-    assert syntax.problems({"a/b/c": "x", "ok.io/k": "bad value"}) == [
+            label_syntax.check_domain(bad)
+    assert label_syntax.problems({"a/b/c": "x", "ok.io/k": "bad value"}) == [
         "invalid label key 'a/b/c'",
         "invalid value 'bad value' for ok.io/k",
     ]
