@@ -15,9 +15,8 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 PROBES_DIR = ".nodeagent/probes"
 _MAX_LINKS = 40
@@ -106,11 +105,12 @@ class HostRoot:
             self.trace.append(("link", rel))
         return os.path.basename(target)
 
-    def resolve(self, rel: str) -> str:
+    def resolve(self, rel: str, on_link: Callable[[str, str], None] | None = None) -> str:
         """Resolve symlinks inside the root and return the root-relative result.
 
         Raises HostReadError for a dangling link, a loop, or a link that climbs
-        above the root.
+        above the root. `on_link(link, target)` sees each link met on the way
+        (snapshot capture archives them).
         """
         parts = [p for p in rel.split("/") if p and p != "."]
         done: list[str] = []
@@ -133,6 +133,8 @@ class HostRoot:
             hops += 1
             if hops > _MAX_LINKS:
                 raise HostReadError(40, f"{rel}: too many levels of symbolic links")
+            if on_link is not None:
+                on_link(candidate, target)
             if target.startswith("/"):
                 done = []
             parts = [p for p in target.split("/") if p and p != "."] + parts
@@ -166,8 +168,3 @@ def open_root(spec: str | os.PathLike[str] | None = None) -> Iterator[HostRoot]:
         yield HostRoot(tmp, label=path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def probe_recording_path(root: HostRoot, probe: str) -> Path:
-    """Where a probe's recording lives inside a root."""
-    return Path(root.host_path(f"{PROBES_DIR}/{probe}.json"))

@@ -45,7 +45,7 @@ def write_private(path: Path, data: bytes) -> None:
     write_atomic(path, data, mode=0o600, dir_mode=0o700)
 
 
-def spki_hash(cert: x509.Certificate) -> str:
+def spki_hash(cert: x509.Certificate | x509.CertificateSigningRequest) -> str:
     """`sha256:<hex>` of the SubjectPublicKeyInfo (kubeadm's CA pin format)."""
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

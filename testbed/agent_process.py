@@ -51,6 +51,7 @@ class AgentProcess:
         extra_config: str = "",
         env: dict[str, str] | None = None,
         watch: str = FAST_WATCH,
+        api: str = "",
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ class AgentProcess:
         self.config_path.write_text(
             f'root = "{root}"\nstate_dir = "{workdir / "state"}"\n'
             f'hooks_dir = "{workdir / "hooks.d"}"\n{extra_config}\n'
-            f'[api]\nsocket = "{self.socket_path}"\n'
+            f'[api]\nsocket = "{self.socket_path}"\n{api}\n'
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
             f"[watch]\n{watch}"
         )

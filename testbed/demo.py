@@ -14,12 +14,6 @@ import shutil
 import sys
 import time
 
-import yaml
-
-from nodeagent.cli import render
-from nodeagent.hardware.discover import discover
-from nodeagent.host import HostRoot
-from nodeagent.topology.export import kueue_topology
 from testbed.fleet import Fleet
 
 
@@ -27,12 +21,11 @@ def banner(title: str) -> None:
     print(f"\n{'=' * 100}\n{title}\n{'=' * 100}", flush=True)
 
 
-def this_machine() -> None:
+def this_machine(fleet: Fleet) -> None:
     banner("This machine: nodeagent discover")
     start = time.perf_counter()
-    inv = discover(HostRoot("/"))
-    print(render.inventory_table(inv), end="")
-    print(f"(discovered in {(time.perf_counter() - start) * 1000:.1f} ms)")
+    print(fleet.run("discover", "-o", "table"), end="")
+    print(f"(the whole command in {(time.perf_counter() - start) * 1000:.0f} ms)")
 
 
 def labels(fleet: Fleet) -> None:
@@ -104,9 +97,9 @@ def kubespray(fleet: Fleet) -> None:
 
 def main() -> int:
     started = time.perf_counter()
-    this_machine()
     fleet = Fleet()
     try:
+        this_machine(fleet)
         where = "network namespaces" if fleet.namespaces else "loopback ports"
         banner(f"A fleet: inventory service + 3 agents ({where}), enrolling with tokens")
         fleet.start_inventory()
@@ -115,8 +108,8 @@ def main() -> int:
         print(fleet.run("admin", "nodes", "list"), end="")
         labels(fleet)
         tuning_plan(fleet)
-        banner("Kueue topology (levels: our tier labels, then the hostname)")
-        print(yaml.safe_dump(kueue_topology(), sort_keys=False), end="")
+        banner("Kueue topology: nodeagent admin export kueue-topology")
+        print(fleet.run("admin", "export", "kueue-topology"), end="")
         kubespray(fleet)
     finally:
         fleet.close()

@@ -35,9 +35,11 @@ from nodeagent.agent import hooks, preflight, sdnotify
 from nodeagent.agent.enrol import InventoryClient, Snapshot
 from nodeagent.agent.events import EventBus
 from nodeagent.agent.metrics import AgentCollector, AgentView
+from nodeagent.agent.permissions import PERMISSIONS
 from nodeagent.agent.state import AgentState, Phase, StateFile
 from nodeagent.agent.tuning_rpc import TuningService
 from nodeagent.agent.watch import HOTPLUG_CLASSES, UdevWatcher, XidWatcher
+from nodeagent.api import auth
 from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc, tuning_pb2
 from nodeagent.api.v1 import fabric_pb2 as fpb
@@ -429,7 +431,11 @@ class Agent:
             maximum_concurrent_rpcs=api.max_concurrent_rpcs,
         )
         service = agent_pb2.DESCRIPTOR.services_by_name["NodeAgent"]
-        server.add_generic_rpc_handlers((service_handler(service, NodeAgentServicer(self)),))
+        auth.check_covers(service, PERMISSIONS)
+        authorize = auth.Authorizer(PERMISSIONS, trust_local=True)
+        server.add_generic_rpc_handlers(
+            (service_handler(service, NodeAgentServicer(self), authorize=authorize),)
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from nodeagent import tlsutil
 from nodeagent.agent.config import InventoryClientConfig
@@ -79,6 +81,21 @@ class Identity:
 
     def node_id(self) -> str:
         return self.id.read_text().strip() if self.id.exists() else ""
+
+    def enrolment_key(self) -> ec.EllipticCurvePrivateKey:
+        """The key to enrol with, written before the first Register and reused after.
+
+        If the agent dies after the inventory issued its certificate but before it was
+        saved, the next attempt sends a CSR from the same key: that is the proof the
+        inventory asks for before it hands an enrolled node's id out again.
+        """
+        if self.key.exists():
+            key = serialization.load_pem_private_key(self.key.read_bytes(), password=None)
+            if isinstance(key, ec.EllipticCurvePrivateKey):
+                return key
+        key = tlsutil.new_key()
+        tlsutil.write_private(self.key, tlsutil.key_pem(key))
+        return key
 
 
 class InventoryClient:
@@ -151,7 +168,7 @@ class InventoryClient:
         ca_pem = await asyncio.to_thread(
             tlsutil.fetch_pinned_ca, self.bootstrap_address, self.cfg.ca_hash
         )
-        key = tlsutil.new_key()
+        key = self.identity.enrolment_key()
         csr = tlsutil.make_csr(key, "node")
         snap = self.snapshot()
         async with channels.secure_aio_channel(self.bootstrap_address, ca_pem) as channel:

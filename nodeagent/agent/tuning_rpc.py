@@ -58,6 +58,8 @@ class TuningService:
         cfg = self.config()
         dirs = profiles.profile_dirs(cfg.profiles_dir or None)
         assigned = str(self.state.data.get("assigned_profile", "") or cfg.profile)
+        # a caller over TCP names an installed profile; a file path is for the local CLI
+        name = profiles.installed_name(name) if name else ""
         return profiles.resolve(name or None, self.inventory(), dirs, assigned)
 
     def _bmc(self) -> bios_mod.BmcTarget | None:

@@ -11,7 +11,7 @@ they reach a store, a file or a log line.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -60,6 +60,8 @@ def _principal_from_pem(pem: bytes) -> Principal:
     return principal_of(x509.load_pem_x509_certificate(pem))
 
 
+LOCAL_ROOT = Principal("admin", "root@local")
+
 # the caller of the RPC being served: set by the Authorizer before the servicer runs
 principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "principal", default=None
@@ -83,11 +85,24 @@ def check_covers(service: ServiceDescriptor, permissions: Permissions) -> None:
 class Authorizer:
     """The `authorize` hook of api.handlers.service_handler for one permission table."""
 
-    def __init__(self, permissions: Permissions) -> None:
+    def __init__(
+        self,
+        permissions: Permissions,
+        is_revoked: Callable[[int], bool] | None = None,
+        *,
+        trust_local: bool = False,
+    ) -> None:
         self.permissions = permissions
+        self.is_revoked = is_revoked
+        self.trust_local = trust_local
 
     async def __call__(self, method: str, context: grpc.aio.ServicerContext) -> None:
         allowed = self.permissions[method]
+        if self.trust_local and context.peer().startswith("unix:"):
+            # the agent's unix socket is root-only (0600 in a 0700 directory): its caller
+            # is root on this node, who may do anything the agent can
+            principal_var.set(LOCAL_ROOT)
+            return
         pems = context.auth_context().get("x509_pem_cert")
         principal = None
         if pems:
@@ -95,6 +110,11 @@ class Authorizer:
                 principal = _principal_from_pem(bytes(pems[0]))
             except ValueError as exc:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        if principal is not None and self.is_revoked and self.is_revoked(principal.serial):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"certificate {principal.serial:x} of {principal.actor} has been revoked",
+            )
         principal_var.set(principal)
         if allowed is None:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import grpc
@@ -90,14 +90,18 @@ def service_handler(
     *,
     authorize: Authorize | None = None,
     errors: ErrorMap = (),
+    only: Collection[str] | None = None,
 ) -> grpc.GenericRpcHandler:
-    """A generic handler serving every method of `service` from `servicer` (grpc.aio).
+    """A generic handler serving the methods of `service` from `servicer` (grpc.aio).
 
     `authorize(method, context)` runs first and aborts the call if it may not
-    proceed; `errors` maps exception types raised by the servicer to status codes.
+    proceed; `errors` maps exception types raised by the servicer to status codes;
+    `only` names the methods served (the rest are UNIMPLEMENTED), default all.
     """
     handlers = {}
     for m in service.methods:
+        if only is not None and m.name not in only:
+            continue
         request_cls = message_factory.GetMessageClass(m.input_type)
         response_cls = message_factory.GetMessageClass(m.output_type)
         kind = (

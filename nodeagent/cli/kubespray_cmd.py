@@ -1,5 +1,6 @@
-"""`nodeagent admin clusters|node-address|export kubespray|join ...`: Kubespray clusters,
-their inventory, and join jobs, through the inventory service."""
+"""The handlers of `nodeagent admin clusters|node-address|export kubespray|join ...`:
+Kubespray clusters, their inventory, and join jobs, through the inventory service (the
+tree that binds them to their subcommands is admin_cmd)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.cli.admin_client import AdminClient
 from nodeagent.cli.common import EXIT_OK, EXIT_PROBLEM, CliError
-from nodeagent.cli.inventory_cmd import _admin_stub, _call, _emit
-
-HOST_HELP = "NAME[=IP][,access_ip=IP][,ansible_host=HOST] (repeatable)"
 
 
 def _host(spec: str) -> Any:
-    from nodeagent.api.v1 import inventory_pb2 as ipb
-
     first, *rest = spec.split(",")
     name, _, ip = first.partition("=")
     host = ipb.KubesprayHost(name=name, ip=ip)
@@ -36,8 +34,6 @@ def _cluster_from_args(args: argparse.Namespace, current: Any = None) -> tuple[A
     cluster as it is, for an update)."""
     import yaml
     from google.protobuf import json_format
-
-    from nodeagent.api.v1 import inventory_pb2 as ipb
 
     c = ipb.Cluster(name=args.name)
     fields = []
@@ -106,47 +102,47 @@ def _cluster_rows(clusters: Any) -> list[list[str]]:
 CLUSTER_HEADERS = ["NAME", "KUBESPRAY", "CONTROL PLANE", "ETCD", "BATCH", "AUTO-JOIN", "TAINTS"]
 
 
-def _cmd_clusters(args: argparse.Namespace) -> int:
-    from nodeagent.api.v1 import inventory_pb2 as ipb
+def clusters_list(client: AdminClient, args: argparse.Namespace) -> int:
+    resp = client.call("ListClusters", ipb.ListClustersRequest())
+    return client.emit(resp, _cluster_rows(resp.clusters), CLUSTER_HEADERS)
 
-    action = args.clusters_command
-    if action == "list":
-        resp = _call(args, "ListClusters", ipb.ListClustersRequest())
-        _emit(args, resp, _cluster_rows(resp.clusters), CLUSTER_HEADERS)
-        return EXIT_OK
-    if action == "show":
-        c = _call(args, "GetCluster", ipb.GetClusterRequest(name=args.name))
-    elif action == "create":
-        c, _ = _cluster_from_args(args)
-        c = _call(args, "CreateCluster", c)
-    else:
-        current = _call(args, "GetCluster", ipb.GetClusterRequest(name=args.name))
-        c, fields = _cluster_from_args(args, current)
-        if not fields:
-            raise CliError("nothing to update: give at least one setting")
-        c = _call(args, "UpdateCluster", ipb.UpdateClusterRequest(cluster=c, fields=fields))
-    if args.output == "table" and action == "show":
+
+def clusters_show(client: AdminClient, args: argparse.Namespace) -> int:
+    """As a table, the whole cluster in YAML: its settings do not fit a row."""
+    c = client.call("GetCluster", ipb.GetClusterRequest(name=args.name))
+    if client.output == "table":
         from nodeagent.cli import render
 
         sys.stdout.write(render.to_yaml(c))
         return EXIT_OK
-    _emit(args, c, _cluster_rows([c]), CLUSTER_HEADERS)
-    return EXIT_OK
+    return client.emit(c, _cluster_rows([c]), CLUSTER_HEADERS)
 
 
-def _cmd_node_address(args: argparse.Namespace) -> int:
-    from nodeagent.api.v1 import inventory_pb2 as ipb
+def clusters_create(client: AdminClient, args: argparse.Namespace) -> int:
+    c, _ = _cluster_from_args(args)
+    c = client.call("CreateCluster", c)
+    return client.emit(c, _cluster_rows([c]), CLUSTER_HEADERS)
 
+
+def clusters_update(client: AdminClient, args: argparse.Namespace) -> int:
+    current = client.call("GetCluster", ipb.GetClusterRequest(name=args.name))
+    c, fields = _cluster_from_args(args, current)
+    if not fields:
+        raise CliError("nothing to update: give at least one setting")
+    c = client.call("UpdateCluster", ipb.UpdateClusterRequest(cluster=c, fields=fields))
+    return client.emit(c, _cluster_rows([c]), CLUSTER_HEADERS)
+
+
+def node_address(client: AdminClient, args: argparse.Namespace) -> int:
     addr = ipb.NodeAddress(
         node_id=args.node,
         ip=args.ip or "",
         access_ip=args.access_ip or "",
         ansible_host=args.ansible_host or "",
     )
-    addr = _call(args, "SetNodeAddress", addr)
+    addr = client.call("SetNodeAddress", addr)
     row = [addr.node_id, addr.ansible_host or "-", addr.ip or "-", addr.access_ip or "-"]
-    _emit(args, addr, [row], ["NODE", "ANSIBLE_HOST", "IP", "ACCESS_IP"])
-    return EXIT_OK
+    return client.emit(addr, [row], ["NODE", "ANSIBLE_HOST", "IP", "ACCESS_IP"])
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:
@@ -155,16 +151,15 @@ def _write_atomic(path: Path, text: str, mode: int) -> None:
     write_atomic(path, text, mode=mode)
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def export_kubespray(client: AdminClient, args: argparse.Namespace) -> int:
     import grpc
 
-    from nodeagent.cli.dynamic_inventory import fetch, script
+    from nodeagent.cli.ansible_inventory import fetch, script
     from nodeagent.inventory.kubespray import to_yaml
 
-    channel, stub = _admin_stub(args)
     try:
-        with channel:
-            inventory, count, warnings = fetch(stub, args.cluster, args.timeout)
+        with client.inventory_stub() as stub:
+            inventory, count, warnings = fetch(stub, args.cluster, client.timeout)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
             print(f"nodeagent: {exc.details()}", file=sys.stderr)
@@ -180,8 +175,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {args.file}: {count} node(s) in kube_node", file=sys.stderr)
     if args.script:
         defaults = {
-            "inventory": args.inventory,
-            **{name: os.path.abspath(getattr(args, name)) for name in ("cert", "key", "ca")},
+            "inventory": client.address,
+            **{name: os.path.abspath(getattr(client, name)) for name in ("cert", "key", "ca")},
         }
         _write_atomic(Path(args.script), script(args.cluster, defaults), 0o755)
         print(f"wrote {args.script} (ansible-playbook -i {args.script})", file=sys.stderr)
@@ -194,8 +189,6 @@ NODE_STATE = {0: "-", 1: "pending", 2: "running", 3: "JOINED", 4: "FAILED", 5: "
 
 
 def _job_rows(jobs: Any) -> list[list[str]]:
-    from nodeagent.api.v1 import inventory_pb2 as ipb
-
     rows = []
     for j in jobs:
         joined = sum(n.state == ipb.JOB_NODE_JOINED for n in j.nodes)
@@ -247,21 +240,18 @@ def _render_event(ev: Any) -> str:
     return f"{when}  {ev.kind}: {ev.message}"
 
 
-def _watch(args: argparse.Namespace, job_id: str) -> int:
+def _watch(client: AdminClient, job_id: str, reconnect: float) -> int:
     """Follow the job's events until it ends; reconnects (with the last sequence) when the
     service restarts. Exit 0 when every node joined, 3 otherwise."""
     import grpc
 
-    from nodeagent.api.v1 import inventory_pb2 as ipb
-
     seq, deadline = 0, 0.0
     while True:
-        channel, stub = _admin_stub(args)
         try:
-            with channel:
+            with client.inventory_stub() as stub:
                 for ev in stub.WatchJob(ipb.WatchJobRequest(id=job_id, after_sequence=seq)):
                     seq, deadline = ev.sequence, 0.0
-                    if args.output == "json":
+                    if client.output == "json":
                         from nodeagent.cli import render
 
                         print(render.to_json(ev).replace("\n", " "), flush=True)
@@ -271,119 +261,59 @@ def _watch(args: argparse.Namespace, job_id: str) -> int:
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.UNAVAILABLE:
                 raise CliError(f"WatchJob: {exc.code().name}: {exc.details()}") from None
-            deadline = deadline or time.monotonic() + args.reconnect
+            deadline = deadline or time.monotonic() + reconnect
             if time.monotonic() > deadline:
                 raise CliError(f"WatchJob: the inventory is unreachable: {exc.details()}") from None
             print("(inventory unavailable; reconnecting)", file=sys.stderr, flush=True)
             time.sleep(1)
-    job = _call(args, "GetJob", ipb.GetJobRequest(id=job_id))
-    if args.output == "table":
+    job = client.call("GetJob", ipb.GetJobRequest(id=job_id))
+    if client.output == "table":
         _print_nodes(job)
     return EXIT_OK if job.state == ipb.JOB_SUCCEEDED else EXIT_PROBLEM
 
 
-def _cmd_join(args: argparse.Namespace) -> int:
-    from nodeagent.api.v1 import inventory_pb2 as ipb
+def join_list(client: AdminClient, args: argparse.Namespace) -> int:
+    resp = client.call("ListJobs", ipb.ListJobsRequest(cluster=args.cluster or ""))
+    return client.emit(resp, _job_rows(resp.jobs), JOB_HEADERS)
 
-    action = args.join_command
-    if action == "list":
-        resp = _call(args, "ListJobs", ipb.ListJobsRequest(cluster=args.cluster or ""))
-        _emit(args, resp, _job_rows(resp.jobs), JOB_HEADERS)
-        return EXIT_OK
-    if action in ("watch", "show"):
-        if action == "watch":
-            return _watch(args, args.id)
-        job = _call(args, "GetJob", ipb.GetJobRequest(id=args.id))
-        _emit(args, job, _job_rows([job]), JOB_HEADERS)
-        if args.output == "table":
-            _print_nodes(job)
-        return EXIT_OK
-    if action == "start":
-        req = ipb.StartJoinRequest(
-            cluster=args.cluster, node_ids=args.node or [], batch_size=args.batch_size or 0
-        )
-        job = _call(args, "StartJoin", req)
-    elif action == "cancel":
-        job = _call(args, "CancelJob", ipb.JobActionRequest(id=args.id, reason=args.reason))
-    else:
-        job = _call(args, "RetryJob", ipb.JobActionRequest(id=args.id, reason=args.reason))
-    if action == "cancel" or args.no_wait:
-        _emit(args, job, _job_rows([job]), JOB_HEADERS)
-        return EXIT_OK
+
+def join_show(client: AdminClient, args: argparse.Namespace) -> int:
+    job = client.call("GetJob", ipb.GetJobRequest(id=args.id))
+    client.emit(job, _job_rows([job]), JOB_HEADERS)
+    if client.output == "table":
+        _print_nodes(job)
+    return EXIT_OK
+
+
+def join_watch(client: AdminClient, args: argparse.Namespace) -> int:
+    return _watch(client, args.id, args.reconnect)
+
+
+def join_cancel(client: AdminClient, args: argparse.Namespace) -> int:
+    job = client.call("CancelJob", ipb.JobActionRequest(id=args.id, reason=args.reason))
+    return client.emit(job, _job_rows([job]), JOB_HEADERS)
+
+
+def join_start(client: AdminClient, args: argparse.Namespace) -> int:
+    req = ipb.StartJoinRequest(
+        cluster=args.cluster, node_ids=args.node or [], batch_size=args.batch_size or 0
+    )
+    return _follow(client, args, client.call("StartJoin", req))
+
+
+def join_retry(client: AdminClient, args: argparse.Namespace) -> int:
+    req = ipb.JobActionRequest(id=args.id, reason=args.reason)
+    return _follow(client, args, client.call("RetryJob", req))
+
+
+def _follow(client: AdminClient, args: argparse.Namespace, job: Any) -> int:
+    """A job just started: watch it to the end, unless --no-wait."""
+    if args.no_wait:
+        return client.emit(job, _job_rows([job]), JOB_HEADERS)
     print(
         f"job {job.id}: {len(job.nodes)} node(s) of cluster {job.cluster}, batches of "
         f"{job.batch_size}",
         file=sys.stderr,
         flush=True,
     )
-    return _watch(args, job.id)
-
-
-def _cluster_flags(p: argparse.ArgumentParser, create: bool) -> None:
-    p.add_argument("name")
-    p.add_argument("--kubespray-dir", required=create, help="the Kubespray checkout")
-    p.add_argument("--control-plane", action="append", help=HOST_HELP)
-    p.add_argument("--etcd", action="append", help=HOST_HELP)
-    p.add_argument("--ssh-user")
-    p.add_argument("--ssh-key", help="private key file, on the inventory host")
-    p.add_argument("--group-vars", help="YAML file of Kubespray variables (group all)")
-    p.add_argument("--domain", help="label domain (default nodeagent.io)")
-    p.add_argument("--families", help="label families for node_labels, e.g. own,gfd")
-    p.add_argument("--label", action="append", help="key=value added to every node")
-    p.add_argument(
-        "--taint",
-        action="append",
-        help="key=value:Effect (repeatable; default <domain>/validating=true:"
-        "NoSchedule; 'none' for no taint on update)",
-    )
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--auto-join", action=argparse.BooleanOptionalAction, default=None)
-
-
-def register_admin(admin_sub: Any) -> None:
-    """Add the Kubespray objects to `nodeagent admin` (called by inventory_cmd)."""
-    clusters = admin_sub.add_parser("clusters", help="Kubespray clusters nodes join")
-    sub = clusters.add_subparsers(dest="clusters_command", required=True, metavar="ACTION")
-    _cluster_flags(sub.add_parser("create"), create=True)
-    _cluster_flags(sub.add_parser("update"), create=False)
-    sub.add_parser("list")
-    sub.add_parser("show").add_argument("name")
-    clusters.set_defaults(func=_cmd_clusters)
-
-    p = admin_sub.add_parser("node-address", help="where Ansible reaches a node")
-    p.add_argument("node")
-    p.add_argument("--ip", help="the node's address (Kubespray `ip`, kubelet --node-ip)")
-    p.add_argument("--access-ip", help="the address others use (default: --ip)")
-    p.add_argument("--ansible-host", help="SSH target (default: --ip)")
-    p.set_defaults(func=_cmd_node_address)
-
-    export = admin_sub.add_parser("export", help="export the inventory for other tools")
-    ex_sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
-    from nodeagent.cli.inventory_cmd import register_topology_exports
-
-    register_topology_exports(ex_sub)  # kueue-topology, slurm-topology, fabric
-    p = ex_sub.add_parser("kubespray", help="hosts.yaml (and a dynamic inventory script)")
-    p.add_argument("--cluster", required=True)
-    p.add_argument("-o", "--file", required=True, help="hosts.yaml to write ('-': stdout)")
-    p.add_argument("--script", help="also write an executable dynamic inventory here")
-    p.set_defaults(func=_cmd_export)
-
-    join = admin_sub.add_parser("join", help="join READY nodes to their Kubespray cluster")
-    j_sub = join.add_subparsers(dest="join_command", required=True, metavar="ACTION")
-    p = j_sub.add_parser("start", help="start a job and follow it")
-    p.add_argument("--cluster", required=True)
-    p.add_argument("--node", action="append", help="node id (default: every READY node)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--no-wait", action="store_true", help="print the job and return")
-    p.add_argument("--reconnect", type=float, default=300, help=argparse.SUPPRESS)
-    p = j_sub.add_parser("list")
-    p.add_argument("--cluster")
-    for action in ("show", "watch", "cancel", "retry"):
-        p = j_sub.add_parser(action)
-        p.add_argument("id")
-        if action in ("cancel", "retry"):
-            p.add_argument("--reason", default="")
-        if action == "retry":
-            p.add_argument("--no-wait", action="store_true")
-        p.add_argument("--reconnect", type=float, default=300, help=argparse.SUPPRESS)
-    join.set_defaults(func=_cmd_join)
+    return _watch(client, job.id, args.reconnect)

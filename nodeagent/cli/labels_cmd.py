@@ -55,11 +55,12 @@ def _read_previous(path: str) -> dict[str, Any]:
 def _observe(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any, Any]:
     """(inventory, features, observation, recordings) of the root."""
     from nodeagent.hardware.discover import discover
+    from nodeagent.hardware.probes.recording import Recordings
     from nodeagent.host import open_root
     from nodeagent.labels.features import read_features
     from nodeagent.topology.observe import observe
 
-    recordings: dict[str, Any] = {}
+    recordings: Recordings = {}
     with open_root(args.root) as root:
         inv = discover(root)
         features = read_features(root)

@@ -20,7 +20,8 @@ COMMAND_MODULES = {
     "nodeagent.cli.discover_cmd": ("discover", "snapshot"),
     "nodeagent.cli.agent_cmd": ("serve", "agent", "bootstrap"),
     "nodeagent.cli.labels_cmd": ("labels", "fabric"),
-    "nodeagent.cli.inventory_cmd": ("inventory", "admin"),
+    "nodeagent.cli.inventory_cmd": ("inventory",),
+    "nodeagent.cli.admin_cmd": ("admin",),
     "nodeagent.cli.tune_cmd": ("tune",),
     "nodeagent.cli.preflight_cmd": ("preflight",),
 }

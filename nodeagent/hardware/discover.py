@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware import (
@@ -30,6 +29,7 @@ from nodeagent.hardware import (
     system,
 )
 from nodeagent.hardware.probes import nvml
+from nodeagent.hardware.probes.recording import Recordings
 from nodeagent.hardware.scan import Scan
 from nodeagent.host import HostRoot
 
@@ -53,7 +53,7 @@ COLLECTORS: dict[str, Collector] = {
 def discover(
     root: HostRoot,
     only: Iterable[str] | None = None,
-    recordings: dict[str, Any] | None = None,
+    recordings: Recordings | None = None,
 ) -> pb.HardwareInventory:
     """The inventory of `root`.
 
@@ -69,10 +69,7 @@ def discover(
     if "gpu" in selected:
 
         def nvml_step(errors: list[str]) -> None:
-            data = nvml.probe(root)
-            if recordings is not None and data is not None:
-                recordings[nvml.NAME] = data
-            merge_nvml(inv, data, errors)
+            merge_nvml(inv, nvml.PROBE.read(root, inv, recordings=recordings), errors)
 
         _run(inv, "probe:nvml", nvml_step)
         for g in inv.gpus:
@@ -106,7 +103,9 @@ def _run(inv: pb.HardwareInventory, name: str, body: Callable[[list[str]], None]
     )
 
 
-def merge_nvml(inv: pb.HardwareInventory, data: dict[str, Any] | None, errors: list[str]) -> None:
+def merge_nvml(
+    inv: pb.HardwareInventory, data: nvml.NvmlRecording | None, errors: list[str]
+) -> None:
     """Refine GPUs with what NVML read, joined on the PCI address."""
     if not data or not data.get("available"):
         return
@@ -135,14 +134,14 @@ def merge_nvml(inv: pb.HardwareInventory, data: dict[str, Any] | None, errors: l
             errors.append(f"NVML device record {str(dev)[:60]}: {type(exc).__name__}: {exc}")
 
 
-def _apply_nvml_device(g: pb.Gpu, dev: dict[str, Any]) -> None:
+def _apply_nvml_device(g: pb.Gpu, dev: nvml.NvmlDevice) -> None:
     if dev.get("lost"):
         g.health = pb.HEALTH_FAILED
         g.health_reasons.append("GPU is lost (NVML GpuIsLost): fell off the bus")
         return
     if dev.get("name"):
         g.model, g.model_source = str(dev["name"]), "nvml"
-    for key in (
+    for text in (
         "uuid",
         "serial",
         "board_part_number",
@@ -151,19 +150,23 @@ def _apply_nvml_device(g: pb.Gpu, dev: dict[str, Any]) -> None:
         "compute_capability",
         "fabric_state",
     ):
-        if dev.get(key):
-            setattr(g, key, str(dev[key]))
-    for key in ("memory_total_bytes", "module_id"):
-        if dev.get(key) is not None:
-            setattr(g, "memory_bytes" if key == "memory_total_bytes" else key, int(dev[key]))
-    for key in ("persistence_mode", "mig_mode", "ecc_mode"):
-        if dev.get(key) is not None:
-            setattr(g, key, bool(dev[key]))
-    for key in ("temperature_celsius", "power_draw_watts", "power_limit_watts"):
-        if dev.get(key) is not None:
-            setattr(g, key, float(dev[key]))
-    if dev.get("ecc_errors"):
-        g.ecc_errors.CopyFrom(pb.EccErrors(**{k: int(v) for k, v in dev["ecc_errors"].items()}))
+        if value := dev.get(text):
+            setattr(g, text, str(value))
+    for flag in ("persistence_mode", "mig_mode", "ecc_mode"):
+        if (on := dev.get(flag)) is not None:
+            setattr(g, flag, bool(on))
+    if (memory := dev.get("memory_total_bytes")) is not None:
+        g.memory_bytes = int(memory)
+    if (module := dev.get("module_id")) is not None:
+        g.module_id = int(module)
+    if (temperature := dev.get("temperature_celsius")) is not None:
+        g.temperature_celsius = float(temperature)
+    if (draw := dev.get("power_draw_watts")) is not None:
+        g.power_draw_watts = float(draw)
+    if (limit := dev.get("power_limit_watts")) is not None:
+        g.power_limit_watts = float(limit)
+    if ecc := dev.get("ecc_errors"):
+        g.ecc_errors.CopyFrom(pb.EccErrors(**{k: int(v) for k, v in ecc.items()}))
     rows = dev.get("remapped_rows")
     if rows:
         g.remapped_rows.CopyFrom(

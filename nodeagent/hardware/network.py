@@ -16,11 +16,9 @@ _KINDS = {1: "ethernet", 32: "infiniband", 772: "loopback"}
 
 
 def collect(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -> None:
-    for name in scan.root.listdir(NET_CLASS):
-        try:
-            inv.network_interfaces.append(_interface(scan, name, errors))
-        except (OSError, ValueError) as exc:
-            errors.append(f"{NET_CLASS}/{name}: {exc}")
+    inv.network_interfaces.extend(
+        scan.each_entry(NET_CLASS, lambda name: _interface(scan, name, errors), errors)
+    )
 
 
 def _int_attr(scan: Scan, rel: str, errors: list[str]) -> int:

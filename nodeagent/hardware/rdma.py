@@ -23,11 +23,9 @@ def parse_rate(text: str) -> tuple[float, int, str]:
 
 
 def collect(scan: Scan, inv: pb.HardwareInventory, errors: list[str]) -> None:
-    for name in scan.root.listdir(IB_CLASS):
-        try:
-            inv.rdma_devices.append(_device(scan, name, errors))
-        except (OSError, ValueError) as exc:
-            errors.append(f"{IB_CLASS}/{name}: {exc}")
+    inv.rdma_devices.extend(
+        scan.each_entry(IB_CLASS, lambda name: _device(scan, name, errors), errors)
+    )
     inv.rdma_devices.sort(key=lambda d: _natural(d.name))
 
 

@@ -7,13 +7,16 @@ collectors ask. Everything else a collector reads itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware import parse
 from nodeagent.host import HostReadError, HostRoot
 
 PCI_DEVICES = "sys/bus/pci/devices"
+T = TypeVar("T")
 
 
 @dataclass
@@ -78,6 +81,17 @@ class Scan:
             fn.pci_class = klass.rjust(6, "0") if klass else ""
             fn.driver = self.root.readlink_name(f"{base}/driver")
         return fn
+
+    def each_entry(self, class_dir: str, read: Callable[[str], T], errors: list[str]) -> list[T]:
+        """What `read` makes of each entry of a sysfs class directory. An entry it cannot
+        read is recorded in `errors` and the others still report."""
+        items = []
+        for name in self.root.listdir(class_dir):
+            try:
+                items.append(read(name))
+            except (OSError, ValueError) as exc:
+                errors.append(f"{class_dir}/{name}: {exc}")
+        return items
 
     def numa_node(self, sysfs_dir: str, cpulist: str | None = None) -> int:
         """A device's NUMA node; -1 from firmware is resolved through its local CPUs.

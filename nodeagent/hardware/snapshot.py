@@ -2,21 +2,26 @@
 
 Discovery runs once with tracing on; every file it read, directory it listed and
 link it followed is copied into a tar.gz at the same root-relative path, links
-kept as links (absolute targets made relative), plus the probes' recordings. So a
-support case gets exactly what the agent saw, no more: nothing outside the
-paths discovery reads (sysfs, procfs, os-release, hostname) can enter it.
+kept as links (absolute targets made relative), plus the recording of every probe
+in the registry, the fabric ones included, so `nodeagent fabric --root` on the
+archive sees what the node saw. So a support case gets exactly what the agent saw,
+no more: nothing outside the paths discovery reads (sysfs, procfs, os-release,
+hostname) can enter it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
 import os
 import tarfile
 from dataclasses import dataclass
 
+from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware.discover import discover
-from nodeagent.host import PROBES_DIR, HostRoot
+from nodeagent.hardware.probes.recording import Recordings, dumps
+from nodeagent.hardware.probes.registry import PROBES
+from nodeagent.host import PROBES_DIR, HostReadError, HostRoot
 
 ALLOWED_PREFIXES = (
     "sys/",
@@ -64,33 +69,17 @@ class _ArchiveWriter:
         return any(rel == p.rstrip("/") or rel.startswith(p) for p in ALLOWED_PREFIXES)
 
     def _walk(self, rel: str) -> str | None:
-        """Follow rel component by component, archiving each link met; return the real path."""
-        parts = [p for p in rel.split("/") if p and p != "."]
-        done: list[str] = []
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            candidate = "/".join([*done, part])
-            full = self.root.host_path(candidate)
-            if not os.path.islink(full):
-                if not os.path.lexists(full):
-                    return None
-                done.append(part)
-                continue
-            hops += 1
-            if hops > 40:
-                return None
-            target = os.readlink(full)
-            if target.startswith("/"):  # re-root an absolute link as a relative one
-                target = os.path.relpath(target.lstrip("/") or ".", "/".join(done) or ".")
-            self._link(candidate, target)
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-        result = "/".join(done)
+        """Resolve rel inside the root, archiving each link met; the real path, if allowed."""
+        try:
+            result = self.root.resolve(rel, on_link=self._link_met)
+        except HostReadError:
+            return None
         return result if self._allowed(result) else None
+
+    def _link_met(self, link: str, target: str) -> None:
+        if target.startswith("/"):  # re-root an absolute link as a relative one
+            target = os.path.relpath(target.lstrip("/") or ".", os.path.dirname(link) or ".")
+        self._link(link, target)
 
     def _member(self, name: str, kind: bytes) -> tarfile.TarInfo | None:
         if name in self.seen or not self._allowed(name):
@@ -129,20 +118,29 @@ class _ArchiveWriter:
             self.tar.addfile(info, io.BytesIO(data))
 
 
+def _record_probes(root: HostRoot, inv: pb.HardwareInventory, recordings: Recordings) -> None:
+    """Every registered probe that discovery did not record. One that fails is left out
+    and the rest still record; a damaged recording still enters the archive as it is,
+    through the trace of the attempt to read it."""
+    for probe in PROBES:
+        if probe.name not in recordings:
+            with contextlib.suppress(OSError, ValueError):
+                probe.read(root, inv, recordings=recordings)
+
+
 def capture(root: HostRoot, out_path: str) -> CaptureResult:
     traced = HostRoot(root.path, label=root.label)
     traced.trace = []
-    recordings: dict[str, object] = {}
-    discover(traced, recordings=recordings)
+    recordings: Recordings = {}
+    _record_probes(traced, discover(traced, recordings=recordings), recordings)
     tmp = f"{out_path}.partial"
     try:
         with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
             writer = _ArchiveWriter(root, tar)
             for kind, rel in traced.trace:
                 writer.add(kind, rel)
-            for probe, data in sorted(recordings.items()):
-                blob = json.dumps(data, indent=1, sort_keys=True).encode()
-                writer.add_bytes(f"{PROBES_DIR}/{probe}.json", blob)
+            for name, data in sorted(recordings.items()):
+                writer.add_bytes(f"{PROBES_DIR}/{name}.json", dumps(data).encode())
             members = len(writer.seen)
         os.replace(tmp, out_path)
     finally:

@@ -19,6 +19,8 @@ PERMISSIONS: auth.Permissions = {
     "ListNodes": VIEW,
     "GetNode": VIEW | NODE,
     "WatchNodes": VIEW,
+    "ListCertificates": VIEW,
+    "RevokeCertificate": ADMIN,
     "ListTokens": VIEW,
     "UpdateAssignment": OPERATE,
     "HoldNode": OPERATE,
@@ -45,4 +47,5 @@ PERMISSIONS: auth.Permissions = {
     "CancelJob": OPERATE,
     "RetryJob": OPERATE,
 }
-INVENTORY_AUTHORIZER = auth.Authorizer(PERMISSIONS)
+# the enrolment port (no client certificate) serves these and health, nothing else
+ENROLMENT = frozenset({"Register"})

@@ -29,6 +29,9 @@ class InventoryConfig:
     unreachable_after_missed: int = 3
     node_cert_days: float = 30.0
     liveness_flush_seconds: float = 0.5
+    # How often each replica re-reads the revocation list: a certificate revoked on one
+    # replica is refused by all of them within this long.
+    revocation_refresh_seconds: float = 2.0
     metrics_listen: str = "0.0.0.0:9746"
     max_message_bytes: int = 8 * 1024 * 1024
     log_format: str = "text"
@@ -38,6 +41,9 @@ class InventoryConfig:
     join_poll_seconds: float = 2.0
     join_lease_seconds: float = 30.0
     join_playbook_timeout_seconds: int = 7200
+    # A finished job's directory (inventory, ansible-runner's artifacts: the hosts' facts
+    # and playbook output) is removed this long after the job ended.
+    join_job_retention_days: float = 14.0
 
     @property
     def database_url(self) -> str:
@@ -73,4 +79,6 @@ def load(path: str | None) -> InventoryConfig:
         raise ConfigError(f"{path}: give both 'ca_cert' and 'ca_key', or neither")
     if config.heartbeat_interval_seconds < 1 or config.unreachable_after_missed < 1:
         raise ConfigError(f"{path}: heartbeat interval and missed count must be at least 1")
+    if config.join_job_retention_days <= 0:
+        raise ConfigError(f"{path}: 'join_job_retention_days' must be more than 0")
     return config

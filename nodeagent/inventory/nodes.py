@@ -14,9 +14,10 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from nodeagent.api import auth
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import identity, lifecycle, tokens
+from nodeagent.inventory import certificates, identity, kubespray, lifecycle, pki, tokens
 from nodeagent.inventory.store import Conflict, NotFound, Store, dumps
 
 S = ipb.NodeState
@@ -85,12 +86,12 @@ def _gpu_summary(inv: pb.HardwareInventory) -> tuple[str, int]:
     return (models[0] if len(models) == 1 else ",".join(models)), len(inv.gpus)
 
 
-def check_token(store: Store, cur: Any, token: str) -> tuple[str, ipb.Assignment]:
-    """Validate a bootstrap token (no lock taken); returns its id and preset."""
+def check_token(store: Store, cur: Any, token: str) -> tuple[str, ipb.Assignment, str]:
+    """Validate a bootstrap token (no lock taken); returns its id, preset and bound node."""
     token_id, secret = tokens.split(token)
     cur.execute(
         store.q(
-            "SELECT secret_hash, expires_at, max_uses, uses, revoked, preset "
+            "SELECT secret_hash, expires_at, max_uses, uses, revoked, preset, reenrol_node "
             "FROM tokens WHERE id = ?"
         ),
         (token_id,),
@@ -98,14 +99,14 @@ def check_token(store: Store, cur: Any, token: str) -> tuple[str, ipb.Assignment
     row = cur.fetchone()
     if row is None or not tokens.matches(secret, row[0]):
         raise tokens.TokenError("unknown bootstrap token")
-    _, expires_at, max_uses, uses, revoked, preset = row
+    _, expires_at, max_uses, uses, revoked, preset, reenrol_node = row
     if revoked:
         raise tokens.TokenError("bootstrap token has been revoked")
     if expires_at < time.time():
         raise tokens.TokenError("bootstrap token has expired")
     if uses >= max_uses:
         raise tokens.TokenError("bootstrap token has already been used")
-    return token_id, json_format.Parse(preset, ipb.Assignment())
+    return token_id, json_format.Parse(preset, ipb.Assignment()), reenrol_node
 
 
 def spend_token(store: Store, cur: Any, token_id: str) -> None:
@@ -127,15 +128,74 @@ def spend_token(store: Store, cur: Any, token_id: str) -> None:
         raise tokens.TokenError("bootstrap token has already been used")
 
 
+class AlreadyEnrolled(Conflict):
+    """Another machine claims an enrolled node's identity without proof of its key."""
+
+    def __init__(self, node_id: str, message: str) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+
+
+def _existing_node(
+    store: Store, cur: Any, inv: pb.HardwareInventory
+) -> tuple[str | None, list[Any]]:
+    """The node this hardware was enrolled as, and the nodes sharing its DMI id.
+
+    Only identifiers the machine actually reports count: a registration without NICs
+    or GPUs matches nothing by hardware, so it cannot borrow an enrolled node's DMI id.
+    """
+    dmi = identity.dmi_key(inv)
+    hw_ids = set(identity.hardware_ids(inv))
+    dmi_rows: list[Any] = []
+    if dmi:
+        cur.execute(store.q("SELECT id, hw_ids FROM nodes WHERE dmi_key = ?"), (dmi,))
+        dmi_rows = list(cur.fetchall())
+        for node_id, ids in dmi_rows:
+            # a DMI id shared by machines with disjoint hardware is a duplicate, not a match
+            if hw_ids & set(json.loads(ids)):
+                return node_id, dmi_rows
+    fallback = identity.fallback_key(inv)
+    if fallback:
+        cur.execute(store.q("SELECT id FROM nodes WHERE identity_key = ?"), (fallback,))
+        row = cur.fetchone()
+        if row:
+            return str(row[0]), dmi_rows
+    return None, dmi_rows
+
+
+def _may_take_over(store: Store, cur: Any, node_id: str, csr_key: str, reenrol_node: str) -> None:
+    """Refuse a registration as an enrolled node unless it proves to be that node.
+
+    Proof is the node's current key (the CSR is signed by a key whose certificate is
+    still valid: an agent that lost its certificate mid-enrolment) or a re-enrol token
+    an admin bound to this node id (a reinstalled machine). A node whose certificates
+    have all expired or been revoked may enrol again with any token, except a retired one.
+    """
+    cur.execute(store.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
+    if cur.fetchone()[0] == S.RETIRED:
+        raise AlreadyEnrolled(node_id, f"node {node_id} is retired; delete it to enrol again")
+    if reenrol_node == node_id:
+        return
+    keys = certificates.valid_keys(store, cur, node_id)
+    if keys is not None and (not keys or csr_key in keys):
+        return
+    raise AlreadyEnrolled(
+        node_id,
+        f"node {node_id} already enrolled; use a re-enrol token "
+        f"(nodeagent admin tokens create --reenrol {node_id})",
+    )
+
+
 def register(
-    store: Store, token: str, inv: pb.HardwareInventory, issue: Any
+    store: Store, token: str, inv: pb.HardwareInventory, csr_key: str, issue: Any
 ) -> tuple[ipb.Node, bytes]:
     """Enrol a machine: a new node, or the same node id for hardware seen before.
 
-    `issue(node_id)` signs the node's CSR; it runs inside the transaction so a
-    certificate is only ever handed out for a committed registration. The
-    transaction is kept short (the inventory is serialised before it starts):
-    with SQLite it holds the one write lock, with PostgreSQL a pooled connection.
+    `csr_key` is the SPKI hash of the CSR's key. `issue(node_id)` signs the node's CSR
+    and returns the certificate; it runs inside the transaction, and the certificate is
+    recorded there, so one is only ever handed out for a committed registration. The
+    transaction is kept short (the inventory is serialised before it starts): with
+    SQLite it holds the one write lock, with PostgreSQL a pooled connection.
     """
     now = time.time()
     dmi = identity.dmi_key(inv)
@@ -143,37 +203,27 @@ def register(
     inv_json = json_format.MessageToJson(inv, indent=None)
     model, count = _gpu_summary(inv)
     with store.tx() as cur:
-        token_id, preset = check_token(store, cur, token)
-        existing = None
-        dmi_rows: list[Any] = []
-        if dmi:
-            cur.execute(store.q("SELECT id, hw_ids FROM nodes WHERE dmi_key = ?"), (dmi,))
-            dmi_rows = list(cur.fetchall())
-            for node_id, ids in dmi_rows:
-                known = set(json.loads(ids))
-                # a DMI id shared by machines with disjoint hardware is a duplicate, not a match
-                if not known or not hw_ids or known & set(hw_ids):
-                    existing = node_id
-                    break
+        token_id, preset, reenrol_node = check_token(store, cur, token)
+        existing, dmi_rows = _existing_node(store, cur, inv)
+        if reenrol_node and existing != reenrol_node:
+            raise tokens.TokenError(
+                f"this re-enrol token is for node {reenrol_node}, and this machine is not it"
+            )
+        if existing is not None:
+            _may_take_over(store, cur, existing, csr_key, reenrol_node)
         fallback = identity.fallback_key(inv)
-        if existing is None and fallback:
-            cur.execute(store.q("SELECT id FROM nodes WHERE identity_key = ?"), (fallback,))
-            row = cur.fetchone()
-            existing = row[0] if row else None
         if existing is not None:
             node_id = existing
             _store_inventory(store, cur, node_id, inv, "", inv_json)
             cur.execute(store.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
             state = cur.fetchone()[0]
-            store.add_event(
-                cur,
-                node_id,
-                f"node:{node_id}",
-                state,
-                state,
-                "re-registered (same hardware, same node id)",
-            )
-            cert_pem, not_after = issue(node_id)
+            how = "same hardware, same node id"
+            if reenrol_node:
+                # the old key is gone with the old install: nothing may use it any more
+                certificates.revoke_node(store, cur, node_id, f"node:{node_id}", "re-enrolled")
+                how = f"re-enrol token {token_id}, earlier certificates revoked"
+            store.add_event(cur, node_id, f"node:{node_id}", state, state, f"re-registered ({how})")
+            cert_pem, not_after = _issue(store, cur, issue, node_id)
             cur.execute(
                 store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"), (not_after, node_id)
             )
@@ -184,7 +234,6 @@ def register(
                 raise Conflict("no usable identity: placeholder DMI and no NIC MACs or GPU serials")
             node_id = str(uuid.uuid4())
             lifecycle.check(S.ENROLLED, S.DISCOVERED)
-            cert_pem, not_after = issue(node_id)
             cur.execute(
                 store.q(
                     "INSERT INTO nodes (id, identity_key, dmi_key, hw_ids, hostname, state, "
@@ -211,10 +260,14 @@ def register(
                     count,
                     inv_json,
                     "",
-                    not_after,
+                    0,
                     now,
                     now,
                 ),
+            )
+            cert_pem, not_after = _issue(store, cur, issue, node_id)
+            cur.execute(
+                store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"), (not_after, node_id)
             )
             actor = f"node:{node_id}"
             store.add_event(
@@ -323,10 +376,18 @@ def heartbeat_update(
     return node, bool(inv_hash) and inv_hash != stored_hash
 
 
+def _issue(store: Store, cur: Any, issue: Any, node_id: str) -> tuple[bytes, float]:
+    cert = issue(node_id)
+    certificates.record(store, cur, cert, auth.NODE, node_id)
+    return pki.cert_pem(cert), cert.not_valid_after_utc.timestamp()
+
+
 def renew(store: Store, node_id: str, issue: Any) -> bytes:
     with store.tx() as cur:
-        _load(store, cur, node_id)
-        cert_pem, not_after = issue(node_id)
+        node = _load(store, cur, node_id)
+        if node.state == S.RETIRED:
+            raise Conflict(f"node {node_id} is retired: its certificate is not renewed")
+        cert_pem, not_after = _issue(store, cur, issue, node_id)
         cur.execute(
             store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"), (not_after, node_id)
         )
@@ -432,6 +493,11 @@ def update_assignment(
     }
     with store.tx() as cur:
         node = _load(store, cur, node_id)
+        if "cluster" in chosen and assignment.cluster:
+            # the host name is the node's own choice: it must be fit to name a Kubernetes node
+            bad = kubespray.node_name_problem(node.hostname)
+            if bad:
+                raise ValueError(f"node {node_id} cannot be assigned to a cluster: {bad}")
         sets = ", ".join(f"{f} = ?" for f in chosen)
         cur.execute(
             store.q(f"UPDATE nodes SET {sets}, updated_at = ? WHERE id = ?"),
@@ -459,8 +525,10 @@ def release(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
 
 
 def retire(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
+    """Retire a node and revoke its certificates: a retired machine speaks no more."""
     with store.tx() as cur:
         lifecycle.transition(store, cur, node_id, S.RETIRED, actor, reason or "retired")
+        certificates.revoke_node(store, cur, node_id, actor, "node retired")
         return _load(store, cur, node_id)
 
 
@@ -469,7 +537,17 @@ def delete(store: Store, node_id: str, actor: str) -> None:
         node = _load(store, cur, node_id)
         cur.execute(store.q("DELETE FROM nodes WHERE id = ?"), (node_id,))
         cur.execute(store.q("DELETE FROM liveness WHERE node_id = ?"), (node_id,))
+        certificates.revoke_node(store, cur, node_id, actor, "node deleted")
         store.add_event(cur, node_id, actor, node.state, S.NODE_STATE_UNSPECIFIED, "deleted")
+
+
+def record_refused(store: Store, node_id: str, reason: str) -> None:
+    """Put a refused claim on an enrolled node's identity in that node's event log."""
+    with store.tx() as cur:
+        cur.execute(store.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
+        row = cur.fetchone()
+        if row is not None:
+            store.add_event(cur, node_id, "system:enrolment", row[0], row[0], reason)
 
 
 def create_token(
@@ -481,12 +559,16 @@ def create_token(
     now = time.time()
     ttl = req.ttl_seconds or 86400
     max_uses = req.max_uses or 1
+    if req.reenrol_node and (max_uses != 1 or req.HasField("preset")):
+        raise ValueError("a re-enrol token is single-use and carries no preset")
     with store.tx() as cur:
+        if req.reenrol_node:
+            _load(store, cur, req.reenrol_node)
         cur.execute(
             store.q(
                 "INSERT INTO tokens (id, secret_hash, created_at, expires_at, "
-                "max_uses, preset, description, created_by) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                "max_uses, preset, description, created_by, reenrol_node) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             (
                 token_id,
@@ -497,6 +579,7 @@ def create_token(
                 json_format.MessageToJson(req.preset, indent=None),
                 req.description[:200],
                 actor,
+                req.reenrol_node,
             ),
         )
         return _token(store, cur, token_id), full
@@ -506,7 +589,7 @@ def _token(store: Store, cur: Any, token_id: str) -> ipb.Token:
     cur.execute(
         store.q(
             "SELECT id, created_at, expires_at, max_uses, uses, revoked, preset, "
-            "description, created_by FROM tokens WHERE id = ?"
+            "description, created_by, reenrol_node FROM tokens WHERE id = ?"
         ),
         (token_id,),
     )
@@ -517,7 +600,18 @@ def _token(store: Store, cur: Any, token_id: str) -> ipb.Token:
 
 
 def token_from_row(row: Any) -> ipb.Token:
-    token_id, created, expires, max_uses, uses, revoked, preset, description, created_by = row
+    (
+        token_id,
+        created,
+        expires,
+        max_uses,
+        uses,
+        revoked,
+        preset,
+        description,
+        created_by,
+        reenrol_node,
+    ) = row
     tok = ipb.Token(
         id=token_id,
         max_uses=max_uses,
@@ -526,6 +620,7 @@ def token_from_row(row: Any) -> ipb.Token:
         description=description,
         created_by=created_by,
         preset=json_format.Parse(preset, ipb.Assignment()),
+        reenrol_node=reenrol_node,
     )
     tok.created_at.FromNanoseconds(int(created * 1e9))
     tok.expires_at.FromNanoseconds(int(expires * 1e9))
@@ -536,7 +631,7 @@ def list_tokens(store: Store) -> list[ipb.Token]:
     with store.tx() as cur:
         cur.execute(
             "SELECT id, created_at, expires_at, max_uses, uses, revoked, preset, "
-            "description, created_by FROM tokens ORDER BY created_at"
+            "description, created_by, reenrol_node FROM tokens ORDER BY created_at"
         )
         return [token_from_row(r) for r in cur.fetchall()]
 

@@ -29,8 +29,10 @@ __all__ = [
     "PkiError",
     "cert_pem",
     "key_pem",
+    "load_csr",
     "make_csr",
     "new_key",
+    "serial_hex",
     "write_private",
 ]
 
@@ -41,6 +43,24 @@ class PkiError(ValueError):
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    """A CSR whose signature verifies (its sender holds the key) and whose key is strong."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise PkiError("csr_pem is not a PEM certificate signing request") from None
+    if not csr.is_signature_valid:
+        raise PkiError("the CSR signature does not verify")
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.key_size < 256:
+        raise PkiError("the CSR key must be EC P-256 or stronger")
+    return csr
+
+
+def serial_hex(cert: x509.Certificate) -> str:
+    return format(cert.serial_number, "x")
 
 
 class CertificateAuthority:
@@ -138,15 +158,8 @@ class CertificateAuthority:
 
     def sign_csr(self, csr_pem: bytes, name: str, kind: str, days: float) -> x509.Certificate:
         """Sign a CSR for `name`; the subject is ours to set, not the requester's."""
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-        except ValueError:
-            raise PkiError("csr_pem is not a PEM certificate signing request") from None
-        if not csr.is_signature_valid:
-            raise PkiError("the CSR signature does not verify")
-        public_key = csr.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.key_size < 256:
-            raise PkiError("the CSR key must be EC P-256 or stronger")
+        public_key = load_csr(csr_pem).public_key()
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "nodeagent"),

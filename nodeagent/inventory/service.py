@@ -19,10 +19,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -30,19 +32,21 @@ from nodeagent.api import auth
 from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import lifecycle, nodes, pki, tokens
-from nodeagent.inventory.auth import INVENTORY_AUTHORIZER, PERMISSIONS
+from nodeagent.inventory import certificates, lifecycle, nodes, pki, tokens
+from nodeagent.inventory.auth import ENROLMENT, PERMISSIONS
 from nodeagent.inventory.cluster_rpcs import ClusterRpcs
 from nodeagent.inventory.config import InventoryConfig
 from nodeagent.inventory.fleet import FleetServicer
 from nodeagent.inventory.join_runner import JoinScheduler
 from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
+from nodeagent.tlsutil import spki_hash
 
 log = logging.getLogger("nodeagent.inventory")
 ERRORS = [
     (tokens.TokenError, grpc.StatusCode.UNAUTHENTICATED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (lifecycle.TransitionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (nodes.AlreadyEnrolled, grpc.StatusCode.ALREADY_EXISTS),
     (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
     (pki.PkiError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreError, grpc.StatusCode.UNAVAILABLE),
@@ -63,20 +67,17 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         if not request.token:
             raise tokens.TokenError("a bootstrap token is required")
         csr = request.csr_pem.encode()
-
-        def issue(node_id: str) -> tuple[bytes, float]:
-            cert = s.ca.sign_csr(csr, node_id, pki.NODE, s.config.node_cert_days)
-            return pki.cert_pem(cert), cert.not_valid_after_utc.timestamp()
-
+        csr_key = spki_hash(pki.load_csr(csr))
         try:
             node, cert_pem = await s.store.run(
-                nodes.register,
-                s.store,
-                request.token,
-                request.inventory,
-                issue,
+                nodes.register, s.store, request.token, request.inventory, csr_key, s.issuer(csr)
             )
         except tokens.TokenError as exc:
+            log.warning("registration refused (token %s): %s", tokens.redact(request.token), exc)
+            raise
+        except nodes.AlreadyEnrolled as exc:
+            why = f"refused a registration as this node (token {tokens.redact(request.token)})"
+            await s.store.run(nodes.record_refused, s.store, exc.node_id, why)
             log.warning("registration refused (token %s): %s", tokens.redact(request.token), exc)
             raise
         log.info(
@@ -141,12 +142,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     ) -> ipb.RenewCertificateResponse:
         s, me = self.service, auth.caller()
         csr = request.csr_pem.encode()
-
-        def issue(node_id: str) -> tuple[bytes, float]:
-            cert = s.ca.sign_csr(csr, node_id, pki.NODE, s.config.node_cert_days)
-            return pki.cert_pem(cert), cert.not_valid_after_utc.timestamp()
-
-        cert_pem = await s.store.run(nodes.renew, s.store, me.name, issue)
+        cert_pem = await s.store.run(nodes.renew, s.store, me.name, s.issuer(csr))
         s.nodes.pop(me.name, None)
         return ipb.RenewCertificateResponse(
             certificate_pem=cert_pem.decode(), ca_bundle_pem=s.ca.pem.decode()
@@ -231,7 +227,9 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     async def RetireNode(
         self, request: ipb.NodeActionRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Node:
-        return await self._action(nodes.retire, request)
+        node = await self._action(nodes.retire, request)
+        await self.service.revocations.refresh(self.service.store)
+        return node
 
     async def DeleteNode(
         self, request: ipb.NodeActionRequest, context: grpc.aio.ServicerContext
@@ -240,7 +238,30 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             nodes.delete, self.service.store, request.node_id, auth.caller().actor
         )
         self.service.nodes.pop(request.node_id, None)
+        await self.service.revocations.refresh(self.service.store)
         return ipb.DeleteNodeResponse()
+
+    async def ListCertificates(
+        self, request: ipb.ListCertificatesRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.ListCertificatesResponse:
+        auth.validate_text(request.node_id, "node_id", 64)
+        auth.validate_text(request.role, "role", 16)
+        certs = await self.service.store.run(
+            certificates.list_certificates, self.service.store, request
+        )
+        return ipb.ListCertificatesResponse(certificates=certs)
+
+    async def RevokeCertificate(
+        self, request: ipb.RevokeCertificateRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Certificate:
+        auth.validate_text(request.reason, "reason", 200)
+        actor = auth.caller().actor
+        cert = await self.service.store.run(
+            certificates.revoke, self.service.store, request.serial, actor, request.reason
+        )
+        self.service.revocations.add(cert.serial)
+        log.info("certificate %s revoked by %s", cert.serial, actor)
+        return cert
 
     async def CreateToken(
         self,
@@ -252,7 +273,11 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             nodes.create_token, self.service.store, request, auth.caller().actor
         )
         log.info(
-            "token %s created by %s (max uses %d)", token.id, auth.caller().actor, token.max_uses
+            "token %s created by %s (max uses %d%s)",
+            token.id,
+            auth.caller().actor,
+            token.max_uses,
+            f", re-enrols node {token.reenrol_node}" if token.reenrol_node else "",
         )
         return ipb.CreateTokenResponse(token=token, secret=secret)
 
@@ -301,6 +326,8 @@ class InventoryService:
         self._liveness: dict[str, tuple[float, str]] = {}
         self._stop = asyncio.Event()
         self.server: grpc.aio.Server | None = None
+        self.enrol_server: grpc.aio.Server | None = None
+        self.revocations = certificates.RevocationList(config.revocation_refresh_seconds)
         self._tasks: list[asyncio.Task[None]] = []
         self.joins: JoinScheduler | None = None
         self.port = 0
@@ -361,9 +388,17 @@ class InventoryService:
             require_client_auth=require_client_auth,
         )
 
-    async def start(self) -> int:
+    def issuer(self, csr: bytes) -> Callable[[str], x509.Certificate]:
+        """Signs `csr` as a node certificate for the node id the registration settles on."""
+
+        def issue(node_id: str) -> x509.Certificate:
+            return self.ca.sign_csr(csr, node_id, pki.NODE, self.config.node_cert_days)
+
+        return issue
+
+    def _server(self) -> grpc.aio.Server:
         c = self.config
-        server = grpc.aio.server(
+        return grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", c.max_message_bytes),
                 ("grpc.max_send_message_length", c.max_message_bytes),
@@ -371,50 +406,78 @@ class InventoryService:
                 ("grpc.http2.min_ping_interval_without_data_ms", 20000),
             ]
         )
+
+    async def _refresh_revocations(self) -> None:
+        while True:
+            await asyncio.sleep(self.revocations.refresh_seconds)
+            try:
+                await self.revocations.refresh(self.store)
+            except StoreError as exc:  # keep the last list; the next round tries again
+                log.warning("revocation list refresh failed: %s", exc)
+
+    async def start(self) -> int:
+        """Serve the API (mTLS) and, on its own port and server, enrolment (TLS, no client
+        certificate): that port offers Register and health only, nothing to reflect on."""
+        c = self.config
         service = ipb.DESCRIPTOR.services_by_name["InventoryService"]
         fleet = fleet_pb2.DESCRIPTOR.services_by_name["FleetService"]
         for served in (service, fleet):
             auth.check_covers(served, PERMISSIONS)
+        await self.revocations.refresh(self.store)
+        authorize = auth.Authorizer(PERMISSIONS, self.revocations.is_revoked)
+        servicer = InventoryServicer(self)
+        server = self._server()
         server.add_generic_rpc_handlers(
             (
-                service_handler(
-                    service, InventoryServicer(self), authorize=INVENTORY_AUTHORIZER, errors=ERRORS
-                ),
-            )
-        )
-        server.add_generic_rpc_handlers(
-            (
+                service_handler(service, servicer, authorize=authorize, errors=ERRORS),
                 service_handler(
                     fleet,
                     FleetServicer(self.store, auth.caller),
-                    authorize=INVENTORY_AUTHORIZER,
+                    authorize=authorize,
                     errors=ERRORS,
                 ),
             )
         )
+        enrol_server = self._server()
+        enrol_server.add_generic_rpc_handlers(
+            (
+                service_handler(
+                    service, servicer, authorize=authorize, errors=ERRORS, only=ENROLMENT
+                ),
+            )
+        )
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for s in (server, enrol_server):
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, s)
         reflection.enable_server_reflection(
             (service.full_name, fleet.full_name, reflection.SERVICE_NAME, "grpc.health.v1.Health"),
             server,
         )
         self.port = server.add_secure_port(c.listen, self._credentials(True))
-        self.bootstrap_port = server.add_secure_port(c.bootstrap_address, self._credentials(False))
+        self.bootstrap_port = enrol_server.add_secure_port(
+            c.bootstrap_address, self._credentials(False)
+        )
         if not self.port or not self.bootstrap_port:
             raise OSError(f"cannot listen on {c.listen} and {c.bootstrap_address}")
         await server.start()
+        await enrol_server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
-        self.server = server
+        self.server, self.enrol_server = server, enrol_server
         await self.warm_cache()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._flush_liveness()), loop.create_task(self._sweep())]
+        self._tasks = [
+            loop.create_task(self._flush_liveness()),
+            loop.create_task(self._sweep()),
+            loop.create_task(self._refresh_revocations()),
+        ]
         self.joins = JoinScheduler(
             self.store,
             c.data_dir,
             poll_seconds=c.join_poll_seconds,
             lease_seconds=c.join_lease_seconds,
             playbook_timeout=c.join_playbook_timeout_seconds,
+            retention_seconds=c.join_job_retention_days * 86400,
         )
         self._tasks.append(loop.create_task(self.joins.run()))
         log.info(
@@ -430,8 +493,9 @@ class InventoryService:
             task.cancel()
         if self.joins is not None:
             await self.joins.stop()
-        if self.server is not None:
-            await self.server.stop(grace=3)
+        for server in (self.enrol_server, self.server):
+            if server is not None:
+                await server.stop(grace=3)
         with contextlib.suppress(StoreError):
             await self.flush()
         self.store.close()

@@ -172,6 +172,25 @@ def _migrations(serial: str) -> list[str]:
             updated_at DOUBLE PRECISION NOT NULL
         );
         """,
+        # 4: every issued certificate (revocation list, proof of a node's current key) and
+        # re-enrol tokens bound to one node
+        """
+        CREATE TABLE certificates (
+            serial TEXT PRIMARY KEY,
+            subject TEXT NOT NULL,
+            role TEXT NOT NULL,
+            node_id TEXT NOT NULL DEFAULT '',
+            spki_sha256 TEXT NOT NULL DEFAULT '',
+            issued_at DOUBLE PRECISION NOT NULL,
+            not_after DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+            revoked_by TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX certificates_node ON certificates (node_id);
+        CREATE INDEX certificates_revoked ON certificates (revoked_at);
+        ALTER TABLE tokens ADD COLUMN reenrol_node TEXT NOT NULL DEFAULT ''
+        """,
     ]
 
 

@@ -8,28 +8,30 @@ leaf and says why in `errors`; the other sources still count.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware.probes import infiniband, lldp, oci
+from nodeagent.hardware.probes.recording import OptionsT, Probe, Recordings, RecordingT
 from nodeagent.host import HostRoot
 from nodeagent.topology import rails as rails_mod
-from nodeagent.topology.config import FabricConfig
+from nodeagent.topology.config import FabricConfig, LldpConfig, OciConfig, ProbeConfig
 
 
 def observe(
     root: HostRoot,
     inv: pb.HardwareInventory,
     config: FabricConfig,
-    recordings: dict[str, Any] | None = None,
+    recordings: Recordings | None = None,
 ) -> fpb.FabricObservation:
     """The observation of `root`; `recordings`, when given, receives what each probe read."""
     obs = fpb.FabricObservation(node=config.node_name or inv.system.hostname)
     obs.rails.extend(rails_mod.select(inv, config.rails))
-    _attach_lldp(root, obs, config, recordings)
-    _attach_infiniband(root, obs, config, recordings)
-    _attach_cloud(root, obs, config, recordings)
+    read = _Reader(root, inv, recordings)
+    _attach_lldp(read, obs, config.lldp)
+    _attach_infiniband(read, obs, config.infiniband)
+    _attach_cloud(read, obs, config.oci)
     s = config.static
     obs.static_placement.CopyFrom(fpb.StaticPlacement(fabric=s.fabric, block=s.block, rack=s.rack))
     obs.rails_expected = config.expected_rails or len(obs.rails)
@@ -39,24 +41,29 @@ def observe(
     return obs
 
 
+@dataclass(frozen=True)
+class _Reader:
+    """Reads probes for one observation, keeping what they read when asked to."""
+
+    root: HostRoot
+    inv: pb.HardwareInventory
+    recordings: Recordings | None
+
+    def __call__(self, probe: Probe[RecordingT, OptionsT], options: OptionsT) -> RecordingT | None:
+        return probe.read(self.root, self.inv, options, self.recordings)
+
+
 def _wanted(switch: str, auto: bool) -> bool:
     return switch == "on" or (switch == "auto" and auto)
 
 
-def _keep(recordings: dict[str, Any] | None, name: str, data: dict[str, Any] | None) -> None:
-    if recordings is not None and data is not None:
-        recordings[name] = data
-
-
-def _attach_lldp(
-    root: HostRoot, obs: fpb.FabricObservation, config: FabricConfig, rec: dict[str, Any] | None
-) -> None:
+def _attach_lldp(read: _Reader, obs: fpb.FabricObservation, c: LldpConfig) -> None:
     ethernet = [r for r in obs.rails if r.link_layer == "ethernet" and r.netdev]
-    if not _wanted(config.lldp.enabled, bool(ethernet)):
+    if not _wanted(c.enabled, bool(ethernet)):
         return
-    c = config.lldp
-    data = lldp.probe(root, socket=c.socket, lldpcli=c.lldpcli, timeout=c.timeout_seconds)
-    _keep(rec, lldp.NAME, data)
+    data = read(
+        lldp.PROBE, lldp.Options(socket=c.socket, lldpcli=c.lldpcli, timeout=c.timeout_seconds)
+    )
     if data is not None and not data.get("available", True):
         obs.errors.append(f"lldp: {data.get('error') or 'unavailable'}")
     heard = lldp.neighbours(data)
@@ -73,15 +80,12 @@ def _attach_lldp(
         rail.neighbour_source = "lldp"
 
 
-def _attach_infiniband(
-    root: HostRoot, obs: fpb.FabricObservation, config: FabricConfig, rec: dict[str, Any] | None
-) -> None:
+def _attach_infiniband(read: _Reader, obs: fpb.FabricObservation, c: ProbeConfig) -> None:
     ib = [r for r in obs.rails if r.link_layer == "infiniband" and r.device and r.active]
-    if not _wanted(config.infiniband.enabled, bool(ib)):
+    if not _wanted(c.enabled, bool(ib)):
         return
-    ports = [(r.device, r.port) for r in ib]
-    data = infiniband.probe(root, ports, timeout=config.infiniband.timeout_seconds)
-    _keep(rec, infiniband.NAME, data)
+    ports = tuple((r.device, r.port) for r in ib)
+    data = read(infiniband.PROBE, infiniband.Options(ports=ports, timeout=c.timeout_seconds))
     if data is not None and not data.get("available", True):
         obs.errors.append(f"infiniband: {data.get('error') or 'unavailable'}")
     hops = infiniband.neighbours(data)
@@ -100,14 +104,15 @@ def _attach_infiniband(
         rail.neighbour_source = "infiniband"
 
 
-def _attach_cloud(
-    root: HostRoot, obs: fpb.FabricObservation, config: FabricConfig, rec: dict[str, Any] | None
-) -> None:
-    c = config.oci
-    data = oci.probe(root, enabled=c.enabled, base_url=c.base_url, timeout=c.timeout_seconds)
+def _attach_cloud(read: _Reader, obs: fpb.FabricObservation, c: OciConfig) -> None:
+    if c.enabled == "off":
+        return
+    options = oci.Options(
+        oci_only=c.enabled == "auto", base_url=c.base_url, timeout=c.timeout_seconds
+    )
+    data = read(oci.PROBE, options)
     if data is None:
         return
-    _keep(rec, oci.NAME, data)
     place = oci.placement(data)
     obs.cloud.CopyFrom(fpb.CloudPlacement(provider="oci", **place))
     if not place["available"]:

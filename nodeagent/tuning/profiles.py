@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,6 +20,20 @@ from nodeagent.tuning.loader import ProfileError, load_file
 
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "golden-image" / "profiles"
 SYSTEM_DIRS = (Path("/etc/nodeagent/profiles"), Path("/usr/share/nodeagent/profiles"))
+
+
+# what a profile may be called when the name comes over the wire (the agent's API): a
+# file name in a profile directory, never a path
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def installed_name(name: str) -> str:
+    """`name` if it can only name an installed profile; a path from the wire is refused."""
+    if not PROFILE_NAME.fullmatch(name):
+        raise ValueError(
+            f"profile {name[:80]!r}: give the name of an installed profile, not a path"
+        )
+    return name
 
 
 class NoProfile(LookupError):
@@ -122,4 +137,13 @@ def resolve(
     return select(load_all(dirs), inv, assigned)
 
 
-__all__ = ["NoProfile", "ProfileError", "find", "load_all", "profile_dirs", "resolve", "select"]
+__all__ = [
+    "NoProfile",
+    "ProfileError",
+    "find",
+    "installed_name",
+    "load_all",
+    "profile_dirs",
+    "resolve",
+    "select",
+]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -18,100 +17,14 @@ import pytest
 
 from nodeagent import tlsutil
 from nodeagent.api import channels
-from nodeagent.api.v1 import agent_pb2, fleet_pb2, fleet_pb2_grpc, inventory_pb2_grpc
+from nodeagent.api.v1 import agent_pb2, fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import pki
-from testbed.agent_process import AgentProcess, assert_no_secrets, free_port
+from testbed.agent_process import AgentProcess
+from testbed.inventory_process import InventoryProcess
 from testbed.postgres import Postgres
 from testbed.variants import variant
 from testbed.wait import wait_for
-
-
-class InventoryProcess:
-    """`nodeagent inventory serve` in a subprocess, as systemd runs it."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        database: str,
-        extra: str = "",
-        share_ca_of: InventoryProcess | None = None,
-    ) -> None:
-        self.workdir = workdir
-        self.ca_dir = (share_ca_of.workdir if share_ca_of else workdir) / "data"
-        if share_ca_of is not None:
-            extra += f'ca_cert = "{self.ca_dir / "ca.crt"}"\nca_key = "{self.ca_dir / "ca.key"}"\n'
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port, self.boot_port = free_port(), free_port()
-        self.config = workdir / "inventory.toml"
-        self.config.write_text(
-            f'listen = "127.0.0.1:{self.port}"\nbootstrap_listen = "127.0.0.1:{self.boot_port}"\n'
-            f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
-            f'metrics_listen = ""\nliveness_flush_seconds = 0.2\n{extra}'
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.boot_port}"
-
-    def start(self) -> InventoryProcess:
-        log = open(self.workdir / "inventory.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nodeagent.cli.main",
-                "inventory",
-                "serve",
-                "--config",
-                str(self.config),
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
-        wait_for(self._up, 30, "the inventory to listen")
-        return self
-
-    def _up(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError((self.workdir / "inventory.log").read_text())
-        try:
-            tlsutil.fetch_pinned_ca(self.bootstrap, self.ca().pin, timeout=1)
-            return True
-        except (OSError, tlsutil.PinError, pki.PkiError):
-            return False
-
-    def ca(self) -> pki.CertificateAuthority:
-        return pki.CertificateAuthority.load_or_create(
-            self.ca_dir / "ca.crt", self.ca_dir / "ca.key", create=False
-        )
-
-    def fleet(self) -> fleet_pb2_grpc.FleetServiceStub:
-        cert, key = self.ca().issue_client("vic", "viewer")
-        return fleet_pb2_grpc.FleetServiceStub(
-            channels.secure_channel(self.address, self.ca().pem, cert, key)
-        )
-
-    def admin(self) -> inventory_pb2_grpc.InventoryServiceStub:
-        cert, key = self.ca().issue_client("alice", "admin")
-        return inventory_pb2_grpc.InventoryServiceStub(
-            channels.secure_channel(self.address, self.ca().pem, cert, key)
-        )
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        self.proc.wait(30)
-        log = (self.workdir / "inventory.log").read_text(errors="replace")
-        assert_no_secrets(log, "inventory log")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -292,6 +205,24 @@ def test_two_replicas_over_one_postgresql(
                 timeout=10,
             )
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # a node retired on replica b is refused by replica a within its refresh (2 s)
+        b.admin().RetireNode(ipb.NodeActionRequest(node_id=resp.node_id), timeout=10)
+        with channels.secure_channel(
+            a.address, a.ca().pem, resp.certificate_pem.encode(), tlsutil.key_pem(key)
+        ) as ch:
+            node = inventory_pb2_grpc.InventoryServiceStub(ch)
+
+            def refused() -> bool:
+                try:
+                    node.Heartbeat(ipb.HeartbeatRequest(node_id=resp.node_id), timeout=10)
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, exc.details()
+                    return True
+                return False
+
+            started = time.monotonic()
+            wait_for(refused, 10, "replica a to refuse the retired node's certificate")
+            assert time.monotonic() - started < 5
     finally:
         a.kill(signal.SIGTERM)
         b.kill(signal.SIGTERM)

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from nodeagent.api.v1 import fabric_pb2 as fpb
+from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware.discover import discover
 from nodeagent.hardware.probes import oci
 from nodeagent.host import HostRoot
@@ -89,7 +90,7 @@ def url(server: Imds) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def placement(data: dict[str, object] | None) -> fpb.CloudPlacement:
+def placement(data: oci.OciRecording) -> fpb.CloudPlacement:
     return fpb.CloudPlacement(provider="oci", **oci.placement(data))
 
 
@@ -143,12 +144,14 @@ def test_a_real_value_is_never_replaced_by_the_placeholder(imds: Imds) -> None:
 
 
 def test_off_outside_oci_and_when_switched_off(imds: Imds) -> None:
-    live = HostRoot("/")
+    live, inv = HostRoot("/"), pb.HardwareInventory()
     assert not oci.on_oci(live)  # this test machine is no OCI instance
-    assert oci.probe(live, enabled="auto", base_url=url(imds)) is None
-    assert oci.probe(live, enabled="off", base_url=url(imds)) is None
+    assert oci.PROBE.read(live, inv, oci.Options(base_url=url(imds))) is None
+    off = FabricConfig(oci=OciConfig(enabled="off", base_url=url(imds)))
+    assert not observe(live, inv, off).HasField("cloud")
     assert imds.seen == []
-    assert oci.probe(live, enabled="on", base_url=url(imds))["available"]  # type: ignore[index]
+    anywhere = oci.Options(oci_only=False, base_url=url(imds))
+    assert oci.PROBE.read(live, inv, anywhere)["available"]  # type: ignore[index]
     assert cloud.labels(fpb.CloudPlacement(), {}) == {}  # no cloud probe: no OCI keys
 
 

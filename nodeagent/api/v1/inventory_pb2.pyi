@@ -270,7 +270,7 @@ class DeleteNodeResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Token(_message.Message):
-    __slots__ = ("id", "created_at", "expires_at", "max_uses", "uses", "revoked", "preset", "description", "created_by")
+    __slots__ = ("id", "created_at", "expires_at", "max_uses", "uses", "revoked", "preset", "description", "created_by", "reenrol_node")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +280,7 @@ class Token(_message.Message):
     PRESET_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    REENROL_NODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     created_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
@@ -289,19 +290,22 @@ class Token(_message.Message):
     preset: Assignment
     description: str
     created_by: str
-    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_uses: _Optional[int] = ..., uses: _Optional[int] = ..., revoked: _Optional[bool] = ..., preset: _Optional[_Union[Assignment, _Mapping]] = ..., description: _Optional[str] = ..., created_by: _Optional[str] = ...) -> None: ...
+    reenrol_node: str
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_uses: _Optional[int] = ..., uses: _Optional[int] = ..., revoked: _Optional[bool] = ..., preset: _Optional[_Union[Assignment, _Mapping]] = ..., description: _Optional[str] = ..., created_by: _Optional[str] = ..., reenrol_node: _Optional[str] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("ttl_seconds", "max_uses", "preset", "description")
+    __slots__ = ("ttl_seconds", "max_uses", "preset", "description", "reenrol_node")
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_USES_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REENROL_NODE_FIELD_NUMBER: _ClassVar[int]
     ttl_seconds: int
     max_uses: int
     preset: Assignment
     description: str
-    def __init__(self, ttl_seconds: _Optional[int] = ..., max_uses: _Optional[int] = ..., preset: _Optional[_Union[Assignment, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    reenrol_node: str
+    def __init__(self, ttl_seconds: _Optional[int] = ..., max_uses: _Optional[int] = ..., preset: _Optional[_Union[Assignment, _Mapping]] = ..., description: _Optional[str] = ..., reenrol_node: _Optional[str] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("token", "secret")
@@ -571,3 +575,51 @@ class JobEvent(_message.Message):
     job_state: JobState
     batch: int
     def __init__(self, sequence: _Optional[int] = ..., job_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., message: _Optional[str] = ..., job_state: _Optional[_Union[JobState, str]] = ..., batch: _Optional[int] = ...) -> None: ...
+
+class Certificate(_message.Message):
+    __slots__ = ("serial", "subject", "role", "node_id", "issued_at", "not_after", "revoked", "revoked_at", "revoked_by", "revocation_reason")
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BY_FIELD_NUMBER: _ClassVar[int]
+    REVOCATION_REASON_FIELD_NUMBER: _ClassVar[int]
+    serial: str
+    subject: str
+    role: str
+    node_id: str
+    issued_at: _timestamp_pb2.Timestamp
+    not_after: _timestamp_pb2.Timestamp
+    revoked: bool
+    revoked_at: _timestamp_pb2.Timestamp
+    revoked_by: str
+    revocation_reason: str
+    def __init__(self, serial: _Optional[str] = ..., subject: _Optional[str] = ..., role: _Optional[str] = ..., node_id: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[bool] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_by: _Optional[str] = ..., revocation_reason: _Optional[str] = ...) -> None: ...
+
+class ListCertificatesRequest(_message.Message):
+    __slots__ = ("node_id", "role", "include_expired")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    role: str
+    include_expired: bool
+    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., include_expired: _Optional[bool] = ...) -> None: ...
+
+class ListCertificatesResponse(_message.Message):
+    __slots__ = ("certificates",)
+    CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    certificates: _containers.RepeatedCompositeFieldContainer[Certificate]
+    def __init__(self, certificates: _Optional[_Iterable[_Union[Certificate, _Mapping]]] = ...) -> None: ...
+
+class RevokeCertificateRequest(_message.Message):
+    __slots__ = ("serial", "reason")
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    serial: str
+    reason: str
+    def __init__(self, serial: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -105,6 +105,16 @@ class InventoryServiceStub:
                 request_serializer=nodeagent_dot_v1_dot_inventory__pb2.WatchNodesRequest.SerializeToString,
                 response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.NodeEvent.FromString,
                 _registered_method=True)
+        self.ListCertificates = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/ListCertificates',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.ListCertificatesRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ListCertificatesResponse.FromString,
+                _registered_method=True)
+        self.RevokeCertificate = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/RevokeCertificate',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.RevokeCertificateRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Certificate.FromString,
+                _registered_method=True)
         self.CheckHostname = channel.unary_unary(
                 '/nodeagent.v1.InventoryService/CheckHostname',
                 request_serializer=nodeagent_dot_v1_dot_inventory__pb2.CheckHostnameRequest.SerializeToString,
@@ -258,6 +268,19 @@ class InventoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchNodes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCertificates(self, request, context):
+        """Every certificate this inventory issued (node and admin), and revocation (admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeCertificate(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -419,6 +442,16 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.WatchNodes,
                     request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.WatchNodesRequest.FromString,
                     response_serializer=nodeagent_dot_v1_dot_inventory__pb2.NodeEvent.SerializeToString,
+            ),
+            'ListCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCertificates,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ListCertificatesRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.ListCertificatesResponse.SerializeToString,
+            ),
+            'RevokeCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCertificate,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.RevokeCertificateRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Certificate.SerializeToString,
             ),
             'CheckHostname': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckHostname,
@@ -864,6 +897,60 @@ class InventoryService:
             '/nodeagent.v1.InventoryService/WatchNodes',
             nodeagent_dot_v1_dot_inventory__pb2.WatchNodesRequest.SerializeToString,
             nodeagent_dot_v1_dot_inventory__pb2.NodeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/ListCertificates',
+            nodeagent_dot_v1_dot_inventory__pb2.ListCertificatesRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.ListCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/RevokeCertificate',
+            nodeagent_dot_v1_dot_inventory__pb2.RevokeCertificateRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Certificate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,9 @@ class InventoryServiceStub:
     ListTokens: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListTokensRequest, _inventory_pb2.ListTokensResponse]
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.RevokeTokenRequest, _inventory_pb2.Token]
     WatchNodes: _grpc.UnaryStreamMultiCallable[_inventory_pb2.WatchNodesRequest, _inventory_pb2.NodeEvent]
+    ListCertificates: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListCertificatesRequest, _inventory_pb2.ListCertificatesResponse]
+    """Every certificate this inventory issued (node and admin), and revocation (admin)."""
+    RevokeCertificate: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.RevokeCertificateRequest, _inventory_pb2.Certificate]
     CheckHostname: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.CheckHostnameRequest, _inventory_pb2.CheckHostnameResponse]
     """A node asks whether another node already carries its hostname (preflight)."""
     CreateCluster: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.Cluster, _inventory_pb2.Cluster]
@@ -96,6 +99,9 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     ListTokens: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListTokensRequest, _inventory_pb2.ListTokensResponse]  # type: ignore[assignment]
     RevokeToken: _aio.UnaryUnaryMultiCallable[_inventory_pb2.RevokeTokenRequest, _inventory_pb2.Token]  # type: ignore[assignment]
     WatchNodes: _aio.UnaryStreamMultiCallable[_inventory_pb2.WatchNodesRequest, _inventory_pb2.NodeEvent]  # type: ignore[assignment]
+    ListCertificates: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListCertificatesRequest, _inventory_pb2.ListCertificatesResponse]  # type: ignore[assignment]
+    """Every certificate this inventory issued (node and admin), and revocation (admin)."""
+    RevokeCertificate: _aio.UnaryUnaryMultiCallable[_inventory_pb2.RevokeCertificateRequest, _inventory_pb2.Certificate]  # type: ignore[assignment]
     CheckHostname: _aio.UnaryUnaryMultiCallable[_inventory_pb2.CheckHostnameRequest, _inventory_pb2.CheckHostnameResponse]  # type: ignore[assignment]
     """A node asks whether another node already carries its hostname (preflight)."""
     CreateCluster: _aio.UnaryUnaryMultiCallable[_inventory_pb2.Cluster, _inventory_pb2.Cluster]  # type: ignore[assignment]
@@ -220,6 +226,21 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_pb2.WatchNodesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inventory_pb2.NodeEvent], _abc.AsyncIterator[_inventory_pb2.NodeEvent]]: ...
+
+    @_abc_1.abstractmethod
+    def ListCertificates(
+        self,
+        request: _inventory_pb2.ListCertificatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ListCertificatesResponse, _abc.Awaitable[_inventory_pb2.ListCertificatesResponse]]:
+        """Every certificate this inventory issued (node and admin), and revocation (admin)."""
+
+    @_abc_1.abstractmethod
+    def RevokeCertificate(
+        self,
+        request: _inventory_pb2.RevokeCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Certificate, _abc.Awaitable[_inventory_pb2.Certificate]]: ...
 
     @_abc_1.abstractmethod
     def CheckHostname(

@@ -13,10 +13,7 @@ instead of a fabric sweep:
 The tools need /dev/infiniband/umad* (root); SMPs are refused in VMs, on SR-IOV VFs
 and under an M_Key. On the live root the commands run; elsewhere the recording at
 `.nodeagent/probes/infiniband.json` is replayed. The recording keeps the tools' text so
-replay runs the same parsers:
-
-    {"probe": "infiniband", "version": 1, "available": bool, "error": str,
-     "ports": [{"device", "port", "nodeinfo", "nodedesc", "iblinkinfo", "errors": [...]}]}
+replay runs the same parsers.
 """
 
 from __future__ import annotations
@@ -24,13 +21,17 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal, NotRequired, Required, TypedDict
 
-from nodeagent.hardware.probes import recording
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.hardware.probes.recording import Probe, RecordingHeader
 from nodeagent.host import HostRoot
 
 NAME = "infiniband"
 DEFAULT_TIMEOUT = 5.0
+ACTIVE = "ACTIVE"
+Query = Literal["nodeinfo", "nodedesc", "iblinkinfo"]
 _FIELD_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 ]*?):\.+(.*)$")
 _DESC_RE = re.compile(r"^Node Description:\.+(.*)$", re.MULTILINE)
 # iblinkinfo line mode (rdma-core infiniband-diags/iblinkinfo.c, print_port):
@@ -44,26 +45,93 @@ _REMOTE_RE = re.compile(
 )
 
 
-def probe(
-    root: HostRoot, ports: Iterable[tuple[str, int]], *, timeout: float = DEFAULT_TIMEOUT
-) -> dict[str, Any] | None:
-    """First-hop data for `ports` ((device, port) pairs): live on `/`, replayed elsewhere."""
-    if not root.is_live:
-        return recording.load(root, NAME)
-    return read_live(ports, timeout=timeout)
+class PortRecord(TypedDict, total=False):
+    """One port's query outputs, as the tools printed them."""
+
+    device: Required[str]
+    port: Required[int]
+    errors: Required[list[str]]
+    nodeinfo: str
+    nodedesc: str
+    iblinkinfo: str
+
+
+class InfinibandRecording(RecordingHeader, total=False):
+    ports: list[PortRecord]
+
+
+class Link(TypedDict):
+    """One `iblinkinfo -l` line; a port with nothing attached has no remote_* keys."""
+
+    guid: str
+    desc: str
+    lid: int
+    port: int
+    link: str
+    remote_guid: NotRequired[str]
+    remote_lid: NotRequired[int]
+    remote_port: NotRequired[int]
+    remote_desc: NotRequired[str]
+
+
+class Switch(TypedDict):
+    id: str
+    name: str
+    port: str
+
+
+class Leaf(Switch):
+    guid: str
+
+
+class FirstHop(TypedDict):
+    leaf: Leaf | None
+    spines: list[Switch]
+    errors: list[str]
+
+
+@dataclass(frozen=True)
+class Options:
+    ports: tuple[tuple[str, int], ...] | None = None  # (device, port); None: every ACTIVE one
+    timeout: float = DEFAULT_TIMEOUT
+
+
+def record(
+    root: HostRoot, inv: pb.HardwareInventory, options: Options
+) -> InfinibandRecording | None:
+    """The queries for the ports asked for; None when there is no port to ask about."""
+    ports = options.ports
+    if ports is None:
+        ports = active_ports(inv)
+        if not ports:
+            return None
+    return read_live(ports, timeout=options.timeout)
+
+
+PROBE: Probe[InfinibandRecording, Options] = Probe(NAME, record, Options())
+
+
+def active_ports(inv: pb.HardwareInventory) -> tuple[tuple[str, int], ...]:
+    """Every ACTIVE InfiniBand port: those that have a first hop to ask about."""
+    return tuple(
+        (dev.name, port.port)
+        for dev in inv.rdma_devices
+        for port in dev.ports
+        if port.link_layer == "infiniband" and port.state == ACTIVE
+    )
 
 
 def read_live(
     ports: Iterable[tuple[str, int]], *, timeout: float = DEFAULT_TIMEOUT
-) -> dict[str, Any]:
+) -> InfinibandRecording:
     """Run the queries now; a missing tool makes the probe unavailable, a failed query
     is that port's error."""
-    data: dict[str, Any] = {"probe": NAME, "version": 1, "available": True, "error": ""}
+    data: InfinibandRecording = {"probe": NAME, "version": 1, "available": True, "error": ""}
     records = []
     for device, port in ports:
         base = ["-C", device, "-P", str(port)]
-        rec: dict[str, Any] = {"device": device, "port": port, "errors": []}
-        commands = {
+        rec: PortRecord = {"device": device, "port": port, "errors": []}
+        commands: dict[Query, list[str]] = {
             "nodeinfo": ["smpquery", *base, "-D", "nodeinfo", "0,1"],
             "nodedesc": ["smpquery", *base, "-D", "nodedesc", "0,1"],
             "iblinkinfo": ["iblinkinfo", *base, "-D", "0,1", "-a", "--switches-only", "-l"],
@@ -107,14 +175,14 @@ def parse_nodedesc(text: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def parse_iblinkinfo(text: str) -> list[dict[str, Any]]:
-    """`iblinkinfo -l` lines as dicts; a port with nothing attached has no remote_* keys."""
+def parse_iblinkinfo(text: str) -> list[Link]:
+    """`iblinkinfo -l` lines, in the order printed."""
     links = []
     for line in text.splitlines():
         m = _LINK_RE.match(line.rstrip())
         if not m:
             continue
-        link: dict[str, Any] = {
+        link: Link = {
             "guid": m.group("guid").lower().rjust(16, "0"),
             "desc": m.group("desc").strip(),
             "lid": int(m.group("lid")),
@@ -140,17 +208,16 @@ def _guid(text: str) -> str:
     return f"{value:016x}" if value else ""
 
 
-def first_hop(rec: dict[str, Any]) -> dict[str, Any]:
+def first_hop(rec: PortRecord) -> FirstHop:
     """The leaf and spines one port record shows.
 
-    {"leaf": {"id", "guid", "name", "port"} | None, "spines": [{"id", "name", "port"}],
-     "errors": [...]}. The leaf id is its SystemGuid (node GUID when that is zero);
-    spines, by GUID, are the switches the scan printed that the leaf links to, each
-    with the spine port the leaf's first uplink to it lands on.
+    The leaf id is its SystemGuid (node GUID when that is zero); spines, by GUID, are
+    the switches the scan printed that the leaf links to, each with the spine port the
+    leaf's first uplink to it lands on.
     """
     errors = [str(e) for e in rec.get("errors") or []]
     info = parse_nodeinfo(str(rec.get("nodeinfo") or ""))
-    out: dict[str, Any] = {"leaf": None, "spines": [], "errors": errors}
+    out: FirstHop = {"leaf": None, "spines": [], "errors": errors}
     if not info:
         if not errors:
             errors.append("nodeinfo: no NodeInfo fields in the output")
@@ -183,9 +250,9 @@ def first_hop(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def neighbours(data: dict[str, Any] | None) -> dict[tuple[str, int], dict[str, Any]]:
-    """{(device, port): first_hop(...)} for every port in a probe record."""
-    out: dict[tuple[str, int], dict[str, Any]] = {}
+def neighbours(data: InfinibandRecording | None) -> dict[tuple[str, int], FirstHop]:
+    """{(device, port): first_hop(...)} for every port in a recording."""
+    out: dict[tuple[str, int], FirstHop] = {}
     if not data or not data.get("available", True):
         return out
     for rec in data.get("ports") or []:

@@ -3,9 +3,7 @@
 On the live root it runs `lldpcli -f json0 show neighbors` (through the daemon's
 control socket, `-u`, when one is configured); on any other root it replays
 `.nodeagent/probes/lldp.json`. The recording keeps lldpcli's own JSON, so replay runs
-the same parser as live reading:
-
-    {"probe": "lldp", "version": 1, "available": bool, "error": str, "lldpcli": {...}}
+the same parser as live reading.
 
 `json0` is used because its shape is fixed (lists everywhere); plain `-f json` turns
 lists into objects when there is one interface. LLDP sees one hop only: the leaf.
@@ -15,27 +13,46 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
-from nodeagent.hardware.probes import recording
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.hardware.probes.recording import Probe, RecordingHeader
 from nodeagent.host import HostRoot
 
 NAME = "lldp"
 DEFAULT_TIMEOUT = 5.0
 
 
-def probe(
-    root: HostRoot, *, socket: str = "", lldpcli: str = "lldpcli", timeout: float = DEFAULT_TIMEOUT
-) -> dict[str, Any] | None:
-    """Neighbour data for the root: live on `/`, replayed elsewhere (None if not recorded)."""
-    if not root.is_live:
-        return recording.load(root, NAME)
-    return read_live(socket=socket, lldpcli=lldpcli, timeout=timeout)
+class LldpRecording(RecordingHeader, total=False):
+    lldpcli: object  # what lldpcli printed, parsed leniently by neighbours()
+
+
+class Neighbour(TypedDict):
+    chassis_id: str
+    chassis_name: str
+    port_id: str
+    port_descr: str
+
+
+@dataclass(frozen=True)
+class Options:
+    socket: str = ""  # lldpd's control socket; '' for lldpcli's default
+    lldpcli: str = "lldpcli"
+    timeout: float = DEFAULT_TIMEOUT
+
+
+def record(root: HostRoot, inv: pb.HardwareInventory, options: Options) -> LldpRecording:
+    """lldpd knows its neighbours whatever the rails are: it is always asked."""
+    return read_live(socket=options.socket, lldpcli=options.lldpcli, timeout=options.timeout)
+
+
+PROBE: Probe[LldpRecording, Options] = Probe(NAME, record, Options())
 
 
 def read_live(
     *, socket: str = "", lldpcli: str = "lldpcli", timeout: float = DEFAULT_TIMEOUT
-) -> dict[str, Any]:
+) -> LldpRecording:
     """Ask lldpd now. No lldpcli, no daemon or a timeout is `available: false`, not an error."""
     cmd = [lldpcli, *(["-u", socket] if socket else []), "-f", "json0", "show", "neighbors"]
     try:
@@ -54,17 +71,17 @@ def read_live(
     return {"probe": NAME, "version": 1, "available": True, "error": "", "lldpcli": output}
 
 
-def _unavailable(error: str) -> dict[str, Any]:
+def _unavailable(error: str) -> LldpRecording:
     return {"probe": NAME, "version": 1, "available": False, "error": error, "lldpcli": {}}
 
 
-def neighbours(data: dict[str, Any] | None) -> dict[str, list[dict[str, str]]]:
-    """{netdev: [{"chassis_id", "chassis_name", "port_id", "port_descr"}, ...]} from a record.
+def neighbours(data: LldpRecording | None) -> dict[str, list[Neighbour]]:
+    """{netdev: [Neighbour, ...]} from a recording.
 
     Tolerates missing pieces (a neighbour without a system name still has a chassis
     id); an entry without a chassis id cannot name a switch and is skipped.
     """
-    out: dict[str, list[dict[str, str]]] = {}
+    out: dict[str, list[Neighbour]] = {}
     if not data or not data.get("available", True):
         return out
     for top in _list(_get(data.get("lldpcli"), "lldp")):

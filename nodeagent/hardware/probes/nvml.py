@@ -1,14 +1,9 @@
 """NVML probe (pynvml from nvidia-ml-py): what only the driver knows.
 
 On the live root it reads NVML; on any other root it replays the recording at
-`.nodeagent/probes/nvml.json`. Both give the same plain dict (the recording
-format), so replay exercises exactly what live discovery produces:
-
-    {"probe": "nvml", "version": 1, "available": bool, "error": str,
-     "driver_version": str, "cuda_driver_version": "12.7", "nvml_version": str,
-     "devices": [{"index", "pci_bus_id" (sysfs form), "name", "uuid", "serial", ...}]}
-
-A field NVML does not support on a GPU is left out. No library or no driver is
+`.nodeagent/probes/nvml.json`. Both give the same NvmlRecording (the recording
+format), so replay exercises exactly what live discovery produces. A field NVML
+does not support on a GPU is left out. No library or no driver is
 `available: false`, which discovery treats as "sysfs only", not as an error.
 """
 
@@ -16,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
+from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware import parse
-from nodeagent.hardware.probes import recording
+from nodeagent.hardware.probes.recording import Probe, RecordingHeader
 from nodeagent.host import HostRoot
 
 NAME = "nvml"
@@ -39,17 +35,67 @@ _ARCHITECTURES = {
 _FABRIC_STATES = {0: "not-supported", 1: "not-started", 2: "in-progress", 3: "completed"}
 
 
-def probe(root: HostRoot) -> dict[str, Any] | None:
-    """NVML data for the root: live on `/`, replayed elsewhere (None if not recorded)."""
-    if not root.is_live:
-        return recording.load(root, NAME)
+class RemappedRows(TypedDict):
+    correctable: int
+    uncorrectable: int
+    pending: bool
+    failure: bool
+
+
+class PcieLink(TypedDict, total=False):
+    current_generation: int
+    max_generation: int
+    current_width: int
+    max_width: int
+
+
+class NvmlDevice(TypedDict, total=False):
+    """One GPU; a lost one may have no `pci_bus_id` (then its index places it)."""
+
+    index: Required[int]
+    pci_bus_id: str  # sysfs form, 0000:1b:00.0
+    lost: bool
+    name: str
+    uuid: str
+    serial: str
+    board_part_number: str
+    vbios_version: str
+    module_id: int
+    architecture: str
+    compute_capability: str  # "9.0"
+    memory_total_bytes: int
+    persistence_mode: bool
+    mig_mode: bool
+    ecc_mode: bool
+    ecc_errors: dict[str, int]  # by pb.EccErrors field name
+    remapped_rows: RemappedRows
+    nvlink_states: list[bool]
+    temperature_celsius: float
+    power_draw_watts: float
+    power_limit_watts: float
+    pcie: PcieLink
+    fabric_state: str
+
+
+class NvmlRecording(RecordingHeader, total=False):
+    driver_version: str
+    cuda_driver_version: str  # "12.7"
+    nvml_version: str
+    devices: list[NvmlDevice]
+
+
+def record(root: HostRoot, inv: pb.HardwareInventory, options: None) -> NvmlRecording:
+    """NVML now, unless the driver is not loaded."""
     if not root.exists(DRIVER_VERSION):
         # Without nvidia.ko NVML cannot answer; skip loading it (and its import).
         return _unavailable("NVIDIA driver not loaded")
     return read_live()
 
 
-def read_live(nvml: Any = None) -> dict[str, Any]:
+PROBE: Probe[NvmlRecording, None] = Probe(NAME, record, None)
+
+
+def read_live(nvml: Any = None) -> NvmlRecording:
     """Read NVML now. `nvml` is the pynvml module (a replaying stand-in in tests)."""
     if nvml is None:
         try:
@@ -62,7 +108,7 @@ def read_live(nvml: Any = None) -> dict[str, Any]:
     except nvml.NVMLError as exc:
         return _unavailable(str(exc))
     try:
-        data: dict[str, Any] = {"probe": NAME, "version": 1, "available": True, "error": ""}
+        data: NvmlRecording = {"probe": NAME, "version": 1, "available": True, "error": ""}
         data["driver_version"] = _text(nvml.nvmlSystemGetDriverVersion())
         cuda = _optional(nvml, nvml.nvmlSystemGetCudaDriverVersion_v2)
         data["cuda_driver_version"] = f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else ""
@@ -74,7 +120,7 @@ def read_live(nvml: Any = None) -> dict[str, Any]:
             nvml.nvmlShutdown()
 
 
-def _unavailable(error: str) -> dict[str, Any]:
+def _unavailable(error: str) -> NvmlRecording:
     return {"probe": NAME, "version": 1, "available": False, "error": error, "devices": []}
 
 
@@ -95,7 +141,7 @@ def _optional(nvml: Any, fn: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
-def _device(nvml: Any, index: int) -> dict[str, Any]:
+def _device(nvml: Any, index: int) -> NvmlDevice:
     try:
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
         pci = nvml.nvmlDeviceGetPciInfo(handle)
@@ -106,7 +152,7 @@ def _device(nvml: Any, index: int) -> dict[str, Any]:
         _fill_device(nvml, handle, dev)
     except nvml.NVMLError_GpuIsLost:
         dev["lost"] = True
-    return dev
+    return cast(NvmlDevice, dev)  # filled key by key, each only when NVML answered
 
 
 def _fill_device(nvml: Any, h: Any, dev: dict[str, Any]) -> None:

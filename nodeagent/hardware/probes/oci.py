@@ -6,10 +6,7 @@ and the host's own id (what oracle-quickstart/oci-hpc-oke's labeler reads). Off
 outside OCI: `auto` asks only when the DMI chassis asset tag says `OracleCloud.com`,
 so other machines never wait on a link-local address. Short timeouts, no proxies
 (169.254.169.254 is link-local). On any other root than `/` the recording at
-`.nodeagent/probes/oci.json` is replayed:
-
-    {"probe": "oci", "version": 1, "available": bool, "error": str,
-     "rdmaTopologyData": {"customerHPCIslandId": ..., ...}}
+`.nodeagent/probes/oci.json` is replayed.
 """
 
 from __future__ import annotations
@@ -17,9 +14,11 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from dataclasses import dataclass
+from typing import TypedDict
 
-from nodeagent.hardware.probes import recording
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.hardware.probes.recording import Probe, RecordingHeader
 from nodeagent.host import HostRoot
 
 NAME = "oci"
@@ -29,12 +28,28 @@ PATH = "/opc/v2/host/rdmaTopologyData"
 ASSET_TAG = "sys/class/dmi/id/chassis_asset_tag"
 OCI_ASSET_TAG = "OracleCloud.com"
 MAX_BYTES = 64 * 1024
-FIELDS = {  # rdmaTopologyData key -> CloudPlacement field
-    "customerHPCIslandId": "hpc_island",
-    "customerNetworkBlock": "network_block",
-    "customerLocalBlock": "local_block",
-    "customerHostId": "host",
-}
+
+
+class OciRecording(RecordingHeader, total=False):
+    rdmaTopologyData: dict[str, object]  # the metadata service's answer, as it was
+
+
+class Placement(TypedDict):
+    """The fields of a CloudPlacement."""
+
+    available: bool
+    error: str
+    hpc_island: str
+    network_block: str
+    local_block: str
+    host: str
+
+
+@dataclass(frozen=True)
+class Options:
+    oci_only: bool = True  # ask only when DMI says this is an OCI instance
+    base_url: str = DEFAULT_BASE_URL
+    timeout: float = DEFAULT_TIMEOUT
 
 
 def on_oci(root: HostRoot) -> bool:
@@ -42,29 +57,19 @@ def on_oci(root: HostRoot) -> bool:
     return root.attr(ASSET_TAG) == OCI_ASSET_TAG
 
 
-def probe(
-    root: HostRoot,
-    *,
-    enabled: str = "auto",
-    base_url: str = DEFAULT_BASE_URL,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> dict[str, Any] | None:
-    """Metadata for the root, or None when the probe is off (or not recorded).
+def record(root: HostRoot, inv: pb.HardwareInventory, options: Options) -> OciRecording | None:
+    """The metadata, or None off OCI (unless asked anyway): nothing to ask there."""
+    if options.oci_only and not on_oci(root):
+        return None
+    return read_live(base_url=options.base_url, timeout=options.timeout)
 
-    `enabled`: "auto" (ask on OCI only), "on" (always ask) or "off".
-    """
-    if enabled == "off":
-        return None
-    if not root.is_live:
-        return recording.load(root, NAME)
-    if enabled == "auto" and not on_oci(root):
-        return None
-    return read_live(base_url=base_url, timeout=timeout)
+
+PROBE: Probe[OciRecording, Options] = Probe(NAME, record, Options())
 
 
 def read_live(
     *, base_url: str = DEFAULT_BASE_URL, timeout: float = DEFAULT_TIMEOUT
-) -> dict[str, Any]:
+) -> OciRecording:
     """One GET; every failure (refused, timeout, HTTP error, not JSON) is `available: false`."""
     request = urllib.request.Request(
         base_url.rstrip("/") + PATH, headers={"Authorization": "Bearer Oracle"}
@@ -95,27 +100,32 @@ def read_live(
     }
 
 
-def _unavailable(error: str) -> dict[str, Any]:
+def _unavailable(error: str) -> OciRecording:
     return {"probe": NAME, "version": 1, "available": False, "error": error, "rdmaTopologyData": {}}
 
 
-def placement(data: dict[str, Any] | None) -> dict[str, Any]:
-    """{"available", "error", "hpc_island", "network_block", "local_block", "host"}.
+def placement(data: OciRecording) -> Placement:
+    """Where the recording places the host.
 
     A field that is missing or not a string is left empty: the labels then say
     `no-imds-data` for it rather than guessing.
     """
-    if data is None:
-        return {"available": False, "error": "not probed"}
     topology = data.get("rdmaTopologyData")
     topology = topology if isinstance(topology, dict) else {}
-    out: dict[str, Any] = {
-        "available": bool(data.get("available", True)) and bool(topology),
-        "error": str(data.get("error") or ""),
-    }
-    if not out["available"] and not out["error"]:
-        out["error"] = "no rdmaTopologyData"
-    for key, field in FIELDS.items():
+    available = bool(data.get("available", True)) and bool(topology)
+    error = str(data.get("error") or "")
+    if not available and not error:
+        error = "no rdmaTopologyData"
+
+    def field(key: str) -> str:
         value = topology.get(key)
-        out[field] = value.strip() if isinstance(value, str) else ""
-    return out
+        return value.strip() if isinstance(value, str) else ""
+
+    return {
+        "available": available,
+        "error": error,
+        "hpc_island": field("customerHPCIslandId"),
+        "network_block": field("customerNetworkBlock"),
+        "local_block": field("customerLocalBlock"),
+        "host": field("customerHostId"),
+    }

@@ -89,6 +89,6 @@ def script(cluster: str, defaults: Mapping[str, str]) -> str:
         "inventory service. Use: ansible-playbook -i THIS_FILE ... The environment\n"
         f'({", ".join(ENV.values())}) overrides the connection below."""\n'
         "import sys\n\n"
-        "from nodeagent.cli.dynamic_inventory import main\n\n"
+        "from nodeagent.cli.ansible_inventory import main\n\n"
         f"sys.exit(main(sys.argv[1:], cluster={cluster!r}, defaults={dict(defaults)!r}))\n"
     )
