@@ -48,6 +48,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check nodeagent testbed tests bench tools
 	$(VENV)/bin/mypy nodeagent testbed tools bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture nodeagent testbed --min-confidence 70 --exclude nodeagent/api/v1 --ignore-names DataclassInstance
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

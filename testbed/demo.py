@@ -86,9 +86,12 @@ def kubespray(fleet: Fleet) -> None:
         "--etcd",
         "cp-1=192.0.2.11",
     )
+    # an admin tells where Ansible reaches each node: a node's own name is never trusted for it
+    addresses = {(a.root / "etc" / "hostname").read_text().strip(): a.ip for a in fleet.agents}
     for line in fleet.run("admin", "nodes", "list").splitlines()[1:]:
         node_id, hostname = line.split()[:2]
         if hostname != "cpu-node-01":
+            fleet.run("admin", "node-address", node_id, "--ip", addresses[hostname])
             fleet.run("admin", "nodes", "update", node_id, "--cluster", "demo")
     hosts = fleet.base / "hosts.yaml"
     print(fleet.run("admin", "export", "kubespray", "--cluster", "demo", "-o", str(hosts)), end="")

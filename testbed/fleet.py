@@ -54,6 +54,7 @@ class Agent:
     netns: str = ""
     address: str = ""  # where it reaches the inventory from
     host_if: str = ""  # this side of its veth pair (pull it down to partition the node)
+    ip: str = "127.0.0.1"  # the node's own address (its side of the veth pair)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -151,6 +152,7 @@ class Fleet:
             if self.namespaces:
                 agent.netns = f"na-{os.getpid() % 100000}-{i}"
                 host, agent.host_if = self._make_netns(agent.netns, i + 1)
+                agent.ip = f"100.127.{i + 1}.2"
             token = self.run(
                 "admin", "tokens", "create", "--pool", pool, "--description", f"demo {machine}"
             ).strip()

@@ -54,14 +54,22 @@ async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, errors: E
 def _guard(
     method: Callable[..., Any], name: str, authorize: Authorize | None, errors: ErrorMap
 ) -> Callable[..., Any]:
+    async def admit(request: Any, context: grpc.aio.ServicerContext) -> None:
+        """Checks every call passes before the servicer runs, streaming or not.
+
+        Authorization comes first: an unauthorized caller is refused before it learns
+        whether its request parsed. context.abort raises, so a failed check ends the call.
+        """
+        if authorize is not None:
+            await authorize(name, context)
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(request))
+
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if authorize is not None:
-                await authorize(name, context)
-            if isinstance(request, Malformed):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(request))
+            await admit(request, context)
             try:
                 async for item in method(request, context):
                     yield item
@@ -72,10 +80,7 @@ def _guard(
 
     @functools.wraps(method)
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if authorize is not None:
-            await authorize(name, context)
-        if isinstance(request, Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(request))
+        await admit(request, context)
         try:
             return await method(request, context)
         except Exception as exc:

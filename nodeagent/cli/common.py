@@ -7,7 +7,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PROBLEM = 0, 1, 2, 3
+# 2 (usage) is argparse's own exit status
+EXIT_OK, EXIT_ERROR, EXIT_PROBLEM = 0, 1, 3
 
 Handler = Callable[[argparse.Namespace], int]
 

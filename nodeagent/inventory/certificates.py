@@ -19,7 +19,7 @@ from cryptography import x509
 from nodeagent.api import auth
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import pki
-from nodeagent.inventory.store import NotFound, Store
+from nodeagent.inventory.store import NotFound, Store, message_from_row
 from nodeagent.tlsutil import spki_hash
 
 log = logging.getLogger("nodeagent.inventory")
@@ -115,21 +115,23 @@ def _load(store: Store, cur: Any, serial: str) -> ipb.Certificate:
     return _message(row)
 
 
+# the columns of COLUMNS, as fields of ipb.Certificate ("revoked" is derived from revoked_at)
+FIELDS = (
+    "serial",
+    "subject",
+    "role",
+    "node_id",
+    "issued_at",
+    "not_after",
+    "revoked_at",
+    "revoked_by",
+    "revocation_reason",
+)
+
+
 def _message(row: Any) -> ipb.Certificate:
-    serial, subject, role, node_id, issued, not_after, revoked_at, revoked_by, reason = row
-    cert = ipb.Certificate(
-        serial=serial,
-        subject=subject,
-        role=role,
-        node_id=node_id,
-        revoked=bool(revoked_at),
-        revoked_by=revoked_by,
-        revocation_reason=reason,
-    )
-    cert.issued_at.FromNanoseconds(int(issued * 1e9))
-    cert.not_after.FromNanoseconds(int(not_after * 1e9))
-    if revoked_at:
-        cert.revoked_at.FromNanoseconds(int(revoked_at * 1e9))
+    cert = message_from_row(ipb.Certificate, FIELDS, row)
+    cert.revoked = cert.HasField("revoked_at")
     return cert
 
 

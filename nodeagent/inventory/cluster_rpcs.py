@@ -43,8 +43,8 @@ class ClusterRpcs:
     async def GetCluster(
         self, request: ipb.GetClusterRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Cluster:
-        auth.validate_text(request.name, "name", 63)
-        return await self.store.run(clusters.get_cluster, self.store, request.name)
+        name = auth.validate_text(request.name, "name", 63)
+        return await self.store.run(clusters.get_cluster, self.store, name)
 
     async def ListClusters(
         self, request: ipb.ListClustersRequest, context: grpc.aio.ServicerContext
@@ -101,8 +101,9 @@ class ClusterRpcs:
     async def GetJob(
         self, request: ipb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Job:
-        auth.validate_text(request.id, "id", 64)
-        return await self.store.run(joins.get_job, self.store, request.id)
+        return await self.store.run(
+            joins.get_job, self.store, auth.validate_text(request.id, "id", 64)
+        )
 
     async def ListJobs(
         self, request: ipb.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -111,23 +112,21 @@ class ClusterRpcs:
         found = await self.store.run(joins.list_jobs, self.store, request.cluster)
         return ipb.ListJobsResponse(jobs=found)
 
+    async def _job_action(self, fn: Any, request: ipb.JobActionRequest) -> ipb.Job:
+        auth.validate_text(request.id, "id", 64)
+        auth.validate_text(request.reason, "reason", 1000)
+        job: ipb.Job = await self.store.run(
+            fn, self.store, request.id, auth.caller().actor, request.reason
+        )
+        return job
+
     async def CancelJob(
         self, request: ipb.JobActionRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Job:
-        auth.validate_text(request.id, "id", 64)
-        auth.validate_text(request.reason, "reason", 1000)
-        return await self.store.run(
-            joins.cancel, self.store, request.id, auth.caller().actor, request.reason
-        )
+        return await self._job_action(joins.cancel, request)
 
-    async def RetryJob(
-        self, request: ipb.JobActionRequest, context: grpc.aio.ServicerContext
-    ) -> ipb.Job:
-        auth.validate_text(request.id, "id", 64)
-        auth.validate_text(request.reason, "reason", 1000)
-        return await self.store.run(
-            joins.retry, self.store, request.id, auth.caller().actor, request.reason
-        )
+    async def RetryJob(self, request: ipb.JobActionRequest, context: Any) -> ipb.Job:
+        return await self._job_action(joins.retry, request)
 
     async def WatchJob(
         self, request: ipb.WatchJobRequest, context: grpc.aio.ServicerContext

@@ -288,17 +288,19 @@ def node_entries(
 
 def export(store: Store, name: str) -> tuple[dict[str, Any], list[str], list[str], int]:
     """(inventory, problems, warnings, node count) of the cluster's READY, JOINING and
-    JOINED nodes beside its control plane and etcd."""
+    JOINED nodes beside its control plane and etcd.
+
+    Problems are the cluster's own and block the export. A node that cannot be in the
+    inventory (its self-reported name breaks the rules, no admin-set address, ...) is a
+    warning and is left out: one node must not hold back the rest of its cluster.
+    """
     states = ", ".join(str(int(s)) for s in EXPORTED_STATES)
     with store.tx() as cur:
         cluster = load_cluster(store, cur, name)
         entries = node_entries(
             store, cur, cluster, f"n.cluster = ? AND n.state IN ({states})", [name]
         )
-    inventory, problems = kubespray.build(cluster, entries)
-    warnings = [
-        f"{e.name}: no address set; Ansible will connect to the host name"
-        for e in entries
-        if not (e.ansible_host or e.ip)
-    ]
-    return inventory, problems, warnings, len(entries)
+    usable, left_out = kubespray.usable_nodes(cluster, entries)
+    inventory, problems = kubespray.build(cluster, usable)
+    warnings = [f"left out: {line}" for line in left_out]
+    return inventory, problems, warnings, len(usable)

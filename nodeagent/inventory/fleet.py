@@ -6,6 +6,12 @@ benchmarks measure (`topology.fleet.group_fleet`), keeps each node's tiers as it
 last-good value for the next grouping (one broken cable does not relabel a node), and
 renders the Kueue Topology or Slurm topology.conf. Node labels are derived here with the
 agent's own derivation, from the stored inventory, tiers and assignment.
+
+A report speaks only for its sender: the name inside the observation is dropped, and the
+grouping names each node after its own record, so no node can place another. Every text
+field must be printable and bounded before it is stored. A node whose recorded host name
+is not an RFC 1123 name, or is shared with another live node, is left out of the grouping
+(by id in the Slurm export's comments) until that is fixed; retired nodes are left out.
 """
 
 from __future__ import annotations
@@ -17,10 +23,15 @@ from typing import Any
 import grpc
 import yaml
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
+from nodeagent import names
+from nodeagent.api.auth import validate_text
 from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.api.v1 import fleet_pb2, fleet_pb2_grpc
 from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory.store import NotFound, Store
 from nodeagent.labels.config import LabelConfig
 from nodeagent.labels.derive import derive
@@ -29,9 +40,41 @@ from nodeagent.topology.export import kueue_topology, slurm_topology
 from nodeagent.topology.fleet import group_fleet
 
 FORMATS = ("kueue", "slurm", "json")
+MAX_REPEATED = 256  # rails, spines of a rail, probe errors: far above any real server
+MAX_TEXT = 253
+MAX_ERROR_TEXT = 1024  # probe error lines, not names
+_ERROR_FIELDS = frozenset({"errors", "error"})
+
+
+def check_observation(obs: Message, path: str = "observation") -> None:
+    """Refuse (ValueError: INVALID_ARGUMENT, naming the field) any string in a report that
+    is not printable or is too long, and any list too long, before it is stored.
+
+    Switch names (LLDP system names, InfiniBand node descriptions) may hold spaces, ';' or
+    '/': they are kept as the fabric states them, since they reach only the JSON export
+    and labels, which escape or sanitise them; topology.conf carries node names and tier
+    values only, which are checked or rewritten there.
+    """
+    for field, value in obs.ListFields():
+        where = f"{path}.{field.name}"
+        limit = MAX_ERROR_TEXT if field.name in _ERROR_FIELDS else MAX_TEXT
+        values = list(value) if field.is_repeated else [value]
+        if len(values) > MAX_REPEATED:
+            raise ValueError(f"{where}: at most {MAX_REPEATED} entries")
+        for i, item in enumerate(values):
+            at = f"{where}[{i}]" if field.is_repeated else where
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                check_observation(item, at)
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                validate_text(item, at, limit)
 
 
 def report(store: Store, node_id: str, obs: fpb.FabricObservation) -> fpb.FabricTiers:
+    """Store the caller's observation as its own: the name the node put in it is dropped."""
+    own = fpb.FabricObservation()
+    own.CopyFrom(obs)
+    own.ClearField("node")
+    check_observation(own)
     with store.tx() as cur:
         cur.execute(store.q("SELECT hostname FROM nodes WHERE id = ?"), (node_id,))
         if cur.fetchone() is None:
@@ -43,36 +86,54 @@ def report(store: Store, node_id: str, obs: fpb.FabricObservation) -> fpb.Fabric
                 "observation = excluded.observation, "
                 "updated_at = excluded.updated_at"
             ),
-            (node_id, json_format.MessageToJson(obs, indent=None), time.time()),
+            (node_id, json_format.MessageToJson(own, indent=None), time.time()),
         )
         cur.execute(store.q("SELECT tiers FROM fabric WHERE node_id = ?"), (node_id,))
         tiers = cur.fetchone()[0]
     return json_format.Parse(tiers, fpb.FabricTiers()) if tiers else fpb.FabricTiers()
 
 
+def _named(rows: list[Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(host name -> row, node id -> why left out): a node is named by its own record, and
+    only by a host name that is valid and no other live node claims (which of two is the
+    real one cannot be told, so neither takes the other's place)."""
+    by_name: dict[str, list[Any]] = {}
+    left_out = {}
+    for row in rows:
+        if names.is_hostname(row[1]):
+            by_name.setdefault(row[1], []).append(row)
+        else:
+            left_out[row[0]] = "host name is not a lower-case RFC 1123 name"
+    for same in by_name.values():
+        if len(same) > 1:
+            left_out |= dict.fromkeys((r[0] for r in same), "host name shared with another node")
+    return {n: same[0] for n, same in by_name.items() if len(same) == 1}, left_out
+
+
 def group(store: Store, cluster: str) -> tuple[fpb.FabricTopology, dict[str, str]]:
     """Group the fleet (or one cluster) and store each node's tiers as its last-good value.
 
-    Returns the topology (keyed by node name) and node name -> node id.
+    Returns the topology (keyed by node name) and node id -> why it was left out.
     """
     with store.tx() as cur:
         where = " AND n.cluster = ?" if cluster else ""
         cur.execute(
             store.q(
                 "SELECT n.id, n.hostname, f.observation, f.tiers FROM fabric f "
-                f"JOIN nodes n ON n.id = f.node_id WHERE 1 = 1{where}"
+                f"JOIN nodes n ON n.id = f.node_id WHERE n.state <> ?{where}"
             ),
-            (cluster,) if cluster else (),
+            (ipb.NodeState.RETIRED, cluster) if cluster else (ipb.NodeState.RETIRED,),
         )
         rows = cur.fetchall()
+    named, left_out = _named(rows)
     observations, previous, ids = [], {}, {}
-    for node_id, hostname, obs_json, tiers_json in rows:
+    for name, (node_id, _, obs_json, tiers_json) in named.items():
         obs = json_format.Parse(obs_json, fpb.FabricObservation())
-        obs.node = obs.node or hostname
+        obs.node = name
         observations.append(obs)
-        ids[obs.node] = node_id
+        ids[name] = node_id
         if tiers_json:
-            previous[obs.node] = json_format.Parse(tiers_json, fpb.FabricTiers())
+            previous[name] = json_format.Parse(tiers_json, fpb.FabricTiers())
     topology = group_fleet(observations, previous)
     with store.tx() as cur:
         for name, tiers in topology.nodes.items():
@@ -80,7 +141,7 @@ def group(store: Store, cluster: str) -> tuple[fpb.FabricTopology, dict[str, str
                 store.q("UPDATE fabric SET tiers = ? WHERE node_id = ?"),
                 (json_format.MessageToJson(tiers, indent=None), ids[name]),
             )
-    return topology, ids
+    return topology, left_out
 
 
 def node_labels(store: Store, node_id: str, domain: str) -> dict[str, str]:
@@ -132,11 +193,13 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             raise ValueError(f"format must be one of {', '.join(FORMATS)}")
         if len(request.cluster) > 253 or len(request.domain) > 253:
             raise ValueError("cluster and domain: at most 253 characters")
-        topology, _ = await self.store.run(group, self.store, request.cluster)
+        topology, left_out = await self.store.run(group, self.store, request.cluster)
         if fmt == "kueue":
             text = yaml.safe_dump(kueue_topology(request.domain or "nodeagent.io"), sort_keys=False)
         elif fmt == "slurm":
-            text = slurm_topology(dict(topology.nodes))
+            text = slurm_topology(dict(topology.nodes)) + "".join(
+                f"# left out ({why}): node {node_id}\n" for node_id, why in sorted(left_out.items())
+            )
         else:
             text = json.dumps(
                 json_format.MessageToDict(topology, preserving_proto_field_name=True),

@@ -13,6 +13,11 @@ dies lets the lease run out; either way the next holder resumes the job at its c
 batch, first killing any `ansible-playbook` the dead replica left running on this host
 (found by the job directory in its command line), since Kubespray's plays are
 idempotent and a half-run batch is simply run again.
+
+A job directory holds the hosts' facts and the playbooks' output, so it is private (0700)
+and removed once the job has been finished for `join_job_retention_days`; ansible-runner
+records its environment in `artifacts/<ident>/command`, so it gets only the few variables
+of the service's own that a run needs (RUNNER_ENV).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,11 +43,22 @@ from typing import Any
 
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import joins, kubespray
-from nodeagent.inventory.store import Conflict, Store, StoreError
+from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger("nodeagent.inventory.join")
 FACTS_PLAYBOOKS = ("playbooks/facts.yml", "facts.yml")
 SCALE_PLAYBOOK = "scale.yml"
+# All ansible-runner is given of the service's environment (besides PATH, with this
+# interpreter's bin directory first): the home and temporary directories, the locale
+# (ansible-core refuses a locale that is not UTF-8), the time zone, and an ssh-agent set up
+# for the clusters' SSH. Nothing else: the service's environment may carry a database
+# password or cloud credentials, and ansible-runner writes what it gets to a file. Proxy
+# variables are left out too (their URLs may carry a password; Kubespray takes its proxies
+# from the cluster's group_vars), and so are ANSIBLE_* ones (Ansible's settings come from
+# the Kubespray checkout's ansible.cfg; the few the runner needs are set here).
+RUNNER_ENV = ("HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SSH_AUTH_SOCK")
+RUNNER_SETTINGS = {"ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "1"}
+PRUNE_INTERVAL_SECONDS = 3600.0
 
 
 @dataclass
@@ -167,7 +184,9 @@ class JobRun:
                 f"{SCALE_PLAYBOOK})"
             )
             return
-        (self.workdir / "inventory").mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.workdir.mkdir(exist_ok=True, mode=0o700)
+        self.workdir.chmod(0o700)  # one made before directories were kept private
+        (self.workdir / "inventory").mkdir(exist_ok=True, mode=0o700)
         inv_path = self.workdir / "inventory" / "hosts.yaml"
         inv_path.write_text(kubespray.to_yaml(inventory))
         if self.cancel.is_set():
@@ -261,12 +280,9 @@ class JobRun:
         ]
         if limit:
             cmd += ["--limit", limit]
-        env = {
-            **os.environ,
-            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "ANSIBLE_RETRY_FILES_ENABLED": "False",
-            "ANSIBLE_NOCOLOR": "1",
-        }
+        env = {name: os.environ[name] for name in RUNNER_ENV if name in os.environ}
+        env["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        env.update(RUNNER_SETTINGS)
         artifacts = self.workdir / "artifacts" / ident
         # One fact cache for all the job's runs: ansible-runner would give each run its own
         # (under artifacts/<ident>), and scale.yml --limit needs what facts.yml gathered.
@@ -319,6 +335,27 @@ class JobRun:
             lines = [ln for ln in text.splitlines() if ln.strip()]
             tail = " | ".join(lines[-3:])[-500:]
         return PlayResult(status, rc, events.processed, events.failed, tail)
+
+
+def _expired(
+    store: Store, jobs_dir: Path, names: list[str], running: set[str], cutoff: float
+) -> list[str]:
+    """Which of the job directories `names` are past the retention (`cutoff`, epoch)."""
+    expired = []
+    for name in names:
+        path = jobs_dir / name
+        if name in running or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            job = joins.get_job(store, name)
+        except NotFound:
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    expired.append(name)
+            continue
+        if job.state in joins.FINISHED and job.updated_at.ToSeconds() < cutoff:
+            expired.append(name)
+    return expired
 
 
 def _read(path: Path) -> str:
@@ -391,6 +428,7 @@ class JoinScheduler:
         poll_seconds: float,
         lease_seconds: float,
         playbook_timeout: int,
+        retention_seconds: float = 14 * 86400,
         parallel: int = 4,
     ) -> None:
         self.store = store
@@ -398,6 +436,7 @@ class JoinScheduler:
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
         self.playbook_timeout = playbook_timeout
+        self.retention_seconds = retention_seconds
         self.parallel = parallel
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
@@ -408,10 +447,43 @@ class JoinScheduler:
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         Path(self.jobs_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        Path(self.jobs_dir).chmod(0o700)
+        pruned_at = -PRUNE_INTERVAL_SECONDS
         while not self.stopping.is_set():
+            if self.loop.time() - pruned_at >= PRUNE_INTERVAL_SECONDS:
+                with contextlib.suppress(StoreError):
+                    await self.prune()
+                    pruned_at = self.loop.time()
             with contextlib.suppress(StoreError):
                 await self.tick()
             await asyncio.sleep(self.poll_seconds)
+
+    async def prune(self) -> list[str]:
+        """Remove the directories of jobs finished longer than the retention ago, and of
+        jobs the database does not know once untouched that long. A job not finished keeps
+        its directory whatever its age: this replica may resume it. Returns the names
+        removed."""
+        try:
+            names = sorted(os.listdir(self.jobs_dir))
+        except FileNotFoundError:
+            return []
+        cutoff = time.time() - self.retention_seconds
+        expired = await self.store.run(
+            _expired, self.store, Path(self.jobs_dir), names, set(self.running), cutoff
+        )
+        removed = []
+        for name in expired:
+            if name in self.running:  # claimed while the database was asked
+                continue
+            try:
+                await asyncio.to_thread(shutil.rmtree, Path(self.jobs_dir) / name)
+            except OSError as exc:
+                log.warning("join job directory %s not removed: %s", name, exc)
+                continue
+            removed.append(name)
+        if removed:
+            log.info("removed %d join job directories past their retention", len(removed))
+        return removed
 
     async def tick(self) -> None:
         for done in [j for j, f in self.running.items() if f.done()]:

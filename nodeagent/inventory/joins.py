@@ -20,7 +20,7 @@ from typing import Any
 
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import clusters, kubespray, lifecycle
-from nodeagent.inventory.store import Conflict, NotFound, Store
+from nodeagent.inventory.store import Conflict, NotFound, Store, message_from_row
 
 S = ipb.NodeState
 J = ipb.JobState
@@ -31,6 +31,9 @@ JOB_COLUMNS = (
     "id, cluster, state, batch_size, current_batch, message, cancel_requested, owner, "
     "attempts, retry_of, created_by, created_at, updated_at"
 )
+JOB_FIELDS = tuple(JOB_COLUMNS.replace(" ", "").split(","))  # named as ipb.Job's fields
+EVENT_COLUMNS = "seq, job_id, time, kind, node_id, hostname, batch, message, job_state"
+EVENT_FIELDS = ("sequence", *EVENT_COLUMNS.replace(" ", "").split(",")[1:])
 
 
 class LeaseLost(Conflict):
@@ -81,36 +84,7 @@ def _job(store: Store, cur: Any, job_id: str) -> ipb.Job:
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"no join job {job_id!r}")
-    (
-        jid,
-        cluster,
-        state,
-        batch_size,
-        current,
-        message,
-        cancel,
-        owner,
-        attempts,
-        retry_of,
-        created_by,
-        created,
-        updated,
-    ) = row
-    job = ipb.Job(
-        id=jid,
-        cluster=cluster,
-        state=state,
-        batch_size=batch_size,
-        current_batch=current,
-        message=message,
-        cancel_requested=bool(cancel),
-        owner=owner,
-        attempts=attempts,
-        retry_of=retry_of,
-        created_by=created_by,
-    )
-    job.created_at.FromNanoseconds(int(created * 1e9))
-    job.updated_at.FromNanoseconds(int(updated * 1e9))
+    job = message_from_row(ipb.Job, JOB_FIELDS, row)
     cur.execute(
         store.q(
             "SELECT node_id, hostname, batch, state, failed_task, message FROM "
@@ -633,24 +607,9 @@ def events_after(store: Store, job_id: str, seq: int, limit: int = 500) -> list[
     with store.tx() as cur:
         cur.execute(
             store.q(
-                "SELECT seq, job_id, time, kind, node_id, hostname, batch, message, "
-                "job_state FROM join_job_events WHERE job_id = ? AND seq > ? "
+                f"SELECT {EVENT_COLUMNS} FROM join_job_events WHERE job_id = ? AND seq > ? "
                 "ORDER BY seq LIMIT ?"
             ),
             (job_id, seq, limit),
         )
-        out = []
-        for sq, jid, when, kind, node_id, hostname, batch, message, job_state in cur.fetchall():
-            ev = ipb.JobEvent(
-                sequence=sq,
-                job_id=jid,
-                kind=kind,
-                node_id=node_id,
-                hostname=hostname,
-                batch=batch,
-                message=message,
-                job_state=job_state,
-            )
-            ev.time.FromNanoseconds(int(when * 1e9))
-            out.append(ev)
-        return out
+        return [message_from_row(ipb.JobEvent, EVENT_FIELDS, r) for r in cur.fetchall()]

@@ -6,6 +6,11 @@ Kubespray's own `validate_inventory` role checks (non-empty control plane, odd e
 count) and what it misses until a run is half done (node names, which preinstall only
 checks after fact gathering, and overlapping pod and service subnets, which it does
 not check at all); see ../shared/reference/kubespray.md sections 5 and 6.
+
+A node's name is the host name it reports, so it is never trusted as an address: a node
+without an address set by an admin is left out, as is a node whose name breaks the
+rules or is taken by another host. What is left out is one problem line per node, and
+the other nodes still make an inventory; only the cluster's own problems block it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import functools
 import ipaddress
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +27,10 @@ from typing import Any
 from google.protobuf import json_format
 
 from nodeagent import label_syntax as syntax
+from nodeagent import names
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.labels.config import taint_problem
 
-# Kubespray's "Stop if bad hostname" (roles/kubernetes/preinstall): DNS-1123 labels joined by dots.
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-NODE_NAME_RE = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 GROUPS = ("kube_control_plane", "etcd", "kube_node")
 # Names Ansible or Kubespray use for groups: a host by one of these names is ambiguous in --limit.
 RESERVED_NAMES = frozenset(
@@ -40,6 +44,10 @@ IPV6_SUBNETS = {
 }
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ANSIBLE_HOST = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?")
+NO_ADDRESS = (
+    "no address set by an admin (nodeagent admin node-address): "
+    "its host name is its own choice, never where Ansible connects"
+)
 
 
 @dataclass(frozen=True)
@@ -56,17 +64,12 @@ class NodeEntry:
 
 
 def node_name_problem(name: str) -> str:
-    """Why `name` cannot be a Kubernetes node name in Kubespray ('' when it can)."""
-    if not name:
-        return "empty host name"
-    shown = name if name.isprintable() and len(name) <= 80 else repr(name[:80])
-    if len(name) > 253 or not NODE_NAME_RE.fullmatch(name):
-        return f"host name {shown!r} is not a lower-case RFC 1123 name"
-    if any(len(part) > 63 for part in name.split(".")):
-        return f"host name {shown!r} has a label longer than 63 characters"
-    if name in RESERVED_NAMES:
-        return f"host name {shown!r} is an Ansible or Kubespray group name"
-    return ""
+    """Why `name` cannot be a Kubernetes node name in Kubespray ('' when it can): the host
+    name rules (Kubespray's "Stop if bad hostname" checks the same), and no group name."""
+    problem = names.hostname_problem(name)
+    if not problem and name in RESERVED_NAMES:
+        problem = f"host name {names.shown(name)} is an Ansible or Kubespray group name"
+    return problem
 
 
 def address_problem(value: str, what: str) -> str:
@@ -161,13 +164,43 @@ def cluster_problems(cluster: ipb.Cluster) -> list[str]:
 
 
 def node_problems(node: NodeEntry) -> list[str]:
+    """What keeps one node out of the inventory (the node alone, not beside the others)."""
     where = node.name if not node_name_problem(node.name) else f"node {node.node_id}"
     found = host_problems(node.name, node.ansible_host, node.ip, node.access_ip)
+    if not (node.ansible_host or node.ip):
+        found.append(NO_ADDRESS)
     found += labels_problems(node.labels, node.taints)
     return [f"{where}: {p}" for p in found]
 
 
-def _host_vars(ansible_host: str, ip: str, access_ip: str, name: str) -> dict[str, Any]:
+def usable_nodes(
+    cluster: ipb.Cluster, nodes: Sequence[NodeEntry]
+) -> tuple[list[NodeEntry], list[str]]:
+    """(the nodes fit for the inventory, one problem line per node left out).
+
+    Nodes that share a name are all left out: which is the real one cannot be told, and
+    the first would otherwise take the other's place under its name.
+    """
+    taken = {h.name for h in [*cluster.control_plane, *cluster.etcd]}
+    count = Counter(n.name for n in nodes)
+    ok: list[NodeEntry] = []
+    left_out: list[str] = []
+    for n in nodes:
+        found = node_problems(n)
+        if not found and n.name in taken:
+            found = [f"{n.name}: node {n.node_id} has the name of a control-plane or etcd host"]
+        if not found and count[n.name] > 1:
+            found = [f"{n.name}: node {n.node_id} shares this name with another node"]
+        if found:
+            left_out.append("; ".join(found))
+        else:
+            ok.append(n)
+    return ok, left_out
+
+
+def _host_vars(ansible_host: str, ip: str, access_ip: str, name: str = "") -> dict[str, Any]:
+    """`name` is the address of last resort, for a cluster host only: an admin chose it.
+    A node's name is its own choice, and a node without an address is never built."""
     out: dict[str, Any] = {"ansible_host": ansible_host or ip or name}
     if ip:
         out["ip"] = ip
@@ -178,26 +211,16 @@ def _host_vars(ansible_host: str, ip: str, access_ip: str, name: str) -> dict[st
 
 def build(cluster: ipb.Cluster, nodes: Sequence[NodeEntry]) -> tuple[dict[str, Any], list[str]]:
     """(hosts.yaml structure, problems). Nodes are workers (kube_node); the cluster's own
-    hosts are its control plane and etcd. Problems empty: Kubespray may be run with it."""
-    problems = cluster_problems(cluster)
+    hosts are its control plane and etcd. Nodes with a problem are left out, each named
+    in the problems. Problems empty: Kubespray may be run with it."""
+    ok, left_out = usable_nodes(cluster, nodes)
+    problems = cluster_problems(cluster) + left_out
     hosts: dict[str, dict[str, Any]] = {}
     for h in [*cluster.control_plane, *cluster.etcd]:
         hosts.setdefault(h.name, _host_vars(h.ansible_host, h.ip, h.access_ip, h.name))
-    existing = set(hosts)
     workers: dict[str, None] = {}
-    seen: dict[str, str] = {}
-    for n in nodes:
-        problems += node_problems(n)
-        if n.name in existing:
-            problems.append(
-                f"{n.name}: node {n.node_id} has the name of a control-plane or etcd host"
-            )
-            continue
-        if n.name in seen:
-            problems.append(f"{n.name}: nodes {seen[n.name]} and {n.node_id} share this name")
-            continue
-        seen[n.name] = n.node_id
-        entry = _host_vars(n.ansible_host, n.ip, n.access_ip, n.name)
+    for n in ok:
+        entry = _host_vars(n.ansible_host, n.ip, n.access_ip)
         entry["node_labels"] = dict(sorted(n.labels.items()))
         entry["node_taints"] = list(n.taints)
         hosts[n.name] = entry

@@ -18,7 +18,7 @@ from nodeagent.api import auth
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import certificates, identity, kubespray, lifecycle, pki, tokens
-from nodeagent.inventory.store import Conflict, NotFound, Store, dumps
+from nodeagent.inventory.store import Conflict, NotFound, Store, dumps, message_from_row
 
 S = ipb.NodeState
 NODE_COLUMNS = (
@@ -39,6 +39,18 @@ def _assignment(
         labels=json.loads(labels),
         taints=json.loads(taints),
     )
+
+
+def assignment_columns(a: ipb.Assignment) -> dict[str, str]:
+    """The nodes table's columns for an assignment (labels and taints as JSON)."""
+    return {
+        "pool": a.pool,
+        "role": a.role,
+        "cluster": a.cluster,
+        "profile": a.profile,
+        "labels": dumps(dict(a.labels)),
+        "taints": dumps(list(a.taints)),
+    }
 
 
 def node_from_row(row: Any, live: Any = None, now: float = 0.0, deadline: float = 0.0) -> ipb.Node:
@@ -234,36 +246,30 @@ def register(
                 raise Conflict("no usable identity: placeholder DMI and no NIC MACs or GPU serials")
             node_id = str(uuid.uuid4())
             lifecycle.check(S.ENROLLED, S.DISCOVERED)
+            record: dict[str, Any] = {
+                "id": node_id,
+                "identity_key": key,
+                "dmi_key": "" if duplicated else dmi,
+                "hw_ids": dumps(hw_ids),
+                "hostname": inv.system.hostname[:253],
+                "state": S.DISCOVERED,
+                "held_from": 0,
+                "state_reason": "hardware inventory received",
+                **assignment_columns(preset),
+                "gpu_model": model,
+                "gpu_count": count,
+                "inventory": inv_json,
+                "inventory_hash": "",
+                "cert_not_after": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
             cur.execute(
                 store.q(
-                    "INSERT INTO nodes (id, identity_key, dmi_key, hw_ids, hostname, state, "
-                    "state_reason, pool, role, cluster, profile, labels, taints, "
-                    "gpu_model, gpu_count, "
-                    "inventory, inventory_hash, cert_not_after, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    f"INSERT INTO nodes ({', '.join(record)}) "
+                    f"VALUES ({', '.join('?' for _ in record)})"
                 ),
-                (
-                    node_id,
-                    key,
-                    "" if duplicated else dmi,
-                    dumps(hw_ids),
-                    inv.system.hostname[:253],
-                    S.DISCOVERED,
-                    "hardware inventory received",
-                    preset.pool,
-                    preset.role,
-                    preset.cluster,
-                    preset.profile,
-                    dumps(dict(preset.labels)),
-                    dumps(list(preset.taints)),
-                    model,
-                    count,
-                    inv_json,
-                    "",
-                    0,
-                    now,
-                    now,
-                ),
+                list(record.values()),
             )
             cert_pem, not_after = _issue(store, cur, issue, node_id)
             cur.execute(
@@ -292,26 +298,9 @@ def register(
         spend_token(store, cur, token_id)
         if existing is not None:
             return _load(store, cur, node_id), cert_pem
-    node = node_from_row(
-        (
-            node_id,
-            inv.system.hostname[:253],
-            S.DISCOVERED,
-            0,
-            "hardware inventory received",
-            preset.pool,
-            preset.role,
-            preset.cluster,
-            preset.profile,
-            dumps(dict(preset.labels)),
-            dumps(list(preset.taints)),
-            model,
-            count,
-            "",
-            not_after,
-            now,
-        )
-    )
+    # the new node's message from what was written, without reading it back under the lock
+    record["cert_not_after"] = not_after
+    node = node_from_row(tuple(record[c.strip()] for c in NODE_COLUMNS.split(",")))
     return node, cert_pem
 
 
@@ -421,18 +410,12 @@ def get_node(store: Store, node_id: str, events: int, deadline: float) -> ipb.No
     return node
 
 
+EVENT_FIELDS = ("sequence", "node_id", "time", "actor", "from_state", "to_state", "reason")
+
+
 def event_from_row(row: Any) -> ipb.NodeEvent:
-    seq, node_id, when, actor, from_state, to_state, reason = row
-    event = ipb.NodeEvent(
-        node_id=node_id,
-        actor=actor,
-        from_state=from_state,
-        to_state=to_state,
-        reason=reason,
-        sequence=seq,
-    )
-    event.time.FromNanoseconds(int(when * 1e9))
-    return event
+    """A row of store.node_events (seq, node_id, time, actor, from, to, reason)."""
+    return message_from_row(ipb.NodeEvent, EVENT_FIELDS, row)
 
 
 def list_nodes(
@@ -483,14 +466,7 @@ def update_assignment(
     if unknown:
         raise ValueError(f"unknown assignment fields {sorted(unknown)}")
     chosen = fields or list(ASSIGNMENT_FIELDS)
-    values = {
-        "pool": assignment.pool,
-        "role": assignment.role,
-        "cluster": assignment.cluster,
-        "profile": assignment.profile,
-        "labels": dumps(dict(assignment.labels)),
-        "taints": dumps(list(assignment.taints)),
-    }
+    values = assignment_columns(assignment)
     with store.tx() as cur:
         node = _load(store, cur, node_id)
         if "cluster" in chosen and assignment.cluster:
@@ -587,10 +563,7 @@ def create_token(
 
 def _token(store: Store, cur: Any, token_id: str) -> ipb.Token:
     cur.execute(
-        store.q(
-            "SELECT id, created_at, expires_at, max_uses, uses, revoked, preset, "
-            "description, created_by, reenrol_node FROM tokens WHERE id = ?"
-        ),
+        store.q(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?"),
         (token_id,),
     )
     row = cur.fetchone()
@@ -599,40 +572,22 @@ def _token(store: Store, cur: Any, token_id: str) -> ipb.Token:
     return token_from_row(row)
 
 
+TOKEN_COLUMNS = (
+    "id, created_at, expires_at, max_uses, uses, revoked, preset, description, created_by, "
+    "reenrol_node"
+)
+TOKEN_FIELDS = tuple("" if c == "preset" else c for c in TOKEN_COLUMNS.replace(" ", "").split(","))
+
+
 def token_from_row(row: Any) -> ipb.Token:
-    (
-        token_id,
-        created,
-        expires,
-        max_uses,
-        uses,
-        revoked,
-        preset,
-        description,
-        created_by,
-        reenrol_node,
-    ) = row
-    tok = ipb.Token(
-        id=token_id,
-        max_uses=max_uses,
-        uses=uses,
-        revoked=bool(revoked),
-        description=description,
-        created_by=created_by,
-        preset=json_format.Parse(preset, ipb.Assignment()),
-        reenrol_node=reenrol_node,
-    )
-    tok.created_at.FromNanoseconds(int(created * 1e9))
-    tok.expires_at.FromNanoseconds(int(expires * 1e9))
+    tok = message_from_row(ipb.Token, TOKEN_FIELDS, row)
+    tok.preset.CopyFrom(json_format.Parse(row[TOKEN_FIELDS.index("")], ipb.Assignment()))
     return tok
 
 
 def list_tokens(store: Store) -> list[ipb.Token]:
     with store.tx() as cur:
-        cur.execute(
-            "SELECT id, created_at, expires_at, max_uses, uses, revoked, preset, "
-            "description, created_by, reenrol_node FROM tokens ORDER BY created_at"
-        )
+        cur.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at")
         return [token_from_row(r) for r in cur.fetchall()]
 
 

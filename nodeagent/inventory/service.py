@@ -214,14 +214,10 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         self.service.nodes.pop(request.node_id, None)
         return node
 
-    async def HoldNode(
-        self, request: ipb.NodeActionRequest, context: grpc.aio.ServicerContext
-    ) -> ipb.Node:
+    async def HoldNode(self, request: ipb.NodeActionRequest, context: Any) -> ipb.Node:
         return await self._action(nodes.hold, request)
 
-    async def ReleaseNode(
-        self, request: ipb.NodeActionRequest, context: grpc.aio.ServicerContext
-    ) -> ipb.Node:
+    async def ReleaseNode(self, request: ipb.NodeActionRequest, context: Any) -> ipb.Node:
         return await self._action(nodes.release, request)
 
     async def RetireNode(

@@ -19,10 +19,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 T = TypeVar("T")
 
@@ -408,5 +410,32 @@ class Store:
         return changed
 
 
+TIMESTAMP = "google.protobuf.Timestamp"
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+M = TypeVar("M", bound=Message)
+
+
+def message_from_row(cls: type[M], fields: Sequence[str], row: Sequence[Any]) -> M:
+    """A protobuf message from a row whose columns are named, in order, by `fields`.
+
+    A field of type Timestamp takes epoch seconds (0: unset); a bool takes 0/1; a
+    field named "" drops its column. One mapping instead of a constructor per table.
+    """
+    msg = cls()
+    for name, value in zip(fields, row, strict=True):
+        if not name or value is None:
+            continue
+        field = msg.DESCRIPTOR.fields_by_name[name]
+        if field.message_type is not None and field.message_type.full_name == TIMESTAMP:
+            if value:
+                getattr(msg, name).FromNanoseconds(int(value * 1e9))
+        elif field.type == field.TYPE_BOOL:
+            setattr(msg, name, bool(value))
+        else:
+            setattr(msg, name, value)
+    return msg

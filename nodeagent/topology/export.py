@@ -1,7 +1,10 @@
 """Scheduler exports of the fleet topology: a Kueue `Topology` and a Slurm `topology.conf`.
 
-Both are pure functions; the inventory service (`nodeagent admin export ...`) will feed
-them the fleet grouping.
+Both are pure functions; the inventory service (`nodeagent admin export ...`) feeds them
+the fleet grouping. Node names arrive already checked by the service, and are checked
+again here: a name that reached topology.conf with a newline, a space, ',' or '=' would
+add switches or nodes of its own choosing to the tree, so a bad name is refused rather
+than written. Tier values are rewritten to Slurm-safe tokens.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from nodeagent import label_syntax as syntax
+from nodeagent import names as hostnames
 from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.topology.tiers import PLACEHOLDER
 
@@ -29,6 +34,8 @@ def kueue_topology(
     nodes and respects taints. Every node carries every level (placeholders included),
     which TAS requires of a node it may use.
     """
+    syntax.check_domain(domain)
+    hostnames.check_hostname(name, "Topology name")
     levels = [{"nodeLabel": f"topology.{domain}/{level}"} for level in TIER_LEVELS]
     if hostname:
         levels.append({"nodeLabel": HOSTNAME_LABEL})
@@ -55,8 +62,13 @@ def slurm_topology(nodes: Mapping[str, fpb.FabricTiers]) -> str:
 
     A switch that nodes place under different parents (an inconsistent fleet) goes
     under the parent most of its nodes name. Nodes without a tier-0 are listed in a
-    comment: Slurm then treats them as outside the tree.
+    comment: Slurm then treats them as outside the tree. A node name that is not a host
+    name is a ValueError naming it.
     """
+    for node in nodes:
+        problem = hostnames.hostname_problem(node)
+        if problem:
+            raise ValueError(f"Slurm topology: node {problem}")
     chains = {node: _levels(t) for node, t in nodes.items()}
     parents: dict[tuple[int, str], Counter[str]] = {}
     members: dict[str, list[str]] = {}

@@ -208,31 +208,23 @@ def _compare(
 ) -> list[tpb.SettingResult]:
     out = []
     for d in desired:
+        # one SettingResult for every status, so a field added later reaches each of them
         if not d.attribute:
-            out.append(
-                tpb.SettingResult(
-                    setting=d.setting,
-                    category="bios",
-                    status=UNKNOWN,
-                    expected=d.shown,
-                    actual="",
-                    detail="MAPPING_MISSING: no attribute on this BMC",
-                )
-            )
-            continue
-        have = current.get(d.attribute)
-        status = OK if _same(have, d.value) else DRIFT
-        detail = ""
-        waiting = pending.get(d.attribute)
-        if status == DRIFT and _same(waiting, d.value) and pending != current:
-            status, detail = PENDING, "pending on the BMC; applied at the next reset"
+            status, actual, detail = UNKNOWN, "", "MAPPING_MISSING: no attribute on this BMC"
+        else:
+            have = current.get(d.attribute)
+            status = OK if _same(have, d.value) else DRIFT
+            actual, detail = f"{d.attribute}={_text(have)}", ""
+            waiting = pending.get(d.attribute)
+            if status == DRIFT and _same(waiting, d.value) and pending != current:
+                status, detail = PENDING, "pending on the BMC; applied at the next reset"
         out.append(
             tpb.SettingResult(
                 setting=d.setting,
                 category="bios",
                 status=status,
                 expected=d.shown,
-                actual=f"{d.attribute}={_text(have)}",
+                actual=actual,
                 reboot_needed=status == PENDING,
                 detail=detail,
             )

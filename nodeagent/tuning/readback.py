@@ -8,6 +8,7 @@ systemd drop-ins, and what the boot loader will pass at the next boot.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from nodeagent.host import HostReadError, HostRoot
@@ -54,47 +55,41 @@ def modprobe_options(root: HostRoot) -> dict[str, dict[str, str]]:
     return out
 
 
-def memlock_limits(root: HostRoot) -> dict[str, str]:
-    """Effective `*` memlock limits from limits.conf then limits.d/*.conf (later wins)."""
-    out: dict[str, str] = {}
-    files = ["etc/security/limits.conf"]
-    files += [
-        f"etc/security/limits.d/{n}"
-        for n in root.listdir("etc/security/limits.d")
-        if n.endswith(".conf")
-    ]
+def _config_lines(root: HostRoot, main: str, dropins: str) -> Iterator[str]:
+    """Lines of `main` then of each `dropins/*.conf`, in the order a "later wins" reader needs.
+
+    pam_limits and systemd both read a file and then its drop-in directory. A file that
+    cannot be read is skipped, so the others still give the effective value.
+    """
+    files = [main]
+    files += [f"{dropins}/{n}" for n in root.listdir(dropins) if n.endswith(".conf")]
     for rel in files:
         try:
             text = root.read_text(rel)
         except HostReadError:
             continue
-        for line in text.splitlines():
-            parts = line.split("#", 1)[0].split()
-            if len(parts) == 4 and parts[0] == "*" and parts[2] == "memlock":
-                kinds = ("soft", "hard") if parts[1] == "-" else (parts[1],)
-                for kind in kinds:
-                    out[kind] = parts[3]
+        yield from text.splitlines()
+
+
+def memlock_limits(root: HostRoot) -> dict[str, str]:
+    """Effective `*` memlock limits from limits.conf then limits.d/*.conf (later wins)."""
+    out: dict[str, str] = {}
+    for line in _config_lines(root, "etc/security/limits.conf", "etc/security/limits.d"):
+        parts = line.split("#", 1)[0].split()
+        if len(parts) == 4 and parts[0] == "*" and parts[2] == "memlock":
+            kinds = ("soft", "hard") if parts[1] == "-" else (parts[1],)
+            for kind in kinds:
+                out[kind] = parts[3]
     return out
 
 
 def systemd_default(root: HostRoot, key: str) -> str:
     """A [Manager] setting from system.conf and its drop-ins (later wins); '' if unset."""
     value = ""
-    files = ["etc/systemd/system.conf"]
-    files += [
-        f"etc/systemd/system.conf.d/{n}"
-        for n in root.listdir("etc/systemd/system.conf.d")
-        if n.endswith(".conf")
-    ]
-    for rel in files:
-        try:
-            text = root.read_text(rel)
-        except HostReadError:
-            continue
-        for line in text.splitlines():
-            k, sep, val = line.strip().partition("=")
-            if sep and k.strip() == key:
-                value = val.strip()
+    for line in _config_lines(root, "etc/systemd/system.conf", "etc/systemd/system.conf.d"):
+        k, sep, val = line.strip().partition("=")
+        if sep and k.strip() == key:
+            value = val.strip()
     return value
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Characters a shell never treats specially outside quotes (shlex's safe set, minus '%').
-
 
 @dataclass(frozen=True)
 class Kind:
@@ -26,61 +24,76 @@ class Kind:
         return len(value) <= self.max_len and re.fullmatch(self.pattern, value) is not None
 
 
+# What a value of each kind may be, matched whole. The patterns get a table of their own
+# because the longest fill a line by themselves; _LIMITS holds the rest of each Kind.
+_PATTERNS: dict[str, str] = {
+    "profile_name": r"[a-z0-9][a-z0-9-]*",
+    # GRUB sources the drop-in inside double quotes and 10_linux pastes the result into
+    # grub.cfg unquoted, where ';' ends a command: keep to plain shell words.
+    "cmdline_token": r"[A-Za-z0-9_][A-Za-z0-9_.-]*(=[A-Za-z0-9_.,:/+=@-]+)?",
+    "sysctl_key": r"[a-z0-9_]+(\.[A-Za-z0-9_-]+)+",
+    # several numbers are one value (net.ipv4.tcp_rmem = 4096 87380 6291456)
+    "sysctl_value": r"[A-Za-z0-9_.:,/-]+( [A-Za-z0-9_.:,/-]+)*",
+    "module": r"[a-z0-9][a-z0-9_-]*",
+    "module_param": r"[a-z0-9_]+",
+    "module_value": r"[A-Za-z0-9_.,:/+-]+",
+    "service": r"[A-Za-z0-9][A-Za-z0-9@_.:-]*",
+    "governor": r"performance|powersave|schedutil|ondemand|conservative|userspace",
+    "thp": r"always|madvise|never",
+    "thp_defrag": r"always|defer|defer\+madvise|madvise|never",
+    "memlock": r"unlimited|[1-9][0-9]{0,11}",
+    "md_device": r"md[0-9]{1,3}",
+    "filesystem": r"ext4|xfs",
+    "mount_point": r"(/[a-z0-9][a-z0-9_]*)+",
+    "aspm_policy": r"default|performance|powersave|powersupersave",
+    "wwid": r"[A-Za-z0-9][A-Za-z0-9._:-]*",
+    # matched against inventory strings only; still no control characters or quotes
+    "glob": r"[A-Za-z0-9 _.,:()+*?\[\]/#-]+",
+    # Redfish: DMTF names are [A-Za-z][A-Za-z0-9_]+; Supermicro adds '/()-' and '#hex'
+    "bios_attribute": r"[A-Za-z][A-Za-z0-9_/()-]*(#[0-9A-Fa-f]{1,8})?",
+    "bios_value": r"[A-Za-z0-9 _.,:()+/-]*",
+    "toggle": r"enabled|disabled",
+    "performance_profile": r"maximum|balanced",
+    "apply_time": r"OnReset|Immediate|AtMaintenanceWindowStart|InMaintenanceWindowOnReset",
+    # no user:password@ in the URL: credentials come from a file, never a URL or a log
+    "bmc_url": r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?",
+    "link_layer": r"infiniband|ethernet",
+}
+
+# (max_len, example) of each kind: the length cap, and the value an error message shows.
+_LIMITS: dict[str, tuple[int, str]] = {
+    "profile_name": (63, "hgx-h100"),
+    "cmdline_token": (256, "iommu=pt"),
+    "sysctl_key": (128, "vm.swappiness"),
+    "sysctl_value": (128, "1"),
+    "module": (56, "nvidia-peermem"),
+    "module_param": (64, "uvm_disable_hmm"),
+    "module_value": (128, "1"),
+    "service": (128, "nvidia-persistenced"),
+    "governor": (16, "performance"),
+    "thp": (8, "madvise"),
+    "thp_defrag": (16, "madvise"),
+    "memlock": (12, "unlimited"),
+    "md_device": (5, "md0"),
+    "filesystem": (4, "ext4"),
+    "mount_point": (128, "/raid"),
+    "aspm_policy": (16, "performance"),
+    "wwid": (128, "eui.52bab0f431295702"),
+    "glob": (128, "NVIDIA H100*"),
+    "bios_attribute": (96, "ProcCStates"),
+    "bios_value": (128, "Disabled"),
+    "toggle": (8, "disabled"),
+    "performance_profile": (8, "maximum"),
+    "apply_time": (32, "OnReset"),
+    "bmc_url": (256, "https://10.0.0.5"),
+    "link_layer": (10, "infiniband"),
+}
+
+if _PATTERNS.keys() != _LIMITS.keys():  # a kind in one table only: fail at import, not at use
+    raise ImportError(f"validators: kinds differ: {sorted(_PATTERNS.keys() ^ _LIMITS.keys())}")
+
 KINDS: dict[str, Kind] = {
-    k.name: k
-    for k in (
-        Kind("profile_name", r"[a-z0-9][a-z0-9-]*", 63, "hgx-h100"),
-        # GRUB sources the drop-in inside double quotes and 10_linux pastes the result into
-        # grub.cfg unquoted, where ';' ends a command: keep to plain shell words.
-        Kind(
-            "cmdline_token",
-            r"[A-Za-z0-9_][A-Za-z0-9_.-]*(=[A-Za-z0-9_.,:/+=@-]+)?",
-            256,
-            "iommu=pt",
-        ),
-        Kind("sysctl_key", r"[a-z0-9_]+(\.[A-Za-z0-9_-]+)+", 128, "vm.swappiness"),
-        # several numbers are one value (net.ipv4.tcp_rmem = 4096 87380 6291456)
-        Kind("sysctl_value", r"[A-Za-z0-9_.:,/-]+( [A-Za-z0-9_.:,/-]+)*", 128, "1"),
-        Kind("module", r"[a-z0-9][a-z0-9_-]*", 56, "nvidia-peermem"),
-        Kind("module_param", r"[a-z0-9_]+", 64, "uvm_disable_hmm"),
-        Kind("module_value", r"[A-Za-z0-9_.,:/+-]+", 128, "1"),
-        Kind("service", r"[A-Za-z0-9][A-Za-z0-9@_.:-]*", 128, "nvidia-persistenced"),
-        Kind(
-            "governor",
-            r"performance|powersave|schedutil|ondemand|conservative|userspace",
-            16,
-            "performance",
-        ),
-        Kind("thp", r"always|madvise|never", 8, "madvise"),
-        Kind("thp_defrag", r"always|defer|defer\+madvise|madvise|never", 16, "madvise"),
-        Kind("memlock", r"unlimited|[1-9][0-9]{0,11}", 12, "unlimited"),
-        Kind("md_device", r"md[0-9]{1,3}", 5, "md0"),
-        Kind("filesystem", r"ext4|xfs", 4, "ext4"),
-        Kind("mount_point", r"(/[a-z0-9][a-z0-9_]*)+", 128, "/raid"),
-        Kind("aspm_policy", r"default|performance|powersave|powersupersave", 16, "performance"),
-        Kind("wwid", r"[A-Za-z0-9][A-Za-z0-9._:-]*", 128, "eui.52bab0f431295702"),
-        # matched against inventory strings only; still no control characters or quotes
-        Kind("glob", r"[A-Za-z0-9 _.,:()+*?\[\]/#-]+", 128, "NVIDIA H100*"),
-        # Redfish: DMTF names are [A-Za-z][A-Za-z0-9_]+; Supermicro adds '/()-' and '#hex'
-        Kind("bios_attribute", r"[A-Za-z][A-Za-z0-9_/()-]*(#[0-9A-Fa-f]{1,8})?", 96, "ProcCStates"),
-        Kind("bios_value", r"[A-Za-z0-9 _.,:()+/-]*", 128, "Disabled"),
-        Kind("toggle", r"enabled|disabled", 8, "disabled"),
-        Kind("performance_profile", r"maximum|balanced", 8, "maximum"),
-        Kind(
-            "apply_time",
-            r"OnReset|Immediate|AtMaintenanceWindowStart|InMaintenanceWindowOnReset",
-            32,
-            "OnReset",
-        ),
-        # no user:password@ in the URL: credentials come from a file, never a URL or a log
-        Kind(
-            "bmc_url",
-            r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?",
-            256,
-            "https://10.0.0.5",
-        ),
-        Kind("link_layer", r"infiniband|ethernet", 10, "infiniband"),
-    )
+    name: Kind(name, pattern, *_LIMITS[name]) for name, pattern in _PATTERNS.items()
 }
 
 # Top-level directories a RAID must never be mounted over.

@@ -43,6 +43,27 @@ def _payloads() -> st.SearchStrategy[bytes]:
             lambda s: inventory_pb2.RegisterRequest(token=s, csr_pem=s).SerializeToString(), text
         ),
         st.builds(lambda s: agent_pb2.WatchEventsRequest(kinds=[s]).SerializeToString(), text),
+        # re-enrol tokens and certificates (list, revoke)
+        st.builds(
+            lambda s, n: inventory_pb2.CreateTokenRequest(
+                reenrol_node=s, max_uses=n
+            ).SerializeToString(),
+            text,
+            st.integers(0, 3),
+        ),
+        st.builds(
+            lambda s: inventory_pb2.RevokeCertificateRequest(
+                serial=s, reason=s
+            ).SerializeToString(),
+            text,
+        ),
+        st.builds(
+            lambda s, b: inventory_pb2.ListCertificatesRequest(
+                node_id=s, role=s, include_expired=b
+            ).SerializeToString(),
+            text,
+            st.booleans(),
+        ),
     )
 
 
@@ -120,3 +141,26 @@ def test_fuzz_report(capsys: pytest.CaptureFixture[str]) -> None:
             f"\nRPC fuzz: {STATS['inputs']} inputs tried against the live agent and inventory, "
             "0 crashes, 0 internal errors"
         )
+
+
+SECURITY_RPCS = ("CreateToken", "ListCertificates", "RevokeCertificate", "Register")
+
+
+def test_fuzz_reenrol_and_certificate_rpcs(live_inventory: ServiceThread) -> None:
+    """The RPCs of enrolment and revocation each get their own share of inputs."""
+    admin = live_inventory.admin()
+    methods = [m for m in INVENTORY.methods if m.name in SECURITY_RPCS]
+    assert len(methods) == len(SECURITY_RPCS)
+
+    @settings(max_examples=60, deadline=None)
+    @given(method=st.sampled_from(methods), payload=_payloads())
+    def run(method: object, payload: bytes) -> None:
+        STATS["inputs"] += 1
+        _call(admin.channel, INVENTORY, method, payload)
+
+    run()
+    # nothing a fuzzer sent revoked the admin's own certificate or broke the list
+    listed = admin.ListCertificates(inventory_pb2.ListCertificatesRequest(include_expired=True))
+    assert all(c.serial for c in listed.certificates)
+    assert admin.ListNodes(inventory_pb2.ListNodesRequest()).total >= 0
+    admin.close()

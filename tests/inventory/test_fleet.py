@@ -4,6 +4,7 @@ Kueue and Slurm, and derives any node's labels; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import pytest
 from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.api.v1 import fleet_pb2, fleet_pb2_grpc
 from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.topology.tiers import set_id
 from testbed.variants import variant
-from tests.inventory.conftest import ServiceThread, enrol
+from tests.inventory.conftest import EnrolledNode, ServiceThread, enrol
 from tests.inventory.test_admin_cli import run
 
 
@@ -89,6 +92,89 @@ def test_fleet_grouping_exports_and_labels(
     with pytest.raises(grpc.RpcError) as err:
         fleet.ExportTopology(fleet_pb2.ExportTopologyRequest(format="xml"), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _report(node: EnrolledNode, obs: fpb.FabricObservation) -> None:
+    fleet_pb2_grpc.FleetServiceStub(node.client.channel).ReportFabric(
+        fleet_pb2.ReportFabricRequest(observation=obs), timeout=10
+    )
+
+
+# a line of topology.conf we write: a switch token, then node or switch tokens
+SLURM_LINE = re.compile(r"SwitchName=[-A-Za-z0-9_.]+ (Nodes|Switches)=[-A-Za-z0-9_.,]+")
+INJECTED = "\nSwitchName=evil Switches=x"
+
+
+def test_reports_place_only_their_sender_and_names_reach_slurm_checked(
+    service_factory: Callable[..., ServiceThread],
+    database: str,
+    dgx_inventory: pb.HardwareInventory,
+) -> None:
+    svc = service_factory(database)
+    admin = svc.admin()
+    fleet = fleet_pb2_grpc.FleetServiceStub(admin.channel)
+
+    def export(fmt: str) -> fleet_pb2.ExportTopologyResponse:
+        got: fleet_pb2.ExportTopologyResponse = fleet.ExportTopology(
+            fleet_pb2.ExportTopologyRequest(format=fmt), timeout=10
+        )
+        return got
+
+    a, b = (enrol(svc, admin, variant(dgx_inventory, n)) for n in (910, 911))
+    _report(b, _observation("gpu-00911", ["b1", "b2"], "s1"))
+    # A names B in its report, then a name that would add a line to topology.conf
+    _report(a, _observation("gpu-00911", ["a1", "a2"], "s1"))
+    _report(a, _observation("gpu-00910" + INJECTED, ["a1", "a2"], "s1"))
+    tiers = export("json").topology.nodes
+    assert sorted(tiers) == ["gpu-00910", "gpu-00911"]
+    assert tiers["gpu-00911"].tier_0 == set_id("lg-", ["b1", "b2"]), "B's placement is B's"
+    assert tiers["gpu-00910"].tier_0 == set_id("lg-", ["a1", "a2"]), "A's report lands on A"
+    lg_a, lg_b, sg = set_id("lg-", ["a1", "a2"]), set_id("lg-", ["b1", "b2"]), set_id("sg-", ["s1"])
+    assert export("slurm").text.splitlines()[1:] == [
+        *sorted([f"SwitchName={lg_a} Nodes=gpu-00910", f"SwitchName={lg_b} Nodes=gpu-00911"]),
+        f"SwitchName={sg} Switches={','.join(sorted([lg_a, lg_b]))}",
+    ]
+
+    # a control character in a switch name is refused, naming the field; nothing is stored
+    hostile = _observation("gpu-00910", ["c1", "c2"], "s1")
+    hostile.rails[1].leaf.name = "leaf-c2" + INJECTED
+    with pytest.raises(grpc.RpcError) as err:
+        _report(a, hostile)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "observation.rails[1].leaf.name" in (err.value.details() or "")
+    assert export("json").topology.nodes["gpu-00910"].tier_0 == lg_a
+
+    # printable but unsafe: a rack name is rewritten to one token, a host name left out
+    racked = _observation("gpu-00910", ["a1", "a2"], "s1")
+    racked.static_placement.rack = "r1 Nodes=evil,gpu-00911"
+    _report(a, racked)
+    bad_name = variant(dgx_inventory, 912)
+    bad_name.system.hostname = "gpu-00912 SwitchName=evil"
+    c = enrol(svc, admin, bad_name)
+    _report(c, _observation("gpu-00912", ["a1", "a2"], "s1"))
+    slurm = export("slurm").text.splitlines()
+    assert "SwitchName=r1-Nodes-evil-gpu-00911 Nodes=gpu-00910" in slurm
+    assert f"# left out (host name is not a lower-case RFC 1123 name): node {c.id}" in slurm
+    assert all(line.startswith("#") or SLURM_LINE.fullmatch(line) for line in slurm), slurm
+    assert sorted(export("json").topology.nodes) == ["gpu-00910", "gpu-00911"]
+
+    # a node that takes B's name displaces nobody: neither is placed until one is retired
+    twin = variant(dgx_inventory, 913)
+    twin.system.hostname = "gpu-00911"
+    d = enrol(svc, admin, twin)
+    _report(d, _observation("gpu-00911", ["a1", "a2"], "s1"))
+    slurm = export("slurm").text.splitlines()
+    assert "gpu-00911" not in export("json").topology.nodes
+    assert {line for line in slurm if "shared" in line} == {
+        f"# left out (host name shared with another node): node {n.id}" for n in (b, d)
+    }
+    admin.RetireNode(ipb.NodeActionRequest(node_id=d.id, reason="impostor"))
+    admin.RetireNode(ipb.NodeActionRequest(node_id=a.id, reason="decommissioned"))
+    tiers = export("json").topology.nodes
+    assert sorted(tiers) == ["gpu-00911"] and tiers["gpu-00911"].tier_0 == lg_b
+    slurm_text = export("slurm").text
+    assert "gpu-00910" not in slurm_text and d.id not in slurm_text and a.id not in slurm_text
+    assert f"SwitchName={lg_b} Nodes=gpu-00911" in slurm_text.splitlines()
 
 
 def test_fleet_cli(

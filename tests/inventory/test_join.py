@@ -9,13 +9,16 @@ ansible-core 2.18 and ansible-runner, SSH, the per-cluster lease, the lifecycle.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from google.protobuf import json_format
 from nodeagent.api import channels
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import clusters, joins
+from nodeagent.inventory import clusters, config, joins
 from nodeagent.inventory.store import Store
 from testbed.variants import variant
 from testbed.wait import wait_for
@@ -378,3 +381,116 @@ def _ready(store: Store, node_id: str, hostname: str) -> None:
             ),
             (node_id, node_id, hostname, ipb.READY, "prod", now, now),
         )
+
+
+# --- job directories: private, free of the service's secrets, pruned after the retention
+DAY = 86400
+SECRET = f"s3cret-{uuid.uuid4().hex}"
+
+
+def _files_with_secret(directory: Path) -> list[str]:
+    return [
+        str(p.relative_to(directory))
+        for p in directory.rglob("*")
+        if p.is_file() and not p.is_symlink() and SECRET.encode() in p.read_bytes()
+    ]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _backdate(path: Path, days: float) -> None:
+    then = time.time() - days * DAY
+    os.utime(path, (then, then))
+
+
+def _ended_days_ago(store: Store, job_id: str, days: float) -> None:
+    with store.tx() as cur:
+        cur.execute(
+            store.q("UPDATE join_jobs SET updated_at = ? WHERE id = ?"),
+            (time.time() - days * DAY, job_id),
+        )
+
+
+def _prune(svc: ServiceThread) -> list[str]:
+    """What the scheduler's periodic pruning removes, run now on the service's loop."""
+    scheduler = svc.svc.joins
+    assert scheduler is not None
+    return list(asyncio.run_coroutine_threadsafe(scheduler.prune(), svc.loop).result(30))
+
+
+def test_job_directories_private_secret_free_and_pruned(
+    service_factory: Callable[..., ServiceThread],
+    scratch: Path,
+    fresh: sshhosts.SshHosts,
+    dgx_inventory: pb.HardwareInventory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NODEAGENT_DB_PASSWORD", SECRET)
+    database = f"sqlite:///{scratch / 'inv.db'}"
+    svc = service_factory(database, **FAST, join_job_retention_days=1.0)
+    admin = svc.admin()
+    make_cluster(admin, fresh, scratch, batch_size=1)
+    ids = add_nodes(svc, admin, fresh, dgx_inventory, 2)
+    jobs = Path(svc.config.data_dir) / "jobs"
+
+    done = admin.StartJoin(ipb.StartJoinRequest(cluster="prod", node_ids=[ids["gpu-00001"]]))
+    assert finished(admin, done.id).state == ipb.JOB_SUCCEEDED
+    done_dir = jobs / done.id
+    assert _mode(jobs) == 0o700 and _mode(done_dir) == 0o700
+    # ansible-runner records the environment it was given: the service's secret is not in it
+    command = json.loads((done_dir / "artifacts" / "scale-b1-a1" / "command").read_text())
+    assert command["env"]["PATH"] and "NODEAGENT_DB_PASSWORD" not in command["env"]
+    assert _files_with_secret(done_dir) == []
+
+    (fresh.roots["gpu-00002"] / "slow-join").write_text("120")
+    running = admin.StartJoin(ipb.StartJoinRequest(cluster="prod", node_ids=[ids["gpu-00002"]]))
+    wait_for(
+        lambda: any("kubeadm | Join to cluster" in m for m in _messages(admin, running.id)),
+        60,
+        "the slow join to start",
+    )
+    running_dir = jobs / running.id
+    stray_old, stray_new = jobs / "left-by-an-old-database", jobs / "left-just-now"
+    stray_old.mkdir()
+    stray_new.mkdir()
+    for path in (done_dir, running_dir, stray_old):
+        _backdate(path, 2)
+
+    # the retention counts from a job's end, not from its directory's age
+    assert _prune(svc) == [stray_old.name]
+    assert done_dir.is_dir() and running_dir.is_dir() and stray_new.is_dir()
+
+    _ended_days_ago(svc.svc.store, done.id, 2)
+    _ended_days_ago(svc.svc.store, running.id, 2)
+    assert _prune(svc) == [done.id]
+    assert not done_dir.exists(), "finished past the retention"
+    assert running_dir.is_dir(), "a running job keeps its directory whatever its age"
+
+    admin.CancelJob(ipb.JobActionRequest(id=running.id, reason="test over"))
+    assert finished(admin, running.id, 30).state == ipb.JOB_CANCELLED
+    assert _mode(running_dir) == 0o700 and _files_with_secret(running_dir) == []
+    admin.close()
+
+    # a restarted service prunes at once: what expired while it was down goes
+    svc.stop()
+    store = Store.open(database)
+    try:
+        _ended_days_ago(store, running.id, 2)
+    finally:
+        store.close()
+    restarted = service_factory(database, **FAST, join_job_retention_days=1.0)
+    wait_for(lambda: not running_dir.exists(), 10, "the pruning at start")
+    assert stray_new.is_dir()
+    restarted.stop()
+
+
+def test_retention_setting_read_and_checked(scratch: Path) -> None:
+    path = scratch / "inventory.toml"
+    path.write_text("join_job_retention_days = 3\n")
+    assert config.load(str(path)).join_job_retention_days == 3.0
+    assert config.load(None).join_job_retention_days == 14.0
+    path.write_text("join_job_retention_days = 0\n")
+    with pytest.raises(config.ConfigError, match="'join_job_retention_days' must be more than 0"):
+        config.load(str(path))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.topology import tiers
 from nodeagent.topology.export import kueue_topology, slurm_topology
@@ -184,3 +186,26 @@ def test_slurm_topology_goes_up_to_blocks_and_fabrics() -> None:
         "SwitchName=qc4pbhxoqqf Switches=qcnp7nxaaiz",
         "SwitchName=aeycajoqlss Switches=qc4pbhxoqqf",
     ]
+
+
+def test_slurm_topology_refuses_a_node_name_that_is_not_a_host_name() -> None:
+    good = fpb.FabricTiers(tier_0="lg-1", tier_1="unknown")
+    for name in ("gpu1\nSwitchName=evil Switches=x", "gpu1 Nodes=x", "gpu1,gpu2", "gpu#1", ""):
+        with pytest.raises(ValueError, match="Slurm topology: node host name") as err:
+            slurm_topology({"gpu-2": good, name: good})
+        assert "\n" not in str(err.value)
+
+
+def test_slurm_tier_values_become_single_tokens() -> None:
+    rack = fpb.FabricTiers(tier_0="r1\nSwitchName=evil Nodes=x,y#", tier_1="unknown")
+    assert slurm_topology({"gpu-1": rack}).splitlines()[1:] == [
+        "SwitchName=r1-SwitchName-evil-Nodes-x-y- Nodes=gpu-1"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("domain", "name"), [("Example.COM", "gpus"), ("a b", "gpus"), ("example.com", "gpus\nx")]
+)
+def test_kueue_topology_refuses_what_is_not_a_kubernetes_name(domain: str, name: str) -> None:
+    with pytest.raises(ValueError):
+        kueue_topology(domain, name)
