@@ -9,8 +9,9 @@ import grpc
 import pytest
 
 from nodeagent import tlsutil
+from nodeagent.agent.permissions import PERMISSIONS as AGENT_PERMISSIONS
 from nodeagent.api import auth
-from nodeagent.api.v1 import fleet_pb2
+from nodeagent.api.v1 import agent_pb2, fleet_pb2
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import pki
 from nodeagent.inventory.auth import PERMISSIONS
@@ -23,6 +24,13 @@ def test_every_inventory_method_has_a_permission_entry() -> None:
     ):
         auth.check_covers(service, PERMISSIONS)
         assert {m.name for m in service.methods} <= set(PERMISSIONS)
+
+
+def test_every_agent_method_has_a_permission_entry_and_nodes_get_none() -> None:
+    service = agent_pb2.DESCRIPTOR.services_by_name["NodeAgent"]
+    auth.check_covers(service, AGENT_PERMISSIONS)
+    assert {m.name for m in service.methods} == set(AGENT_PERMISSIONS)
+    assert all(allowed and "node" not in allowed for allowed in AGENT_PERMISSIONS.values())
 
 
 def test_a_method_missing_from_the_table_stops_the_start() -> None:

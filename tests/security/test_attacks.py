@@ -405,3 +405,40 @@ def test_admin_certificates_are_recorded_listed_and_revoked_from_the_cli(
     assert token["token"]["reenrol_node"] == node.node_id and token["token"]["max_uses"] == 1
     again, _ = _register(inventory, token["secret"], variant(dgx_inventory, 31))
     assert again.node_id == node.node_id
+
+
+def test_a_node_cannot_place_another_or_inject_into_topology_conf(
+    inventory: InventoryProcess, scratch: Path, dgx_inventory: pb.HardwareInventory
+) -> None:
+    from tests.inventory.test_fleet import INJECTED, SLURM_LINE, _observation
+
+    admin = inventory.admin()
+    a, b = (
+        Node(inventory, *_register(inventory, _token(admin), variant(dgx_inventory, n)))
+        for n in (940, 941)
+    )
+    b.fleet.ReportFabric(
+        fleet_pb2.ReportFabricRequest(observation=_observation("x", ["b1"], "s1")), timeout=10
+    )
+    # A claims B's name, then a name with a line of topology.conf in it
+    for name in ("gpu-00941", "gpu-00940" + INJECTED):
+        a.fleet.ReportFabric(
+            fleet_pb2.ReportFabricRequest(observation=_observation(name, ["a1"], "s1")), timeout=10
+        )
+    out = scratch / "admin"
+    flags = ["--role", "viewer", "--name", "vic", "-o", str(out)]
+    _cli("inventory", "issue-admin-cert", "--config", str(inventory.config), *flags)
+    env = {
+        "NODEAGENT_INVENTORY": inventory.address,
+        "NODEAGENT_ADMIN_CERT": str(out / "admin.crt"),
+        "NODEAGENT_ADMIN_KEY": str(out / "admin.key"),
+        "NODEAGENT_ADMIN_CA": str(out / "ca.crt"),
+    }
+    slurm = _cli("admin", "export", "slurm-topology", env=env)
+    assert slurm.returncode == 0, slurm.stderr
+    lines = [line for line in slurm.stdout.splitlines() if line and not line.startswith("#")]
+    assert all(SLURM_LINE.fullmatch(line) for line in lines), lines
+    assert "evil" not in slurm.stdout
+    b_line = next(line for line in lines if "Nodes=gpu-00941" in line)
+    a_line = next(line for line in lines if "Nodes=gpu-00940" in line)
+    assert b_line != a_line, "A's reports landed on A, B keeps its own placement"
