@@ -112,7 +112,7 @@ class NodeEvent(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., from_state: _Optional[_Union[NodeState, str]] = ..., to_state: _Optional[_Union[NodeState, str]] = ..., reason: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "hostname", "state", "assignment", "gpu_model", "gpu_count", "reachable", "last_seen", "created_at", "inventory_hash", "inventory", "events", "reported_phase", "state_reason", "certificate_expires")
+    __slots__ = ("id", "hostname", "state", "assignment", "gpu_model", "gpu_count", "reachable", "last_seen", "created_at", "inventory_hash", "inventory", "events", "reported_phase", "state_reason", "certificate_expires", "blocking")
     ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class Node(_message.Message):
     REPORTED_PHASE_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_FIELD_NUMBER: _ClassVar[int]
     id: str
     hostname: str
     state: NodeState
@@ -143,7 +144,8 @@ class Node(_message.Message):
     reported_phase: str
     state_reason: str
     certificate_expires: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., reachable: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory_hash: _Optional[str] = ..., inventory: _Optional[_Union[_hardware_pb2.HardwareInventory, _Mapping]] = ..., events: _Optional[_Iterable[_Union[NodeEvent, _Mapping]]] = ..., reported_phase: _Optional[str] = ..., state_reason: _Optional[str] = ..., certificate_expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    blocking: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., reachable: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory_hash: _Optional[str] = ..., inventory: _Optional[_Union[_hardware_pb2.HardwareInventory, _Mapping]] = ..., events: _Optional[_Iterable[_Union[NodeEvent, _Mapping]]] = ..., reported_phase: _Optional[str] = ..., state_reason: _Optional[str] = ..., certificate_expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., blocking: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("token", "csr_pem", "inventory")
@@ -172,20 +174,24 @@ class RegisterResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., certificate_pem: _Optional[str] = ..., ca_bundle_pem: _Optional[str] = ..., heartbeat_interval_seconds: _Optional[int] = ..., desired: _Optional[_Union[Assignment, _Mapping]] = ..., state: _Optional[_Union[NodeState, str]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "phase", "drift_count", "health", "inventory_hash", "inventory")
+    __slots__ = ("node_id", "phase", "drift_count", "health", "inventory_hash", "inventory", "blocking", "blocking_set")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     DRIFT_COUNT_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_HASH_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_SET_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     phase: str
     drift_count: int
     health: _containers.RepeatedScalarFieldContainer[str]
     inventory_hash: str
     inventory: _hardware_pb2.HardwareInventory
-    def __init__(self, node_id: _Optional[str] = ..., phase: _Optional[str] = ..., drift_count: _Optional[int] = ..., health: _Optional[_Iterable[str]] = ..., inventory_hash: _Optional[str] = ..., inventory: _Optional[_Union[_hardware_pb2.HardwareInventory, _Mapping]] = ...) -> None: ...
+    blocking: _containers.RepeatedScalarFieldContainer[str]
+    blocking_set: bool
+    def __init__(self, node_id: _Optional[str] = ..., phase: _Optional[str] = ..., drift_count: _Optional[int] = ..., health: _Optional[_Iterable[str]] = ..., inventory_hash: _Optional[str] = ..., inventory: _Optional[_Union[_hardware_pb2.HardwareInventory, _Mapping]] = ..., blocking: _Optional[_Iterable[str]] = ..., blocking_set: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("desired", "state", "next_interval_seconds", "actions")
