@@ -100,3 +100,70 @@ def test_commands_map_must_be_argv_of_plain_words() -> None:
         commands.check({"rm": ["rm"]})
     with pytest.raises(commands.CommandsError, match="non-empty list"):
         commands.check({"sysctl": "sysctl -p"})
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        # each refused for its own reason: the newline alone, with no '=' to lean on
+        ("sysctl_value", "1\n0"),
+        ("sysctl_value", "1\r0"),
+        ("module", "-evil"),  # would reach modprobe as an option
+        ("module", "-r"),
+        ("mount_point", "/boot"),
+        ("mount_point", "/var"),
+        ("mount_point", "/var/lib/raid"),
+        ("mount_point", "/usr/local"),
+        ("bmc_url", "file:///etc/passwd"),
+        ("bmc_url", "ftp://10.0.0.5"),
+        ("bios_value", "Enabled;reboot"),
+        ("bios_value", "a\nb"),
+        ("bios_attribute", "ProcCStates;x"),
+        ("cmdline_token", 'a="b"'),
+        ("glob", "NVIDIA\n*"),
+        ("profile_name", "-hgx"),
+        ("profile_name", "HGX"),
+    ],
+)
+def test_known_bad_values_for_their_own_reason(kind: str, value: str) -> None:
+    assert not validators.is_valid(kind, value)
+    with pytest.raises(validators.UnsafeValue, match=f"is not a valid {kind} "):
+        validators.check(kind, value)
+
+
+# a value of exactly max_len that the pattern allows, per kind with an open-ended pattern
+LONGEST = {
+    "profile_name": "a" * 63,
+    "cmdline_token": "a" * 256,
+    "sysctl_key": "a." + "b" * 126,
+    "sysctl_value": "1" * 128,
+    "module": "m" * 56,
+    "module_param": "p" * 64,
+    "module_value": "v" * 128,
+    "service": "s" * 128,
+    "memlock": "1" * 12,
+    "md_device": "md999",
+    "mount_point": "/" + "r" * 127,
+    "wwid": "w" * 128,
+    "glob": "g" * 128,
+    "bios_attribute": "B" * 96,
+    "bios_value": "v" * 128,
+    "bmc_url": "https://" + "h" * 248,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LONGEST))
+def test_each_kind_takes_exactly_its_max_length(kind: str) -> None:
+    value = LONGEST[kind]
+    assert len(value) == validators.KINDS[kind].max_len
+    assert validators.check(kind, value) == value
+    longer = value + value[-1]
+    assert not validators.is_valid(kind, longer)
+    with pytest.raises(validators.UnsafeValue, match=f"at most {len(value)} characters"):
+        validators.check(kind, longer)
+
+
+def test_check_refuses_what_is_not_a_string() -> None:
+    for value in (1, None, b"performance", ["performance"]):
+        with pytest.raises(validators.UnsafeValue):
+            validators.check("governor", value)
