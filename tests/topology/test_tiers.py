@@ -135,3 +135,38 @@ def test_cloud_values_survive_an_unreachable_metadata_service() -> None:
         "local000001",
         "last-good",
     )
+
+
+def test_last_good_is_carried_through_a_chain_and_reset_by_a_complete_observation() -> None:
+    healthy = tiers.node_tiers(observation("n", LEAVES, SPINES))
+    one_down = observation("n", [*LEAVES[:3], None, *LEAVES[4:]], SPINES)
+    two_down = observation("n", [None, *LEAVES[1:3], None, *LEAVES[4:]], SPINES)
+    first = tiers.node_tiers(one_down, healthy)
+    second = tiers.node_tiers(two_down, first)  # the previous is itself last-good
+    assert (second.tier_0, second.tier_1, second.source) == (
+        healthy.tier_0,
+        healthy.tier_1,
+        "last-good",
+    )
+    assert list(second.leaf_ids) == sorted(LEAVES), "the full set is carried, not the partial one"
+    back = tiers.node_tiers(observation("n", LEAVES, SPINES), second)
+    assert (back.tier_0, back.source) == (healthy.tier_0, "observed")
+
+
+def test_a_previous_value_from_the_fleet_is_kept_while_incomplete() -> None:
+    fleet = fpb.FabricTiers(
+        tier_0="lg-fleet0000000",
+        tier_1="sg-fleet0000000",
+        source="fleet",
+        leaf_ids=sorted(LEAVES),
+        spine_ids=SPINES,
+    )
+    cut = observation("n", [*LEAVES[:7], None], SPINES)
+    kept = tiers.node_tiers(cut, fleet)
+    assert (kept.tier_0, kept.tier_1, kept.source) == (fleet.tier_0, fleet.tier_1, "last-good")
+    # complete: the node's own observation wins over the fleet's earlier grouping
+    own = tiers.node_tiers(observation("n", LEAVES, SPINES), fleet)
+    assert (own.tier_0, own.source) == (tiers.set_id("lg-", LEAVES), "observed")
+    # a placeholder is never a value to keep
+    none = fpb.FabricTiers(tier_0=tiers.PLACEHOLDER, source="fleet")
+    assert tiers.node_tiers(cut, none).source == "observed"
