@@ -12,12 +12,17 @@ STAMP := $(VENV)/.installed-stamp
 # libvirt-python, which the sushy-tools Redfish emulator of the BIOS tests needs (its
 # libvirt driver on libvirt's in-process test:///default connection, no libvirtd);
 # openssh-server, openssh-client and iproute2 make the hosts in network namespaces that
-# the join tests reach over real SSH (each sshd from the test's own config and keys).
+# the join tests reach over real SSH (each sshd from the test's own config and keys);
+# `make deb` and tests/packaging build the Debian package: python3 is the interpreter its
+# virtualenv runs on (Debian's, which the package depends on), dpkg-dev gives dpkg-shlibdeps
+# (the compiled modules' library dependencies) and, through binutils, strip; lintian checks
+# the result.
 APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd lldpd cloud-init \
-	libvirt-dev pkg-config gcc python3-dev openssh-server openssh-client iproute2
+	libvirt-dev pkg-config gcc python3-dev openssh-server openssh-client iproute2 \
+	python3 dpkg-dev lintian
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test demo lint format protos bench deps-system clean
+.PHONY: all test demo lint format protos bench deps-system clean dist deb
 
 all: test
 
@@ -60,5 +65,23 @@ protos: $(STAMP)
 bench: $(STAMP) deps-system
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# The wheel, dist/nodeagent-<version>-py3-none-any.whl, built from a clean copy of the tree
+# (what the cloud-init user-data installs with pip).
+dist: $(STAMP)
+	$(PY) tools/build_deb.py --wheel-only --out dist
+
+# The Debian package, dist/nodeagent_<version>_<arch>.deb, then lintian on it (fails on
+# errors; README "The Debian package" explains what it still says). Root: the virtualenv is
+# built at /opt/nodeagent in a private mount namespace.
+deb: $(STAMP) deps-system
+	$(SUDO) $(PY) tools/build_deb.py --out dist --lintian
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+# Mutation testing of the core modules (tools/mutation.py; minutes per module, so neither in
+# `make test` nor in CI). `make mutation ONLY=nodeagent/topology/tiers.py` runs one module.
+ONLY ?=
+.PHONY: mutation
+mutation: $(STAMP) deps-system
+	$(PY) tools/mutation.py $(if $(ONLY),--only $(ONLY))

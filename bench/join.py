@@ -109,7 +109,7 @@ class Server:
             f'listen = "127.0.0.1:{self.port}"\n'
             f'bootstrap_listen = "127.0.0.1:{boot}"\n'
             f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
-            'metrics_listen = ""\nlog_level = "warning"\n'
+            'log_level = "warning"\n'
             "max_message_bytes = 67108864\n"
         )
         self.log = open(workdir / "log", "wb")  # noqa: SIM115
@@ -185,7 +185,7 @@ def main() -> int:
                 "kubespray",
                 "--cluster",
                 "bench",
-                "-o",
+                "-f",
                 str(hosts),
                 "--script",
                 str(script),

@@ -86,7 +86,7 @@ def main() -> int:
         commands = fakehost.prepare(dest)
         root = HostRoot(dest)
         inv = discover(root)
-        profile = profiles.find("hgx-h100", [profiles.REPO_PROFILES])
+        profile = profiles.find("hgx-h100", [profiles.SHIPPED])
         verify(root, profile, inv)  # warm
         times = []
         for _ in range(VERIFY_RUNS):

@@ -15,6 +15,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -146,25 +147,67 @@ class HostRoot:
         return result
 
 
+MACHINE_DIRS = ("sys", "proc")
+
+
+class RootError(ValueError):
+    """A root given on the command line that cannot be read as a machine: the message is
+    the one line the user reads."""
+
+
 @contextmanager
 def open_root(spec: str | os.PathLike[str] | None = None) -> Iterator[HostRoot]:
     """Open a root given on the command line: a directory or a snapshot archive.
 
     An archive is unpacked into a private temporary directory (tarfile's `data`
-    filter refuses absolute names, `..` and device files) and removed afterwards.
+    filter refuses absolute names, `..` and device files) and removed afterwards. A root
+    with neither sys/ nor proc/ (an empty directory, a wrong path, an empty archive) is
+    refused: every collector would fail and the result would read as a machine with
+    nothing in it. A truncated or damaged archive is refused with what is wrong.
     """
     path = os.fspath(spec) if spec is not None else "/"
     if os.path.isdir(path):
+        _check_machine(path, path)
         yield HostRoot(path)
         return
     if not os.path.exists(path):
         raise FileNotFoundError(f"root {path!r} does not exist")
-    if not tarfile.is_tarfile(path):
-        raise ValueError(f"root {path!r} is neither a directory nor a snapshot archive")
+    try:
+        is_archive = tarfile.is_tarfile(path)
+    except (EOFError, zlib.error) as exc:  # a gzip stream cut inside its first block
+        raise _damaged(path, exc) from None
+    if not is_archive:
+        raise RootError(f"root {path!r} is neither a directory nor a snapshot archive")
     tmp = tempfile.mkdtemp(prefix="nodeagent-root-")
     try:
-        with tarfile.open(path) as tar:
-            tar.extractall(tmp, filter="data")
+        _unpack(path, tmp)
+        _check_machine(tmp, path)
         yield HostRoot(tmp, label=path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unpack(archive: str, into: str) -> None:
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(into, filter="data")
+    except tarfile.FilterError as exc:
+        raise RootError(f"root {archive!r}: refusing the archive: {exc}") from None
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise _damaged(archive, exc) from None
+
+
+def _damaged(archive: str, exc: Exception) -> RootError:
+    """gzip's EOFError says only that a stream ended early, not which file or what to do."""
+    return RootError(
+        f"root {archive!r}: the snapshot archive is truncated or damaged ({exc}); copy it again"
+    )
+
+
+def _check_machine(path: str, label: str) -> None:
+    if os.path.abspath(path) == "/":
+        return
+    if not any(os.path.isdir(os.path.join(path, d)) for d in MACHINE_DIRS):
+        raise RootError(
+            f"root {label!r} has neither sys/ nor proc/: not a machine's root or snapshot"
+        )

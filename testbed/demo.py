@@ -72,7 +72,7 @@ def tuning_plan(fleet: Fleet) -> None:
 
 
 def kubespray(fleet: Fleet) -> None:
-    banner("Kubespray inventory: nodeagent admin export kubespray --cluster demo -o hosts.yaml")
+    banner("Kubespray inventory: nodeagent admin export kubespray --cluster demo -f hosts.yaml")
     # an existing cluster (its control plane and etcd hosts stand in), the GPU nodes assigned
     fleet.run(
         "admin",
@@ -87,14 +87,14 @@ def kubespray(fleet: Fleet) -> None:
         "cp-1=192.0.2.11",
     )
     # an admin tells where Ansible reaches each node: a node's own name is never trusted for it
-    addresses = {(a.root / "etc" / "hostname").read_text().strip(): a.ip for a in fleet.agents}
-    for line in fleet.run("admin", "nodes", "list").splitlines()[1:]:
-        node_id, hostname = line.split()[:2]
+    # (an admin names a node by its hostname, its id or a unique prefix of the id)
+    for agent in fleet.agents:
+        hostname = (agent.root / "etc" / "hostname").read_text().strip()
         if hostname != "cpu-node-01":
-            fleet.run("admin", "node-address", node_id, "--ip", addresses[hostname])
-            fleet.run("admin", "nodes", "update", node_id, "--cluster", "demo")
+            fleet.run("admin", "node-address", hostname, "--ip", agent.ip)
+            fleet.run("admin", "nodes", "update", hostname, "--cluster", "demo")
     hosts = fleet.base / "hosts.yaml"
-    print(fleet.run("admin", "export", "kubespray", "--cluster", "demo", "-o", str(hosts)), end="")
+    print(fleet.run("admin", "export", "kubespray", "--cluster", "demo", "-f", str(hosts)), end="")
     print(hosts.read_text(), end="")
 
 

@@ -86,7 +86,7 @@ class Fleet:
             f'listen = "{listen}:{self.port}"\n'
             f'bootstrap_listen = "{listen}:{self.boot_port}"\n'
             f'data_dir = "{data}"\nserver_names = [{names}]\n'
-            'metrics_listen = ""\nheartbeat_interval_seconds = 2\n'
+            "heartbeat_interval_seconds = 2\n"
         )
         log = open(data / "log", "ab")  # noqa: SIM115 - the child keeps it
         self.inventory = subprocess.Popen(
@@ -123,7 +123,7 @@ class Fleet:
             "admin",
             "--name",
             "demo",
-            "-o",
+            "--dir",
             str(creds),
         )
         self.env = {

@@ -35,7 +35,7 @@ class InventoryProcess:
         self.config.write_text(
             f'listen = "127.0.0.1:{self.port}"\nbootstrap_listen = "127.0.0.1:{self.boot_port}"\n'
             f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
-            f'metrics_listen = ""\nliveness_flush_seconds = 0.2\n{extra}'
+            f"liveness_flush_seconds = 0.2\n{extra}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -91,7 +92,26 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" in debug.stderr
 
 
-def test_empty_root_reports_collector_errors_without_crashing(tmp_path: Path) -> None:
+def test_an_empty_root_is_an_error(tmp_path: Path) -> None:
+    """Every collector failing on an empty directory used to read as a machine with nothing
+    in it (exit 0, an empty table); an empty archive is the same mistake."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = nodeagent("discover", "--root", str(empty))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"nodeagent: error: root '{empty}' has neither sys/ nor proc/: "
+        "not a machine's root or snapshot"
+    ]
+    archive = tmp_path / "empty.tar.gz"
+    tarfile.open(archive, "w:gz").close()
+    proc = nodeagent("discover", "--root", str(archive), "-o", "json")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "has neither sys/ nor proc/" in proc.stderr
+
+
+def test_a_broken_root_reports_collector_errors_without_crashing(tmp_path: Path) -> None:
+    (tmp_path / "sys").mkdir()
     proc = nodeagent("discover", "--root", str(tmp_path), "-o", "json")
     assert proc.returncode == 0
     data = json.loads(proc.stdout)
@@ -100,10 +120,59 @@ def test_empty_root_reports_collector_errors_without_crashing(tmp_path: Path) ->
     assert "warning: collectors with errors" in proc.stderr
 
 
+def test_a_truncated_snapshot_is_a_clear_error(
+    machine_root: Callable[..., Path], tmp_path: Path
+) -> None:
+    archive = tmp_path / "node.tar.gz"
+    made = nodeagent(
+        "snapshot", "capture", "--root", str(machine_root("cpu-node")), "-f", str(archive)
+    )
+    assert made.returncode == 0, made.stderr
+    data = archive.read_bytes()
+    for cut in (20, len(data) // 2):  # in gzip's first block, and halfway
+        cut_archive = tmp_path / f"cut-{cut}.tar.gz"
+        cut_archive.write_bytes(data[:cut])
+        proc = nodeagent("discover", "--root", str(cut_archive))
+        assert proc.returncode == 1 and proc.stdout == ""
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(
+            f"nodeagent: error: root '{cut_archive}': the snapshot archive is truncated or "
+            "damaged ("
+        ), line
+        assert line.endswith("); copy it again") and "EOFError" not in line
+
+
+def test_snapshot_capture_writes_to_file_and_o_is_a_format(
+    machine_root: Callable[..., Path], tmp_path: Path
+) -> None:
+    """-o is always a format: the archive is --file, and a path after -o is a usage error."""
+    root = str(machine_root("cpu-node"))
+    old = nodeagent("snapshot", "capture", "--root", root, "-o", str(tmp_path / "a.tar.gz"))
+    assert old.returncode == 2 and not (tmp_path / "a.tar.gz").exists()
+    nowhere = tmp_path / "absent" / "a.tar.gz"
+    proc = nodeagent("snapshot", "capture", "--root", root, "--file", str(nowhere))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"nodeagent: error: cannot write {nowhere}: No such file or directory"
+    ]
+
+
+def test_a_host_without_dmi_prints_only_what_is_known(
+    machine_root: Callable[..., Path], tmp_path: Path
+) -> None:
+    vm = tmp_path / "vm"
+    shutil.copytree(machine_root("cpu-node"), vm, symlinks=True)
+    shutil.rmtree(vm / "sys" / "firmware" / "efi")  # a BIOS-booted VM ...
+    shutil.rmtree(vm / "sys" / "class" / "dmi")  # ... whose firmware publishes no DMI
+    proc = nodeagent("discover", "--root", str(vm))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "Host      cpu-node-01   (bios boot)"
+
+
 def test_snapshot_round_trip(machine_root: Callable[..., Path], tmp_path: Path) -> None:
     root = machine_root("dgx-h100")
     archive = tmp_path / "dgx.tar.gz"
-    proc = nodeagent("snapshot", "capture", "--root", str(root), "-o", str(archive))
+    proc = nodeagent("snapshot", "capture", "--root", str(root), "-f", str(archive))
     assert proc.returncode == 0, proc.stderr
     assert "probes: nvml" in proc.stdout
     assert archive.stat().st_size < 5 * 1024 * 1024
@@ -135,7 +204,7 @@ def test_snapshot_holds_only_what_discovery_reads(
     try:
         archive = tmp_path / "cpu.tar.gz"
         assert (
-            nodeagent("snapshot", "capture", "--root", str(root), "-o", str(archive)).returncode
+            nodeagent("snapshot", "capture", "--root", str(root), "-f", str(archive)).returncode
             == 0
         )
         with tarfile.open(archive) as tar:

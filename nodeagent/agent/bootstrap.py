@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +27,20 @@ from pathlib import Path
 from nodeagent import tlsutil
 from nodeagent.agent import config as config_mod
 from nodeagent.agent.daemon import inventory_hash
-from nodeagent.agent.enrol import InventoryClient, Snapshot
+from nodeagent.agent.enrol import EnrolmentError, InventoryClient, Snapshot
 from nodeagent.agent.state import Phase, StateFile
 from nodeagent.fsutil import write_atomic
 from nodeagent.hardware.discover import discover
 from nodeagent.host import HostRoot
 
 STEPS = ("config", "discover", "enrol", "tune", "handoff")
+TUNE_TIMEOUT = 3600.0  # seconds; a hung playbook must not hold a first boot forever
+ERROR_PREFIX = "nodeagent: error: "  # how the command line starts its one error line
 _ADDRESS_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]_")
+
+# said after an enrolment failure only when the same run can work later (never for a token
+# that is used up: that one needs a new token)
+ENROL_RETRY = "; then run the same `nodeagent bootstrap` again: completed steps are skipped"
 
 
 class BootstrapError(RuntimeError):
@@ -50,6 +58,7 @@ class BootstrapOptions:
     bootstrap_address: str = ""  # enrolment port; default: the inventory's port + 1
     tuning: str = "apply"  # apply | check | skip
     reboot: str = "never"  # never | auto
+    commands: str = ""  # tune apply's command stand-ins (a throwaway root); "" on a node
 
 
 def _validate(opts: BootstrapOptions) -> None:
@@ -132,7 +141,11 @@ def run(opts: BootstrapOptions, log: Callable[[str], None] = print) -> list[str]
                     cfg.inventory, opts.state_dir, functools.partial(_same, snap)
                 )
                 if not client.identity.exists():
-                    asyncio.run(client.enrol())
+                    try:
+                        asyncio.run(client.enrol())
+                    except EnrolmentError as exc:  # one line; "again" only if it can work
+                        again = ENROL_RETRY if exc.retry else ""
+                        raise BootstrapError(f"step 'enrol' failed: {exc}{again}") from None
                 state["node_id"] = client.identity.node_id()
                 state["assignment_profile"] = client.desired.profile
             elif step == "tune":
@@ -153,6 +166,10 @@ def _same(snap: Snapshot) -> Snapshot:
 
 
 def _tune(opts: BootstrapOptions, profile: str, log: Callable[[str], None]) -> None:
+    """`nodeagent tune apply` of the assigned profile, its task lines passed to `log` as
+    they come (a first boot that says nothing for minutes looks hung), its cause of failure
+    raised. A child process, so that ansible-runner and what it imports stay out of
+    bootstrap's own process; the same interpreter, so the same installation."""
     if opts.tuning == "skip" or not profile:
         log(f"bootstrap: tune skipped ({'policy skip' if profile else 'no profile assigned'})")
         return
@@ -168,10 +185,44 @@ def _tune(opts: BootstrapOptions, profile: str, log: Callable[[str], None]) -> N
         opts.root,
         "--reboot",
         opts.reboot,
+        "--state-dir",
+        opts.state_dir,
     ]
+    if opts.commands:
+        cmd += ["--commands", opts.commands]
     if opts.tuning == "check":
         cmd.append("--check")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    if proc.returncode not in (0, 3):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"tune apply of profile {profile} exited {proc.returncode}: {tail[0]}")
+    log(f"bootstrap: tune: {'checking' if opts.tuning == 'check' else 'applying'} {profile}")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        errors: list[str] = []
+        drain = threading.Thread(target=lambda: errors.extend(proc.stderr or ()), daemon=True)
+        drain.start()
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(TUNE_TIMEOUT, kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                log(f"  {line.rstrip()}")
+            returncode = proc.wait()
+        finally:
+            timer.cancel()
+        drain.join(timeout=10)
+    text = "".join(errors).strip()
+    if returncode == 0:
+        for line in text.splitlines():  # warnings: shown, not lost
+            log(f"  {line}")
+        return
+    if timed_out.is_set():
+        raise RuntimeError(f"tune apply of profile {profile} ran past {TUNE_TIMEOUT:.0f} s")
+    marker = text.rfind(ERROR_PREFIX)
+    cause = text[marker + len(ERROR_PREFIX) :] if marker >= 0 else text[-2000:] or "no output"
+    raise RuntimeError(f"tune apply of profile {profile} exited {returncode}: {cause}")

@@ -68,6 +68,18 @@ def inventory_hash(inv: pb.HardwareInventory) -> str:
     return hashlib.sha256(stable.SerializeToString(deterministic=True)).hexdigest()
 
 
+def blocking_line(text: str) -> str:
+    """One printable line of at most 1000 characters: what the inventory accepts in a
+    heartbeat's `blocking` (a message with a newline would get every heartbeat refused)."""
+    return "".join(c if c.isprintable() else " " for c in text)[:1000]
+
+
+def blocking_check(check: preflight.Check) -> str:
+    """A failing preflight check as the inventory shows it: "name: message (fix: remedy)"."""
+    fix = f" (fix: {check.remedy})" if check.remedy else ""
+    return blocking_line(f"{check.name}: {check.message}{fix}")
+
+
 def prepare_socket(path: str) -> None:
     """Make the socket's directory root-only and clear a stale socket left by a crash.
 
@@ -160,6 +172,8 @@ class Agent:
         self.hash = ""
         self._discovery_failed = False
         self._preflight_failing: list[str] = []
+        # what keeps the node from READY, as heartbeats carry it (None: preflight not run)
+        self.blocking: list[str] | None = None
         self.fabric: fpb.FabricObservation | None = None
         self.started = time.monotonic()
         self._lock = asyncio.Lock()
@@ -292,11 +306,14 @@ class Agent:
             report = preflight.run(self.root, preflight.Options())
         except Exception as exc:  # a broken check must not stop the agent
             log.warning("preflight failed to run: %s", exc)
+            self.blocking = [blocking_line(f"preflight: failed to run: {exc}")]
             return Phase.DISCOVERED
-        failing = [c.name for c in report.checks if c.status == preflight.FAIL]
+        failed = [c for c in report.checks if c.status == preflight.FAIL]
+        failing = [c.name for c in failed]
         if failing and failing != self._preflight_failing:
             log.info("not ready to join: preflight fails %s", ", ".join(failing))
         self._preflight_failing = failing
+        self.blocking = [blocking_check(c) for c in failed]
         return Phase.DISCOVERED if failing else Phase.READY
 
     def _observe_fabric(self) -> fpb.FabricObservation | None:
@@ -332,6 +349,7 @@ class Agent:
             drift_count=sum(1 for d in self.view.drift.values() if d),
             health=health,
             fabric=self.fabric,
+            blocking=self.blocking,
         )
 
     # --- watchers ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,66 @@ class Snapshot:
     drift_count: int
     health: list[str]
     fabric: fpb.FabricObservation | None = None
+    # failing preflight checks, "name: message (fix: remedy)"; None: preflight has not run
+    blocking: list[str] | None = None
+
+
+class EnrolmentError(RuntimeError):
+    """Enrolment failed. The message is one line: what happened, the address, what fixes
+    it. `retry` is whether the same enrolment can work later (an inventory that is down)
+    or never will as it is (a used-up token, a wrong pin): the caller says how to retry,
+    and only when it can help."""
+
+    def __init__(self, message: str, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+NEW_TOKEN = "create a new token with `nodeagent admin tokens create` and enrol with it"
+
+
+def explain(exc: BaseException, address: str) -> EnrolmentError:
+    """One line for a failed enrolment at `address`, instead of a gRPC dump."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        code, details = exc.code(), (exc.details() or "").splitlines()[0:1]
+        said = details[0] if details else code.name
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return EnrolmentError(f"{address} refused the token: {said}; {NEW_TOKEN}", False)
+        if code == grpc.StatusCode.ALREADY_EXISTS:  # the inventory's message names the fix
+            return EnrolmentError(f"{address} refused the enrolment: {said}", False)
+        if code == grpc.StatusCode.FAILED_PRECONDITION and "identity" in said:
+            return EnrolmentError(
+                f"{address} refused the enrolment: {said}; set a DMI serial or UUID on the "
+                "machine (BIOS/BMC) so it can be told apart",
+                False,
+            )
+        if code in RETRYABLE:
+            return EnrolmentError(
+                f"the inventory at {address} is unavailable ({code.name}: {said}); start or "
+                "fix the inventory service and check the address",
+                True,
+            )
+        return EnrolmentError(f"{address} refused the enrolment: {code.name}: {said}", False)
+    if isinstance(exc, tlsutil.PinError):
+        return EnrolmentError(
+            f"{exc}; compare --ca-hash with `nodeagent inventory ca-hash` on the inventory host",
+            False,
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        why = "connection refused (nothing listens there)"
+    elif isinstance(exc, TimeoutError):
+        why = "no answer (a firewall, or the wrong host?)"
+    elif isinstance(exc, socket.gaierror):
+        why = f"the name does not resolve ({exc.strerror})"
+    elif isinstance(exc, OSError):
+        why = exc.strerror or str(exc)
+    else:
+        return EnrolmentError(f"enrolment at {address} failed: {exc}", False)
+    return EnrolmentError(
+        f"cannot reach the inventory's enrolment port {address}: {why}; check --inventory and "
+        "--bootstrap-address and that `nodeagent inventory serve` runs there",
+        True,
+    )
 
 
 class Identity:
@@ -115,6 +176,7 @@ class InventoryClient:
         self.interval = cfg.heartbeat_seconds or 10.0
         self._sent_hash = ""
         self._sent_fabric = b""
+        self._sent_blocking: list[str] | None = None
         self.tiers = fpb.FabricTiers()  # the fleet's view of where this node sits
         self._channel: Any = None
         self._on_desired = on_desired
@@ -141,6 +203,15 @@ class InventoryClient:
                 await self.heartbeat()
                 failures = 0
                 delay = self.interval * random.uniform(0.8, 1.2)
+            except EnrolmentError as exc:
+                failures += 1
+                self.state = f"enrolment failed: {exc}"
+                delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(failures, 10)))
+                # the token file is read again each time: a new token there is picked up
+                (log.warning if exc.retry else log.error)(
+                    "enrolment: %s (trying again in %.0f s)", exc, delay
+                )
+                await self._close()
             except grpc.aio.AioRpcError as exc:
                 failures += 1
                 self.state = f"unreachable: {exc.code().name}: {exc.details()}"
@@ -164,19 +235,31 @@ class InventoryClient:
             self._channel = None
 
     async def enrol(self) -> None:
-        token = Path(self.cfg.token_file).read_text().strip()
-        ca_pem = await asyncio.to_thread(
-            tlsutil.fetch_pinned_ca, self.bootstrap_address, self.cfg.ca_hash
-        )
-        key = self.identity.enrolment_key()
-        csr = tlsutil.make_csr(key, "node")
-        snap = self.snapshot()
-        async with channels.secure_aio_channel(self.bootstrap_address, ca_pem) as channel:
-            stub = inventory_pb2_grpc.InventoryServiceStub(channel)
-            resp = await stub.Register(
-                ipb.RegisterRequest(token=token, csr_pem=csr.decode(), inventory=snap.inventory),
-                timeout=30,
-            )
+        """Register with the bootstrap token; any failure is an EnrolmentError (one line)."""
+        address = self.bootstrap_address
+        try:
+            token = Path(self.cfg.token_file).read_text().strip()
+        except OSError as exc:
+            raise EnrolmentError(
+                f"cannot read the bootstrap token file {self.cfg.token_file}: {exc.strerror}; "
+                f"{NEW_TOKEN}",
+                False,
+            ) from None
+        try:
+            ca_pem = await asyncio.to_thread(tlsutil.fetch_pinned_ca, address, self.cfg.ca_hash)
+            key = self.identity.enrolment_key()
+            csr = tlsutil.make_csr(key, "node")
+            snap = self.snapshot()
+            async with channels.secure_aio_channel(address, ca_pem) as channel:
+                stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+                resp = await stub.Register(
+                    ipb.RegisterRequest(
+                        token=token, csr_pem=csr.decode(), inventory=snap.inventory
+                    ),
+                    timeout=30,
+                )
+        except (grpc.aio.AioRpcError, OSError, ValueError) as exc:
+            raise explain(exc, address) from None
         self.identity.save(
             resp.node_id,
             tlsutil.key_pem(key),
@@ -211,9 +294,14 @@ class InventoryClient:
         )
         if snap.inventory_hash != self._sent_hash:
             req.inventory.CopyFrom(snap.inventory)
+        if snap.blocking is not None and snap.blocking != self._sent_blocking:
+            req.blocking.extend(snap.blocking)  # only on change: the service stores them
+            req.blocking_set = True
         resp = await self._stub().Heartbeat(req, timeout=5)
         if req.HasField("inventory"):
             self._sent_hash = snap.inventory_hash
+        if req.blocking_set:
+            self._sent_blocking = list(snap.blocking or [])
         if "send-inventory" in resp.actions:
             self._sent_hash = ""  # the next beat carries it
         if "renew-certificate" in resp.actions:

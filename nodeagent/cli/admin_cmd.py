@@ -9,7 +9,7 @@ the handlers reach the service only through AdminClient.
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -17,15 +17,44 @@ from typing import Any
 
 from nodeagent.api.v1 import fleet_pb2
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.cli import kubespray_cmd
+from nodeagent.cli import kubespray_cmd, render
 from nodeagent.cli.admin_client import AdminClient, add_connection_flags
-from nodeagent.cli.common import EXIT_OK, CliError, add_command
+from nodeagent.cli.common import EXIT_OK, CliError, add_command, add_output
 
-NODE_HEADERS = ["ID", "HOSTNAME", "STATE", "POOL", "CLUSTER", "PROFILE", "GPUS", "REACHABLE"]
-TOKEN_HEADERS = ["ID", "EXPIRES", "USES", "REVOKED", "POOL", "PROFILE", "DESCRIPTION"]
+NODE_HEADERS = [
+    "ID",
+    "HOSTNAME",
+    "STATE",
+    "POOL",
+    "CLUSTER",
+    "PROFILE",
+    "GPUS",
+    "REACHABLE",
+    "REASON",
+]
+TOKEN_HEADERS = ["ID", "EXPIRES", "USES", "STATE", "POOL", "PROFILE", "DESCRIPTION"]
 HOST_HELP = "NAME[=IP][,access_ip=IP][,ansible_host=HOST] (repeatable)"
+NODE_HELP = "node id, a unique prefix of it, or hostname"
+# States whose reason is the admin's or the service's own word on why the node is there.
+REASONED_STATES = (ipb.FAILED, ipb.QUARANTINED, ipb.MAINTENANCE)
 
 AdminHandler = Callable[[AdminClient, argparse.Namespace], int]
+
+
+def _reachable(node: Any) -> str:
+    """'-' when the reply carries no liveness (a changed node comes back without it): a
+    node that just answered its heartbeat is not 'NO'."""
+    if not node.HasField("last_seen"):
+        return "-"
+    return "yes" if node.reachable else "NO"
+
+
+def _reason(node: Any) -> str:
+    """Why the node is where it is: the state's reason for a failed, quarantined or held
+    node, else what blocks it (its first failing preflight check)."""
+    if node.state in REASONED_STATES and node.state_reason:
+        return str(node.state_reason)
+    return str(node.blocking[0]) if node.blocking else "-"
 
 
 def _node_rows(nodes: Any) -> list[list[str]]:
@@ -38,25 +67,54 @@ def _node_rows(nodes: Any) -> list[list[str]]:
             n.assignment.cluster or "-",
             n.assignment.profile or "-",
             f"{n.gpu_count}x {n.gpu_model}" if n.gpu_count else "-",
-            "yes" if n.reachable else "NO",
+            _reachable(n),
+            _reason(n),
         ]
         for n in nodes
     ]
 
 
+def _emit_nodes(client: AdminClient, msg: Any, nodes: Any) -> int:
+    """Node rows, the REASON column cut to the terminal's width."""
+    if client.output != "table":
+        return client.emit(msg, [], [])
+    width = shutil.get_terminal_size((160, 24)).columns
+    print(render.table(_node_rows(nodes), NODE_HEADERS, width=width))
+    return EXIT_OK
+
+
 def _render_node(node: Any) -> str:
     a = node.assignment
-    return (
-        f"node      {node.id}\nhostname  {node.hostname}\n"
-        f"state     {ipb.NodeState.Name(node.state)}  {node.state_reason}\n"
-        f"reachable {'yes' if node.reachable else 'NO'} (last seen "
-        f"{node.last_seen.ToJsonString()}, phase {node.reported_phase or '-'})\n"
+    seen = (
+        f"last seen {render.timestamp(node.last_seen)}"
+        if node.HasField("last_seen")
+        else "never seen"
+    )
+    lines = [
+        f"node      {node.id}",
+        f"hostname  {node.hostname}",
+        f"state     {ipb.NodeState.Name(node.state)}  {node.state_reason}".rstrip(),
+        f"reachable {_reachable(node)} ({seen}, phase {node.reported_phase or '-'})",
         f"assigned  pool={a.pool or '-'} role={a.role or '-'} cluster={a.cluster or '-'} "
-        f"profile={a.profile or '-'}\n"
+        f"profile={a.profile or '-'}",
         f"hardware  {node.gpu_count}x {node.gpu_model or '-'}, "
         f"{len(node.inventory.rdma_devices)} RDMA, {len(node.inventory.nvme_controllers)} "
-        f"NVMe, hash {node.inventory_hash[:12] or '-'}\n"
+        f"NVMe, hash {node.inventory_hash[:12] or '-'}",
+    ]
+    if node.blocking:  # the checks that keep it where it is, as its agent last said
+        lines += ["blocked by:", *(f"  - {render.clip(b, 400)}" for b in node.blocking)]
+    return "\n".join(lines) + "\n"
+
+
+def _event_states(event: Any) -> tuple[str, str]:
+    """FROM and TO of an event in the log: a node's first event is its registration and
+    its last may be its deletion, which no state names."""
+    unspecified = ipb.NODE_STATE_UNSPECIFIED
+    before = (
+        "registered" if event.from_state == unspecified else ipb.NodeState.Name(event.from_state)
     )
+    after = "deleted" if event.to_state == unspecified else ipb.NodeState.Name(event.to_state)
+    return before, after
 
 
 def _nodes_list(client: AdminClient, args: argparse.Namespace) -> int:
@@ -71,21 +129,12 @@ def _nodes_list(client: AdminClient, args: argparse.Namespace) -> int:
     except ValueError:
         raise CliError(f"unknown state {args.state!r}") from None
     resp = client.call("ListNodes", request)
-    return client.emit(resp, _node_rows(resp.nodes), NODE_HEADERS)
+    return _emit_nodes(client, resp, resp.nodes)
 
 
 def _nodes_show(client: AdminClient, args: argparse.Namespace) -> int:
     node = client.call("GetNode", ipb.GetNodeRequest(node_id=args.node, events=args.events))
-    rows = [
-        [
-            e.time.ToJsonString(),
-            e.actor,
-            ipb.NodeState.Name(e.from_state),
-            ipb.NodeState.Name(e.to_state),
-            e.reason,
-        ]
-        for e in node.events
-    ]
+    rows = [[render.timestamp(e.time), e.actor, *_event_states(e), e.reason] for e in node.events]
     if client.output == "table":
         print(_render_node(node))
     return client.emit(node, rows, ["TIME", "ACTOR", "FROM", "TO", "REASON"])
@@ -115,13 +164,13 @@ def _nodes_update(client: AdminClient, args: argparse.Namespace) -> int:
         "UpdateAssignment",
         ipb.UpdateAssignmentRequest(node_id=args.node, assignment=a, fields=fields),
     )
-    return client.emit(node, _node_rows([node]), NODE_HEADERS)
+    return _emit_nodes(client, node, [node])
 
 
 def _nodes_change_state(method: str, client: AdminClient, args: argparse.Namespace) -> int:
     """hold, release, retire: one request shape, the RPC named by the subcommand."""
     node = client.call(method, ipb.NodeActionRequest(node_id=args.node, reason=args.reason))
-    return client.emit(node, _node_rows([node]), NODE_HEADERS)
+    return _emit_nodes(client, node, [node])
 
 
 def _nodes_delete(client: AdminClient, args: argparse.Namespace) -> int:
@@ -135,12 +184,11 @@ def _nodes_labels(client: AdminClient, args: argparse.Namespace) -> int:
         "GetNodeLabels",
         fleet_pb2.GetNodeLabelsRequest(node_id=args.node, domain=args.domain or ""),
     )
+    labels = dict(sorted(resp.labels.items()))
     if client.output == "table":
-        width = max((len(k) for k in resp.labels), default=0)
-        for key in sorted(resp.labels):
-            print(f"{key.ljust(width)}  {resp.labels[key]}")
-    else:
-        print(json.dumps(dict(sorted(resp.labels.items())), indent=2))
+        print(render.table([[k, v] for k, v in labels.items()], ["KEY", "VALUE"]))
+    else:  # the flat map, as `nodeagent labels -o json|yaml` prints it on the node
+        sys.stdout.write(render.dump(labels, client.output))
     return EXIT_OK
 
 
@@ -156,13 +204,24 @@ def _export_topology(fmt: str, client: AdminClient, args: argparse.Namespace) ->
     return EXIT_OK
 
 
+def _token_state(token: Any) -> str:
+    """Whether the token can still enrol a machine, and if not, the first reason."""
+    if token.revoked:
+        return "revoked"
+    if render.expired(token.expires_at):
+        return "expired"
+    if token.max_uses and token.uses >= token.max_uses:
+        return "used up"
+    return "valid"
+
+
 def _token_rows(tokens: Any) -> list[list[str]]:
     return [
         [
             t.id,
-            t.expires_at.ToJsonString(),
+            render.timestamp(t.expires_at),
             f"{t.uses}/{t.max_uses}",
-            "yes" if t.revoked else "no",
+            _token_state(t),
             t.preset.pool or "-",
             t.preset.profile or "-",
             t.description,
@@ -172,6 +231,14 @@ def _token_rows(tokens: Any) -> list[list[str]]:
 
 
 def _tokens_create(client: AdminClient, args: argparse.Namespace) -> int:
+    # On the wire 0 means "not given" (one day, one use): an explicit 0 or a negative
+    # number here is a mistake, refused in one line before anything is sent.
+    for flag, value, what in (
+        ("--ttl", args.ttl, "a number of seconds"),
+        ("--max-uses", args.max_uses, "a number of uses"),
+    ):
+        if not 0 < value < 2**32:
+            raise CliError(f"{flag} must be {what} from 1 to {2**32 - 1}, got {value}")
     request = ipb.CreateTokenRequest(
         ttl_seconds=args.ttl,
         max_uses=args.max_uses,
@@ -216,8 +283,8 @@ def _cert_rows(certs: Any) -> list[list[str]]:
             c.serial,
             c.role or "-",
             c.subject or "-",
-            c.not_after.ToJsonString() if c.not_after.seconds else "-",
-            f"{c.revoked_at.ToJsonString()} by {c.revoked_by}" if c.revoked else "no",
+            render.timestamp(c.not_after) + (" (expired)" if render.expired(c.not_after) else ""),
+            f"{render.timestamp(c.revoked_at)} by {c.revoked_by}" if c.revoked else "no",
         ]
         for c in certs
     ]
@@ -240,9 +307,34 @@ def _certs_revoke(client: AdminClient, args: argparse.Namespace) -> int:
 # --- the tree -----------------------------------------------------------------------------
 
 
-def _command(sub: Any, name: str, handler: AdminHandler, **kwargs: Any) -> argparse.ArgumentParser:
-    """An admin subcommand; its handler gets the connection the command line names."""
-    return add_command(sub, name, lambda args: handler(AdminClient.from_args(args), args), **kwargs)
+def _command(
+    sub: Any,
+    name: str,
+    handler: AdminHandler,
+    *,
+    nodes: tuple[str, ...] = (),
+    output: bool = True,
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """An admin subcommand; its handler gets the connection the command line names, and
+    the arguments named in `nodes` (a NODE or a list of them) as node ids: a node is named
+    by its id, a unique id prefix or its hostname. `-o` on the leaf as well as on `admin`
+    (`output=False` for a command that prints one fixed format)."""
+
+    def run(args: argparse.Namespace) -> int:
+        client = AdminClient.from_args(args)
+        for attr in nodes:
+            value = getattr(args, attr)
+            if isinstance(value, list):
+                setattr(args, attr, client.resolve_nodes(value))
+            elif value is not None:
+                setattr(args, attr, client.resolve_nodes([value])[0])
+        return handler(client, args)
+
+    p = add_command(sub, name, run, **kwargs)
+    if output:
+        add_output(p, inherit=True)
+    return p
 
 
 def _job_command(
@@ -264,9 +356,13 @@ def register(sub: Any) -> None:
     _register_certs(admin_sub)
     _register_clusters(admin_sub)
     p = _command(
-        admin_sub, "node-address", kubespray_cmd.node_address, help="where Ansible reaches a node"
+        admin_sub,
+        "node-address",
+        kubespray_cmd.node_address,
+        nodes=("node",),
+        help="where Ansible reaches a node",
     )
-    p.add_argument("node")
+    p.add_argument("node", help=NODE_HELP)
     p.add_argument("--ip", help="the node's address (Kubespray `ip`, kubelet --node-ip)")
     p.add_argument("--access-ip", help="the address others use (default: --ip)")
     p.add_argument("--ansible-host", help="SSH target (default: --ip)")
@@ -281,11 +377,11 @@ def _register_nodes(admin_sub: Any) -> None:
     for flag in ("--state", "--pool", "--gpu-model", "--cluster"):
         p.add_argument(flag)
     p.add_argument("--limit", type=int, default=1000)
-    p = _command(nodes_sub, "show", _nodes_show)
-    p.add_argument("node")
+    p = _command(nodes_sub, "show", _nodes_show, nodes=("node",))
+    p.add_argument("node", help=NODE_HELP)
     p.add_argument("--events", type=int, default=50)
-    p = _command(nodes_sub, "update", _nodes_update)
-    p.add_argument("node")
+    p = _command(nodes_sub, "update", _nodes_update, nodes=("node",))
+    p.add_argument("node", help=NODE_HELP)
     for flag in ("--pool", "--role", "--cluster", "--profile"):
         p.add_argument(flag)
     p.add_argument("--label", action="append", help="key=value (repeatable)")
@@ -296,22 +392,26 @@ def _register_nodes(admin_sub: Any) -> None:
         ("retire", partial(_nodes_change_state, "RetireNode")),
         ("delete", _nodes_delete),
     ):
-        p = _command(nodes_sub, action, func)
-        p.add_argument("node")
+        p = _command(nodes_sub, action, func, nodes=("node",))
+        p.add_argument("node", help=NODE_HELP)
         p.add_argument("--reason", default="")
     p = _command(
-        nodes_sub, "labels", _nodes_labels, help="the node's labels, as its agent publishes them"
+        nodes_sub,
+        "labels",
+        _nodes_labels,
+        nodes=("node",),
+        help="the node's labels, as its agent publishes them",
     )
-    p.add_argument("node")
+    p.add_argument("node", help=NODE_HELP)
     p.add_argument("--domain")
 
 
 def _register_tokens(admin_sub: Any) -> None:
     toks = admin_sub.add_parser("tokens", help="bootstrap tokens")
     toks_sub = toks.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
-    p = _command(toks_sub, "create", _tokens_create)
-    p.add_argument("--ttl", type=int, default=86400, help="seconds (default one day)")
-    p.add_argument("--max-uses", type=int, default=1)
+    p = _command(toks_sub, "create", _tokens_create, nodes=("reenrol",))
+    p.add_argument("--ttl", type=int, default=86400, help="seconds, 1 or more (default one day)")
+    p.add_argument("--max-uses", type=int, default=1, help="1 or more (default 1)")
     for flag in ("--pool", "--profile", "--cluster", "--description"):
         p.add_argument(flag)
     p.add_argument(
@@ -326,8 +426,8 @@ def _register_tokens(admin_sub: Any) -> None:
 def _register_certs(admin_sub: Any) -> None:
     certs = admin_sub.add_parser("certs", help="issued certificates and revocation")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
-    p = _command(certs_sub, "list", _certs_list)
-    p.add_argument("--node", help="only this node's")
+    p = _command(certs_sub, "list", _certs_list, nodes=("node",))
+    p.add_argument("--node", help=f"only this node's ({NODE_HELP})")
     p.add_argument("--role", choices=("node", "viewer", "operator", "admin"))
     p.add_argument("--all", action="store_true", help="expired ones too")
     p = _command(certs_sub, "revoke", _certs_revoke)
@@ -373,26 +473,35 @@ def _register_exports(admin_sub: Any) -> None:
         ("slurm-topology", "slurm", "Slurm topology.conf from the fleet grouping"),
         ("fabric", "json", "the fleet grouping itself (JSON)"),
     ):
-        p = _command(ex_sub, name, partial(_export_topology, fmt), help=text)
+        p = _command(ex_sub, name, partial(_export_topology, fmt), output=False, help=text)
         p.add_argument("--cluster", help="only nodes assigned to this cluster")
         p.add_argument("--domain", help="label domain (default nodeagent.io)")
     p = _command(
         ex_sub,
         "kubespray",
         kubespray_cmd.export_kubespray,
+        output=False,
         help="hosts.yaml (and a dynamic inventory script)",
     )
     p.add_argument("--cluster", required=True)
-    p.add_argument("-o", "--file", required=True, help="hosts.yaml to write ('-': stdout)")
+    # the inventory is a document, not a table: table (admin's default) prints it as YAML
+    add_output(p, ["yaml", "json"], default="yaml", inherit=True)
+    p.add_argument(
+        "-f", "--file", default="-", help="file to write the inventory to (default stdout)"
+    )
     p.add_argument("--script", help="also write an executable dynamic inventory here")
 
 
 def _register_join(admin_sub: Any) -> None:
     join = admin_sub.add_parser("join", help="join READY nodes to their Kubespray cluster")
     j_sub = join.add_subparsers(dest="join_command", required=True, metavar="ACTION")
-    p = _job_command(j_sub, "start", kubespray_cmd.join_start, help="start a job and follow it")
+    p = _job_command(
+        j_sub, "start", kubespray_cmd.join_start, nodes=("node",), help="start a job and follow it"
+    )
     p.add_argument("--cluster", required=True)
-    p.add_argument("--node", action="append", help="node id (default: every READY node)")
+    p.add_argument(
+        "--node", action="append", help=f"{NODE_HELP} (repeatable; default: every READY node)"
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--no-wait", action="store_true", help="print the job and return")
     _command(j_sub, "list", kubespray_cmd.join_list).add_argument("--cluster")

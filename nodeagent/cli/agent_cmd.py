@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nodeagent.cli.common import EXIT_ERROR, EXIT_OK, CliError
+from nodeagent.cli.common import EXIT_ERROR, EXIT_OK, CliError, add_output
 
 DEFAULT_SOCKET = "/run/nodeagent/agent.sock"
 
@@ -60,13 +60,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from nodeagent.cli import render
 
     status = _call(args.socket, "GetStatus", agent_pb2.GetStatusRequest(), args.timeout)
-    if args.output == "json":
-        print(render.to_json(status))
+    if args.output != "table":
+        sys.stdout.write(render.message(status, args.output))
         return EXIT_OK
     print(
         f"phase      {status.phase}\nversion    {status.version}\n"
         f"uptime     {status.uptime_seconds:.0f}s\nroot       {status.root}\n"
-        f"discovery  {status.last_discovery.ToJsonString()} "
+        f"discovery  {render.timestamp(status.last_discovery)} "
         f"({status.last_discovery_seconds * 1000:.1f} ms)\n"
         f"hardware   {status.inventory_hash[:16]}\nevents     {status.events_emitted} "
         f"({status.watchers} watchers)"
@@ -98,8 +98,8 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
         agent_pb2.GetInventoryRequest(refresh=args.refresh),
         args.timeout,
     )
-    if args.output == "json":
-        print(render.to_json(resp.inventory))
+    if args.output != "table":
+        sys.stdout.write(render.message(resp.inventory, args.output))
     else:
         sys.stdout.write(render.inventory_table(resp.inventory))
     return EXIT_OK
@@ -115,8 +115,9 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         stub = agent_pb2_grpc.NodeAgentStub(channel)
         try:
             for event in stub.WatchEvents(agent_pb2.WatchEventsRequest(kinds=args.kind or [])):
-                if args.output == "json":
-                    print(render.to_json(event).replace("\n", " "), flush=True)
+                if args.output != "table":
+                    sys.stdout.write(render.stream_item(event, args.output))
+                    sys.stdout.flush()
                 else:
                     when = time.strftime("%H:%M:%S", time.localtime(event.time.seconds))
                     count = f" (x{event.count})" if event.count > 1 else ""
@@ -146,9 +147,11 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         root=args.root,
         tuning=args.tuning,
         reboot=args.reboot,
+        commands=args.commands or "",
     )
     try:
-        bootstrap.run(opts)
+        # flushed per line: cloud-init's log is a pipe, and a first boot's tuning takes minutes
+        bootstrap.run(opts, log=lambda line: print(line, flush=True))
     except bootstrap.BootstrapError as exc:
         raise CliError(f"bootstrap: {exc}") from None
     print("bootstrap complete: nodeagent.service takes over")
@@ -180,6 +183,9 @@ def register(sub: Any) -> None:
     p.add_argument("--root", default="/")
     p.add_argument("--tuning", choices=["apply", "check", "skip"], default="apply")
     p.add_argument("--reboot", choices=["never", "auto"], default="never")
+    p.add_argument(
+        "--commands", help="tune apply's command stand-ins, for a --root that is not / (tests)"
+    )
     p.set_defaults(func=_cmd_bootstrap)
 
     p = sub.add_parser("serve", help="run the node agent daemon")
@@ -196,7 +202,7 @@ def register(sub: Any) -> None:
     for name, func, text in actions:
         p = agent_sub.add_parser(name, help=text)
         p.add_argument("--socket", default=DEFAULT_SOCKET)
-        p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+        add_output(p)
         p.add_argument("--timeout", type=float, default=30.0)
         p.set_defaults(func=func)
         if name == "inventory":

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from nodeagent.cli.common import EXIT_OK
+from nodeagent.cli.common import EXIT_OK, OUTPUT_FORMATS, add_output
 
 
 def _cmd_discover(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def _cmd_snapshot_capture(args: argparse.Namespace) -> int:
     from nodeagent.host import open_root
 
     with open_root(args.root) as root:
-        result = capture(root, args.output)
+        result = capture(root, args.file)
     print(
         f"wrote {result.path}: {result.members} entries, {result.bytes_written} bytes"
         f"{', probes: ' + ', '.join(result.probes) if result.probes else ''}"
@@ -50,12 +50,12 @@ def _cmd_snapshot_capture(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("discover", help="print the hardware inventory")
     p.add_argument("--root", help="a directory laid out like / or a snapshot archive")
-    p.add_argument("-o", "--output", choices=["json", "yaml", "table", "topo"], default="table")
+    add_output(p, [*OUTPUT_FORMATS, "topo"])
     p.set_defaults(func=_cmd_discover)
 
     snap = sub.add_parser("snapshot", help="capture what discovery reads, for support cases")
     snap_sub = snap.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
     p = snap_sub.add_parser("capture", help="write a snapshot archive (tar.gz)")
-    p.add_argument("-o", "--output", required=True, help="archive to write, e.g. node.tar.gz")
+    p.add_argument("-f", "--file", required=True, help="archive to write, e.g. node.tar.gz")
     p.add_argument("--root", help="capture from this root instead of the live machine")
     p.set_defaults(func=_cmd_snapshot_capture)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.cli import render
 from nodeagent.cli.admin_client import AdminClient
 from nodeagent.cli.common import EXIT_OK, EXIT_PROBLEM, CliError
 
@@ -111,8 +112,6 @@ def clusters_show(client: AdminClient, args: argparse.Namespace) -> int:
     """As a table, the whole cluster in YAML: its settings do not fit a row."""
     c = client.call("GetCluster", ipb.GetClusterRequest(name=args.name))
     if client.output == "table":
-        from nodeagent.cli import render
-
         sys.stdout.write(render.to_yaml(c))
         return EXIT_OK
     return client.emit(c, _cluster_rows([c]), CLUSTER_HEADERS)
@@ -168,11 +167,14 @@ def export_kubespray(client: AdminClient, args: argparse.Namespace) -> int:
         raise CliError(f"ExportKubespray: {exc.code().name}: {exc.details()}") from None
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    text = json.dumps(inventory, indent=2) + "\n" if client.output == "json" else to_yaml(inventory)
     if args.file == "-":
-        sys.stdout.write(to_yaml(inventory))
+        sys.stdout.write(text)
     else:
-        _write_atomic(Path(args.file), to_yaml(inventory), 0o644)
+        _write_atomic(Path(args.file), text, 0o644)
         print(f"wrote {args.file}: {count} node(s) in kube_node", file=sys.stderr)
+    if not count:
+        print(f"nodeagent: {_why_empty(client, args.cluster, warnings)}", file=sys.stderr)
     if args.script:
         defaults = {
             "inventory": client.address,
@@ -181,6 +183,28 @@ def export_kubespray(client: AdminClient, args: argparse.Namespace) -> int:
         _write_atomic(Path(args.script), script(args.cluster, defaults), 0o755)
         print(f"wrote {args.script} (ansible-playbook -i {args.script})", file=sys.stderr)
     return EXIT_OK
+
+
+def _why_empty(client: AdminClient, cluster: str, warnings: list[str]) -> str:
+    """Why an export holds no node: every candidate was left out (the warnings say which
+    and why), or none is assigned, or none of those assigned is in an exported state."""
+    if warnings:
+        return (
+            f"no node exported: {len(warnings)} node(s) of cluster {cluster} left out "
+            "(the warnings above say why)"
+        )
+    nodes = client.list_nodes(cluster=cluster)
+    if not nodes:
+        return (
+            f"no node exported: no node is assigned to cluster {cluster} "
+            f"(nodeagent admin nodes update NODE --cluster {cluster})"
+        )
+    states = sorted({ipb.NodeState.Name(n.state) for n in nodes})
+    return (
+        f"no node exported: {len(nodes)} node(s) assigned to cluster {cluster}, none READY, "
+        f"JOINING or JOINED (they are {', '.join(states)}; nodeagent admin nodes list "
+        f"--cluster {cluster} shows why)"
+    )
 
 
 # --- join jobs ----------------------------------------------------------------------------
@@ -201,7 +225,7 @@ def _job_rows(jobs: Any) -> list[list[str]]:
                 f"{j.current_batch}/{j.batches}",
                 f"{joined}/{len(j.nodes)}",
                 str(failed),
-                j.created_at.ToJsonString(),
+                render.timestamp(j.created_at),
                 j.message or "-",
             ]
         )
@@ -212,8 +236,6 @@ JOB_HEADERS = ["ID", "CLUSTER", "STATE", "BATCH", "JOINED", "FAILED", "CREATED",
 
 
 def _print_nodes(job: Any) -> None:
-    from nodeagent.cli import render
-
     rows = [
         [
             n.hostname,
@@ -251,12 +273,11 @@ def _watch(client: AdminClient, job_id: str, reconnect: float) -> int:
             with client.inventory_stub() as stub:
                 for ev in stub.WatchJob(ipb.WatchJobRequest(id=job_id, after_sequence=seq)):
                     seq, deadline = ev.sequence, 0.0
-                    if client.output == "json":
-                        from nodeagent.cli import render
-
-                        print(render.to_json(ev).replace("\n", " "), flush=True)
-                    else:
+                    if client.output == "table":
                         print(_render_event(ev), flush=True)
+                    else:
+                        sys.stdout.write(render.stream_item(ev, client.output))
+                        sys.stdout.flush()
             break
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.UNAVAILABLE:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nodeagent.cli.common import EXIT_OK, EXIT_PROBLEM, CliError
+from nodeagent.cli.common import EXIT_OK, EXIT_PROBLEM, OUTPUT_FORMATS, CliError, add_output
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -91,6 +91,15 @@ def _cmd_labels(args: argparse.Namespace) -> int:
     labels = derive(LabelInputs(inv, tiers, obs, features, assignment), lcfg, previous)
     if args.output == "json":
         sys.stdout.write(sinks.to_json(labels))
+    elif args.output in ("yaml", "table"):
+        from nodeagent.cli import render
+
+        flat = dict(sorted(labels.items()))
+        sys.stdout.write(
+            render.dump(flat, "yaml")
+            if args.output == "yaml"
+            else render.table([[k, v] for k, v in flat.items()], ["KEY", "VALUE"]) + "\n"
+        )
     elif args.output == "kubespray":
         sys.stdout.write(sinks.kubespray_host_vars(labels, lcfg.resolved_taints()))
     else:
@@ -128,9 +137,9 @@ def _cmd_fabric(args: argparse.Namespace) -> int:
     if args.record:
         for name, data in sorted(recordings.items()):
             print(f"recorded {recording.save(args.record, name, data)}", file=sys.stderr)
-    if args.output == "json":
+    if args.output in ("json", "yaml"):
         doc = {"observation": render.to_dict(obs), "tiers": render.to_dict(tiers)}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(render.dump(doc, args.output))
     else:
         sys.stdout.write(_table(obs, tiers))
     return EXIT_PROBLEM if tiers.degraded else EXIT_OK
@@ -197,7 +206,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("labels", help="print or write the node's Kubernetes labels")
     _common(p)
-    p.add_argument("-o", "--output", choices=["json", "nfd", "kubespray"], default="json")
+    # json (the flat map) stays the default: scripts and the README rely on it
+    add_output(p, ["json", "yaml", "table", "nfd", "kubespray"], default="json")
     p.add_argument("--pool", help="node pool (nodeagent.io/pool, truefoundry.com/nodepool)")
     p.add_argument("--profile", help="golden profile name")
     p.add_argument("--tuning", help="tuning state (pending, applied, drift, ...)")
@@ -228,7 +238,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("fabric", help="show the node's compute rails, fabric neighbours, tiers")
     _common(p)
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    add_output(p, OUTPUT_FORMATS)
     p.add_argument(
         "--record",
         metavar="DIR",

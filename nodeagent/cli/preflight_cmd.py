@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nodeagent.cli.common import EXIT_OK, EXIT_PROBLEM, CliError
+from nodeagent.cli.common import EXIT_OK, EXIT_PROBLEM, CliError, add_output
 
 STATUS = {1: "pass", 2: "WARN", 3: "FAIL", 4: "skip"}
 
@@ -46,8 +46,8 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     )
     with open_root(args.root) as root:
         report = preflight.run(root, opts)
-    if args.output == "json":
-        print(render.to_json(report))
+    if args.output != "table":
+        sys.stdout.write(render.message(report, args.output))
     else:
         rows = [[c.name, STATUS.get(c.status, "?"), c.message] for c in report.checks]
         print(render.table(rows, ["CHECK", "STATUS", "FOUND"]))
@@ -64,7 +64,7 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("preflight", help="check that this node can join a Kubespray cluster")
     p.add_argument("--root", help="a root directory or snapshot instead of /")
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    add_output(p)
     p.add_argument(
         "--registry",
         action="append",

@@ -1,11 +1,20 @@
-"""Text renderings of an inventory: JSON, YAML, a table for people, topo -m."""
+"""Text renderings: JSON, YAML, tables and times for people, an inventory, topo -m.
+
+`-o json` and `-o yaml` mean the same in every command (the object itself, protobuf JSON
+for messages); tables are for people, so their times are UTC to the second and their
+cells one line each.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import re
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 
@@ -31,12 +40,62 @@ def to_json(msg: Message) -> str:
 
 
 def to_yaml(msg: Message) -> str:
+    return dump(to_dict(msg), "yaml")
+
+
+def dump(data: Any, fmt: str) -> str:
+    """Plain data (a label map, a document of several messages) as `-o json|yaml` prints
+    it, ending in a newline."""
+    if fmt == "json":
+        return json.dumps(data, indent=2) + "\n"
     import yaml  # only this output needs it
 
-    return str(yaml.safe_dump(to_dict(msg), sort_keys=False, width=120))
+    return str(yaml.safe_dump(data, sort_keys=False, width=120))
 
 
-def table(rows: list[list[str]], headers: list[str]) -> str:
+def message(msg: Message, fmt: str) -> str:
+    """A reply as `-o json|yaml` prints it, ending in a newline."""
+    return to_json(msg) + "\n" if fmt == "json" else to_yaml(msg)
+
+
+def stream_item(msg: Message, fmt: str) -> str:
+    """One message of a stream a command follows: a JSON object per line (so a consumer
+    reads line by line), or one YAML document each."""
+    if fmt == "json":
+        return to_json(msg).replace("\n", " ") + "\n"
+    return "---\n" + to_yaml(msg)
+
+
+def timestamp(ts: Timestamp) -> str:
+    """UTC to the second ('2025-01-31 14:05:09Z'), '-' when unset: the nanoseconds of
+    protobuf's JSON form are noise in a table, and an unset time is not 1970."""
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return dt.datetime.fromtimestamp(ts.seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def expired(ts: Timestamp) -> bool:
+    """A set time that has passed (tokens, certificates)."""
+    return bool(ts.seconds or ts.nanos) and ts.ToDatetime(dt.UTC) <= dt.datetime.now(dt.UTC)
+
+
+MIN_CLIPPED = 20
+
+
+def clip(text: str, room: int) -> str:
+    """`text` on one line (whitespace runs become one space) in at most `room` characters,
+    cut with '...'."""
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= room else text[: max(room - 3, 0)] + "..."
+
+
+def table(rows: list[list[str]], headers: list[str], width: int | None = None) -> str:
+    """Columns padded to their widest cell. With `width`, the last column (free text: a
+    reason, a message) is cut so each line fits, keeping at least MIN_CLIPPED characters."""
+    if width is not None and rows:
+        fixed = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)][:-1]
+        room = max(MIN_CLIPPED, width - sum(fixed) - 2 * len(fixed))
+        rows = [[*row[:-1], clip(str(row[-1]), room)] for row in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
     for row in rows:
@@ -59,12 +118,25 @@ def _link(link: pb.PcieLink) -> str:
     return text + (f" (max x{link.max_width}, degraded)" if link.degraded else "")
 
 
+def _host_line(s: pb.System) -> str:
+    """What is known of the machine and nothing else: a VM or a board without DMI has no
+    vendor, serial or BIOS, and blanks or dashes in their place read like values."""
+    known = [
+        " ".join(x for x in (s.vendor, s.product) if x),
+        f"serial {s.serial}" if s.serial else "",
+        f"BIOS {s.bios_version}" if s.bios_version else "",
+        f"{s.boot_mode} boot" if s.boot_mode else "",
+    ]
+    details = ", ".join(x for x in known if x)
+    return f"Host      {s.hostname or '-'}" + (f"   ({details})" if details else "")
+
+
 def inventory_table(inv: pb.HardwareInventory) -> str:
-    s, c = inv.system, inv.cpu
+    c = inv.cpu
     out = [
-        f"Host      {s.hostname or '-'}   ({s.vendor} {s.product}, serial {s.serial or '-'}, "
-        f"BIOS {s.bios_version or '-'}, {s.boot_mode})",
-        f"OS        {inv.software.os_pretty_name or '-'}, kernel {inv.software.kernel_release}",
+        _host_line(inv.system),
+        f"OS        {inv.software.os_pretty_name or '-'}"
+        + (f", kernel {inv.software.kernel_release}" if inv.software.kernel_release else ""),
         f"CPU       {c.sockets} x {c.model_name} ({c.cores_per_socket} cores x "
         f"{c.threads_per_core} threads; {c.logical_cpus} logical)",
         f"Memory    {_gib(inv.memory.total_bytes)} over {len(inv.numa_nodes)} NUMA node(s)"

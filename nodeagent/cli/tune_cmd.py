@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nodeagent.cli.common import EXIT_ERROR, EXIT_OK, EXIT_PROBLEM, CliError
+from nodeagent.cli.common import EXIT_ERROR, EXIT_OK, EXIT_PROBLEM, CliError, add_output
 
 STATUS_WORDS = {1: "ok", 2: "DRIFT", 3: "pending", 4: "unknown"}
 TASK_WORDS = {1: "...", 2: "ok", 3: "changed", 4: "skipped", 5: "FAILED"}
@@ -41,7 +41,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from nodeagent.tuning import profiles
 
     rows = []
-    for p in profiles.load_all(profiles.profile_dirs(args.profiles_dir)):
+    found = profiles.load_all(profiles.profile_dirs(args.profiles_dir))
+    if args.output != "table":
+        docs = {"profiles": [render.to_dict(p) for p in found]}
+        sys.stdout.write(render.dump(docs, args.output))
+        return EXIT_OK
+    for p in found:
         s = p.selector
         sel = "; ".join(
             x
@@ -137,8 +142,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             except bios_mod.BiosError as exc:
                 raise CliError(str(exc)) from None
         report = verify(root, profile, inv, bios_results)
-    if args.output == "json":
-        print(render.to_json(report))
+    if args.output != "table":
+        sys.stdout.write(render.message(report, args.output))
     else:
         print_report(report, args.all)
     return EXIT_PROBLEM if report.drift or report.hardware else EXIT_OK
@@ -159,7 +164,8 @@ def print_event(event: Any, tty: bool, show_diff: bool) -> None:
                 print(f"\r[{t.index:2d}] ...      {t.task}", end="", flush=True)
             return
         msg = f"  {t.message}" if t.message else ""
-        print(f"\r[{t.index:2d}] {TASK_WORDS.get(t.status, '?'):<8} {t.task}{msg}", flush=True)
+        back = "\r" if tty else ""  # over the "..." line; a pipe or a log gets plain lines
+        print(f"{back}[{t.index:2d}] {TASK_WORDS.get(t.status, '?'):<8} {t.task}{msg}", flush=True)
         if show_diff and t.diff:
             sys.stdout.write(t.diff if t.diff.endswith("\n") else t.diff + "\n")
         return
@@ -168,8 +174,6 @@ def print_event(event: Any, tty: bool, show_diff: bool) -> None:
         f"{r.outcome}: {r.changed} changed, {r.ok} ok, {r.skipped} skipped "
         f"in {r.duration_seconds:.1f} s"
     )
-    if r.failed_task:
-        print(f"failed task: {r.failed_task}: {r.error}")
     if r.reboot_needed:
         print(f"reboot needed for: {', '.join(r.reboot_reasons)} (policy {r.reboot_policy})")
     for note in r.notes:
@@ -213,6 +217,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
             reboot_policy=args.reboot,
             commands=commands,
             bios=bios_step,
+            keep_run=args.keep_run,
         )
         result = None
         tty = sys.stdout.isatty() and args.output == "table"
@@ -223,8 +228,13 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                 print_event(event, tty, args.check or args.diff)
             if event.HasField("result"):
                 result = event.result
-    if result is None or result.outcome == "failed":
-        return EXIT_ERROR
+    if result is None:
+        raise CliError("tune apply ended without a result")
+    if result.outcome == "failed":
+        # the cause on stderr, where a caller (bootstrap, cloud-init's log) looks for it
+        task = result.failed_task
+        where = "" if task == apply_mod.RUNNER_TASK else f" at task '{task}'"
+        raise CliError(f"tune apply failed{where}: {result.error}")
     return EXIT_OK
 
 
@@ -232,7 +242,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="profile name or file (default: by selector)")
     p.add_argument("--profiles-dir", help="look here first for profiles")
     p.add_argument("--root", help="a directory laid out like / (default: this machine)")
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.add_argument("--bmc", help="Redfish base URL of the BMC, e.g. https://10.0.0.5")
     p.add_argument("--bmc-user", help="BMC user name")
     p.add_argument(
@@ -252,18 +261,21 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_schema)
     p = tsub.add_parser("list", help="installed profiles and their selectors")
     p.add_argument("--profiles-dir")
+    add_output(p)
     p.set_defaults(func=_cmd_list)
     p = tsub.add_parser("show", help="a profile as the agent reads it")
     p.add_argument("profile")
     p.add_argument("--profiles-dir")
-    p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    add_output(p, ["yaml", "json"], default="yaml")  # a profile is a document, not a table
     p.set_defaults(func=_cmd_show)
     p = tsub.add_parser("verify", help="compare this node with its profile (exit 3 on drift)")
     _common(p)
+    add_output(p)
     p.add_argument("--all", action="store_true", help="list settings that are ok too")
     p.set_defaults(func=_cmd_verify)
     p = tsub.add_parser("apply", help="bring this node to its profile (ansible-runner, Redfish)")
     _common(p)
+    add_output(p, ["table", "json"])  # a stream of task events: JSON one per line
     p.add_argument("--check", action="store_true", help="show what would change, change nothing")
     p.add_argument("--diff", action="store_true", help="show file diffs when applying")
     p.add_argument(
@@ -278,5 +290,10 @@ def register(sub: Any) -> None:
         help="the node is held for maintenance: apply even if it is JOINED",
     )
     p.add_argument("--commands", help="JSON map of command stand-ins (tests, throwaway roots)")
+    p.add_argument(
+        "--keep-run",
+        action="store_true",
+        help="keep ansible-runner's run folder (artifacts, extravars) and print where it is",
+    )
     p.add_argument("--state-dir", default="/var/lib/nodeagent", help="agent state (for the phase)")
     p.set_defaults(func=_cmd_apply)

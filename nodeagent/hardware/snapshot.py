@@ -128,6 +128,10 @@ def _record_probes(root: HostRoot, inv: pb.HardwareInventory, recordings: Record
                 probe.read(root, inv, recordings=recordings)
 
 
+class SnapshotError(OSError):
+    """The archive cannot be written where asked; the message names it and why."""
+
+
 def capture(root: HostRoot, out_path: str) -> CaptureResult:
     traced = HostRoot(root.path, label=root.label)
     traced.trace = []
@@ -135,14 +139,21 @@ def capture(root: HostRoot, out_path: str) -> CaptureResult:
     _record_probes(traced, discover(traced, recordings=recordings), recordings)
     tmp = f"{out_path}.partial"
     try:
-        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+        with contextlib.ExitStack() as stack:
+            try:
+                tar = stack.enter_context(tarfile.open(tmp, "w:gz", compresslevel=6))
+            except OSError as exc:  # the bare error names `.partial`, which nobody asked for
+                raise SnapshotError(f"cannot write {out_path}: {exc.strerror or exc}") from None
             writer = _ArchiveWriter(root, tar)
             for kind, rel in traced.trace:
                 writer.add(kind, rel)
             for name, data in sorted(recordings.items()):
                 writer.add_bytes(f"{PROBES_DIR}/{name}.json", dumps(data).encode())
             members = len(writer.seen)
-        os.replace(tmp, out_path)
+        try:
+            os.replace(tmp, out_path)
+        except OSError as exc:
+            raise SnapshotError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -32,7 +32,11 @@ class InventoryConfig:
     # How often each replica re-reads the revocation list: a certificate revoked on one
     # replica is refused by all of them within this long.
     revocation_refresh_seconds: float = 2.0
-    metrics_listen: str = "0.0.0.0:9746"
+    # Profiles a token or an assignment may name are those this host has (as `nodeagent tune`
+    # finds them): this directory first, then $NODEAGENT_PROFILES_DIR, /etc/nodeagent/profiles
+    # and the shipped ones. (No metrics_listen: the service exports no metrics yet, and a key
+    # accepted and ignored would promise what it does not do.)
+    profiles_dir: str = ""
     max_message_bytes: int = 8 * 1024 * 1024
     log_format: str = "text"
     log_level: str = "info"

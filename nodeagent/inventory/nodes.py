@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -23,9 +24,14 @@ from nodeagent.inventory.store import Conflict, NotFound, Store, dumps, message_
 S = ipb.NodeState
 NODE_COLUMNS = (
     "id, hostname, state, held_from, state_reason, pool, role, cluster, profile, "
-    "labels, taints, gpu_model, gpu_count, inventory_hash, cert_not_after, created_at"
+    "labels, taints, gpu_model, gpu_count, inventory_hash, cert_not_after, created_at, blocking"
 )
 ASSIGNMENT_FIELDS = ("pool", "role", "cluster", "profile", "labels", "taints")
+# What a profile check says about a node's hardware: one warning per line, none if it fits.
+# The service's ProfileCatalogue.fit; a warning is recorded, never a refusal (an admin may
+# know better, e.g. a GPU on order).
+Fit = Callable[[str, pb.HardwareInventory], list[str]]
+PROFILE_CHECK = "system:profile-check"
 
 
 def _assignment(
@@ -71,6 +77,7 @@ def node_from_row(row: Any, live: Any = None, now: float = 0.0, deadline: float 
         inv_hash,
         cert_after,
         created,
+        blocking,
     ) = row
     node = ipb.Node(
         id=node_id,
@@ -81,6 +88,7 @@ def node_from_row(row: Any, live: Any = None, now: float = 0.0, deadline: float 
         gpu_model=gpu_model,
         gpu_count=gpu_count,
         inventory_hash=inv_hash,
+        blocking=json.loads(blocking),
     )
     node.created_at.FromNanoseconds(int(created * 1e9))
     if cert_after:
@@ -198,9 +206,49 @@ def _may_take_over(store: Store, cur: Any, node_id: str, csr_key: str, reenrol_n
     )
 
 
+def _apply_preset(store: Store, cur: Any, node_id: str, preset: ipb.Assignment) -> str:
+    """Set the fields a token's preset gives (the others stay); '' when it gives none,
+    else what was set, for the event."""
+    values = assignment_columns(preset)
+    chosen = [f for f in ASSIGNMENT_FIELDS if getattr(preset, f)]
+    if not chosen:
+        return ""
+    sets = ", ".join(f"{f} = ?" for f in chosen)
+    cur.execute(
+        store.q(f"UPDATE nodes SET {sets}, updated_at = ? WHERE id = ?"),
+        [*(values[f] for f in chosen), time.time(), node_id],
+    )
+    return ", ".join(
+        f"{f}={values[f] if f in ('labels', 'taints') else getattr(preset, f)}" for f in chosen
+    )
+
+
+def _record_fit(
+    store: Store,
+    cur: Any,
+    node_id: str,
+    state: int,
+    profile: str,
+    inv: pb.HardwareInventory,
+    fit: Fit | None,
+) -> list[str]:
+    """Check the assigned profile against the node's hardware; each misfit is an event."""
+    if fit is None or not profile:
+        return []
+    warnings = fit(profile, inv)
+    for warning in warnings:
+        store.add_event(cur, node_id, PROFILE_CHECK, state, state, warning)
+    return warnings
+
+
 def register(
-    store: Store, token: str, inv: pb.HardwareInventory, csr_key: str, issue: Any
-) -> tuple[ipb.Node, bytes]:
+    store: Store,
+    token: str,
+    inv: pb.HardwareInventory,
+    csr_key: str,
+    issue: Any,
+    fit: Fit | None = None,
+) -> tuple[ipb.Node, bytes, list[str]]:
     """Enrol a machine: a new node, or the same node id for hardware seen before.
 
     `csr_key` is the SPKI hash of the CSR's key. `issue(node_id)` signs the node's CSR
@@ -208,6 +256,12 @@ def register(
     recorded there, so one is only ever handed out for a committed registration. The
     transaction is kept short (the inventory is serialised before it starts): with
     SQLite it holds the one write lock, with PostgreSQL a pooled connection.
+
+    Hardware seen before (proof of its key, or a re-enrol token) keeps its node id. A plain
+    token's preset is applied to it, field by field, and the event says so: the admin who
+    made the token chose it for whatever that token enrols. A re-enrol token carries no
+    preset, so a reinstall keeps the assignment. `fit` checks the resulting profile against
+    the hardware; its warnings are events and are returned for the log.
     """
     now = time.time()
     dmi = identity.dmi_key(inv)
@@ -234,7 +288,15 @@ def register(
                 # the old key is gone with the old install: nothing may use it any more
                 certificates.revoke_node(store, cur, node_id, f"node:{node_id}", "re-enrolled")
                 how = f"re-enrol token {token_id}, earlier certificates revoked"
-            store.add_event(cur, node_id, f"node:{node_id}", state, state, f"re-registered ({how})")
+            applied = _apply_preset(store, cur, node_id, preset)
+            what = (
+                f"token {token_id}'s preset applied: {applied}"
+                if applied
+                else f"assignment kept (token {token_id} carries no preset)"
+            )
+            store.add_event(
+                cur, node_id, f"node:{node_id}", state, state, f"re-registered ({how}); {what}"
+            )
             cert_pem, not_after = _issue(store, cur, issue, node_id)
             cur.execute(
                 store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"), (not_after, node_id)
@@ -263,6 +325,7 @@ def register(
                 "cert_not_after": 0,
                 "created_at": now,
                 "updated_at": now,
+                "blocking": "[]",
             }
             cur.execute(
                 store.q(
@@ -295,13 +358,15 @@ def register(
             ),
             (node_id, now),
         )
-        spend_token(store, cur, token_id)
         if existing is not None:
-            return _load(store, cur, node_id), cert_pem
-    # the new node's message from what was written, without reading it back under the lock
-    record["cert_not_after"] = not_after
-    node = node_from_row(tuple(record[c.strip()] for c in NODE_COLUMNS.split(",")))
-    return node, cert_pem
+            node = _load(store, cur, node_id)
+        else:
+            # the new node's message from what was written, without reading it back
+            record["cert_not_after"] = not_after
+            node = node_from_row(tuple(record[c.strip()] for c in NODE_COLUMNS.split(",")))
+        warnings = _record_fit(store, cur, node_id, node.state, node.assignment.profile, inv, fit)
+        spend_token(store, cur, token_id)
+    return node, cert_pem, warnings
 
 
 def _store_inventory(
@@ -339,16 +404,49 @@ def _load(store: Store, cur: Any, node_id: str) -> ipb.Node:
     return node_from_row(row)
 
 
+def _check_names(blocking: list[str]) -> list[str]:
+    """The check names of blocking entries ("name: message (fix: remedy)")."""
+    return [b.split(":", 1)[0] for b in blocking]
+
+
+def _store_blocking(
+    store: Store, cur: Any, node_id: str, state: int, stored: str, blocking: list[str]
+) -> None:
+    """Keep what the agent says blocks it; an event when the set of failing checks changes
+    (not when only a message does: free disk space is a new number at every discovery)."""
+    before = json.loads(stored)
+    if before == blocking:
+        return
+    cur.execute(store.q("UPDATE nodes SET blocking = ? WHERE id = ?"), (dumps(blocking), node_id))
+    names = _check_names(blocking)
+    if names != _check_names(before):
+        reason = (
+            f"blocked by preflight: {', '.join(names)}"
+            if names
+            else "preflight passes: nothing blocks the node"
+        )
+        store.add_event(cur, node_id, f"node:{node_id}", state, state, reason)
+
+
 def heartbeat_update(
-    store: Store, node_id: str, phase: str, inv: pb.HardwareInventory | None, inv_hash: str
+    store: Store,
+    node_id: str,
+    phase: str,
+    inv: pb.HardwareInventory | None,
+    inv_hash: str,
+    blocking: list[str] | None = None,
 ) -> tuple[ipb.Node, bool]:
-    """Apply what a heartbeat changes beyond liveness; returns (node, wants inventory)."""
+    """Apply what a heartbeat changes beyond liveness; returns (node, wants inventory).
+
+    `blocking` (None: not sent) replaces the failing preflight checks the node reported."""
     with store.tx() as cur:
         cur.execute(store.q(f"SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?"), (node_id,))
         row = cur.fetchone()
         if row is None:
             raise NotFound(node_id)
         current, stored_hash = row[2], row[13]
+        if blocking is not None:
+            _store_blocking(store, cur, node_id, current, row[-1], blocking)
         if inv is not None:
             _store_inventory(store, cur, node_id, inv, inv_hash)
             if stored_hash and stored_hash != inv_hash:
@@ -459,13 +557,25 @@ def list_nodes(
     return resp
 
 
-def update_assignment(
-    store: Store, node_id: str, assignment: ipb.Assignment, fields: list[str], actor: str
-) -> ipb.Node:
+def chosen_fields(fields: list[str]) -> list[str]:
+    """The assignment fields an UpdateAssignment sets (none named: all of them)."""
     unknown = set(fields) - set(ASSIGNMENT_FIELDS)
     if unknown:
         raise ValueError(f"unknown assignment fields {sorted(unknown)}")
-    chosen = fields or list(ASSIGNMENT_FIELDS)
+    return fields or list(ASSIGNMENT_FIELDS)
+
+
+def update_assignment(
+    store: Store,
+    node_id: str,
+    assignment: ipb.Assignment,
+    fields: list[str],
+    actor: str,
+    fit: Fit | None = None,
+) -> tuple[ipb.Node, list[str]]:
+    """Set the chosen fields; a profile newly set is checked against the node's hardware
+    (`fit`), and what does not fit is an event and returned for the log, not a refusal."""
+    chosen = chosen_fields(fields)
     values = assignment_columns(assignment)
     with store.tx() as cur:
         node = _load(store, cur, node_id)
@@ -482,7 +592,16 @@ def update_assignment(
         store.add_event(
             cur, node_id, actor, node.state, node.state, f"assignment updated: {', '.join(chosen)}"
         )
-        return _load(store, cur, node_id)
+        warnings: list[str] = []
+        if "profile" in chosen and assignment.profile:
+            cur.execute(store.q("SELECT inventory FROM nodes WHERE id = ?"), (node_id,))
+            stored = cur.fetchone()[0]
+            inv = json_format.Parse(stored, pb.HardwareInventory()) if stored else None
+            if inv is not None:
+                warnings = _record_fit(
+                    store, cur, node_id, node.state, assignment.profile, inv, fit
+                )
+        return _load(store, cur, node_id), warnings
 
 
 def hold(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +37,7 @@ from nodeagent.api.v1 import fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import certificates, lifecycle, nodes, pki, tokens
 from nodeagent.inventory.auth import ENROLMENT, PERMISSIONS
+from nodeagent.inventory.catalogue import ProfileCatalogue
 from nodeagent.inventory.cluster_rpcs import ClusterRpcs
 from nodeagent.inventory.config import InventoryConfig
 from nodeagent.inventory.fleet import FleetServicer
@@ -42,6 +46,7 @@ from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
 from nodeagent.tlsutil import spki_hash
 
 log = logging.getLogger("nodeagent.inventory")
+MAX_BLOCKING = 50  # failing preflight checks a heartbeat may carry
 ERRORS = [
     (tokens.TokenError, grpc.StatusCode.UNAUTHENTICATED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -69,8 +74,14 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         csr = request.csr_pem.encode()
         csr_key = spki_hash(pki.load_csr(csr))
         try:
-            node, cert_pem = await s.store.run(
-                nodes.register, s.store, request.token, request.inventory, csr_key, s.issuer(csr)
+            node, cert_pem, warnings = await s.store.run(
+                nodes.register,
+                s.store,
+                request.token,
+                request.inventory,
+                csr_key,
+                s.issuer(csr),
+                s.profiles.fit,
             )
         except tokens.TokenError as exc:
             log.warning("registration refused (token %s): %s", tokens.redact(request.token), exc)
@@ -86,6 +97,8 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             node.hostname,
             tokens.redact(request.token),
         )
+        for warning in warnings:
+            log.warning("node %s: %s", node.id, warning)
         s.seen(node.id, "DISCOVERED")
         s.nodes[node.id] = (node, "DISCOVERED", time.monotonic())
         return ipb.RegisterResponse(
@@ -107,9 +120,15 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                 f"certificate is for node {me.name}, not {request.node_id}",
             )
         auth.validate_text(request.phase, "phase", 32)
+        blocking = list(request.blocking) if request.blocking_set else None
+        if blocking is not None:
+            if len(blocking) > MAX_BLOCKING:
+                raise ValueError(f"blocking: at most {MAX_BLOCKING} checks")
+            for entry in blocking:
+                auth.validate_text(entry, "blocking", 1000)
         cached = s.cached(me.name)
         inv = request.inventory if request.HasField("inventory") else None
-        if cached is None or inv is not None or cached[1] != request.phase:
+        if cached is None or inv is not None or cached[1] != request.phase or blocking is not None:
             node, _ = await s.store.run(
                 nodes.heartbeat_update,
                 s.store,
@@ -117,6 +136,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                 request.phase,
                 inv,
                 request.inventory_hash,
+                blocking,
             )
             s.nodes[me.name] = (node, request.phase, time.monotonic())
         else:
@@ -179,30 +199,40 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             self.service.deadline(),
         )
 
-    async def UpdateAssignment(
-        self, request: ipb.UpdateAssignmentRequest, context: grpc.aio.ServicerContext
-    ) -> ipb.Node:
-        a = request.assignment
-        for value, what in (
+    async def _check_assignment(self, a: ipb.Assignment, fields: list[str], what: str) -> None:
+        """Text fit to store, and a profile this inventory knows (a name no node can find
+        would only fail on the node, after its reinstall)."""
+        for value, name in (
             (a.pool, "pool"),
             (a.role, "role"),
             (a.cluster, "cluster"),
             (a.profile, "profile"),
         ):
-            auth.validate_text(value, what, 63)
+            auth.validate_text(value, f"{what}{name}", 63)
         for key, value in a.labels.items():
-            auth.validate_text(key, "label key")
-            auth.validate_text(value, "label value", 63)
+            auth.validate_text(key, f"{what}label key")
+            auth.validate_text(value, f"{what}label value", 63)
         for taint in a.taints:
-            auth.validate_text(taint, "taint")
-        node = await self.service.store.run(
+            auth.validate_text(taint, f"{what}taint")
+        if a.profile and "profile" in fields:  # a re-read of the files is not the loop's work
+            await asyncio.to_thread(self.service.profiles.get, a.profile)
+
+    async def UpdateAssignment(
+        self, request: ipb.UpdateAssignmentRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Node:
+        a = request.assignment
+        await self._check_assignment(a, nodes.chosen_fields(list(request.fields)), "")
+        node, warnings = await self.service.store.run(
             nodes.update_assignment,
             self.service.store,
             request.node_id,
             a,
             list(request.fields),
             auth.caller().actor,
+            self.service.profiles.fit,
         )
+        for warning in warnings:
+            log.warning("node %s: %s", request.node_id, warning)
         self.service.nodes.pop(request.node_id, None)
         return node
 
@@ -265,6 +295,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         context: grpc.aio.ServicerContext,
     ) -> ipb.CreateTokenResponse:
         auth.validate_text(request.description, "description", 200)
+        await self._check_assignment(request.preset, list(nodes.ASSIGNMENT_FIELDS), "preset ")
         token, secret = await self.service.store.run(
             nodes.create_token, self.service.store, request, auth.caller().actor
         )
@@ -304,10 +335,47 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                 await asyncio.sleep(0.25)
 
 
+def _refuse_busy(address: str, key: str) -> None:
+    """Stop when another process listens on `address` (host:port), with one line.
+
+    gRPC sets SO_REUSEPORT unless told not to, and then a second inventory on the same port
+    shares its connections with the first: two CAs and two databases answering at random.
+    The servers are built without it (their bind fails), and this probe says so first, in
+    words and before the data directory, CA or database are touched; grpc's own bind error
+    is a log line of the C core.
+    """
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return  # an unresolvable name: gRPC's bind says what is wrong
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(
+                        f"cannot listen on {address} ('{key}'): the address is in use (another "
+                        f"inventory service?); stop it or choose another port",
+                    ) from None
+
+
 class InventoryService:
     def __init__(self, config: InventoryConfig) -> None:
         self.config = config
-        Path(config.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        _refuse_busy(config.listen, "listen")
+        _refuse_busy(config.bootstrap_address, "bootstrap_listen")
+        data = Path(config.data_dir)
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if data.stat().st_uid == os.getuid():  # the CA key and join job files live here
+            data.chmod(0o700)
+        self.profiles = ProfileCatalogue(config.profiles_dir)
         cert_path, key_path = config.ca_paths
         self.ca = pki.CertificateAuthority.load_or_create(
             cert_path, key_path, create=not (config.ca_cert and config.ca_key)
@@ -400,6 +468,8 @@ class InventoryService:
                 ("grpc.max_send_message_length", c.max_message_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 20000),
+                # a second service on a taken port must fail, not share its connections
+                ("grpc.so_reuseport", 0),
             ]
         )
 
@@ -449,12 +519,10 @@ class InventoryService:
             (service.full_name, fleet.full_name, reflection.SERVICE_NAME, "grpc.health.v1.Health"),
             server,
         )
-        self.port = server.add_secure_port(c.listen, self._credentials(True))
-        self.bootstrap_port = enrol_server.add_secure_port(
-            c.bootstrap_address, self._credentials(False)
+        self.port = _bind(server, c.listen, "listen", self._credentials(True))
+        self.bootstrap_port = _bind(
+            enrol_server, c.bootstrap_address, "bootstrap_listen", self._credentials(False)
         )
-        if not self.port or not self.bootstrap_port:
-            raise OSError(f"cannot listen on {c.listen} and {c.bootstrap_address}")
         await server.start()
         await enrol_server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -495,3 +563,16 @@ class InventoryService:
         with contextlib.suppress(StoreError):
             await self.flush()
         self.store.close()
+
+
+def _bind(server: grpc.aio.Server, address: str, key: str, creds: grpc.ServerCredentials) -> int:
+    """The port bound, or OSError naming the address and its configuration key."""
+    try:
+        port = int(server.add_secure_port(address, creds))
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        port = 0
+    if not port:
+        raise OSError(
+            f"cannot listen on {address} ('{key}'): in use or not an address of this host"
+        )
+    return port

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -193,7 +194,28 @@ def _migrations(serial: str) -> list[str]:
         CREATE INDEX certificates_revoked ON certificates (revoked_at);
         ALTER TABLE tokens ADD COLUMN reenrol_node TEXT NOT NULL DEFAULT ''
         """,
+        # 5: the failing preflight checks a node's agent last reported (why it stays put)
+        """
+        ALTER TABLE nodes ADD COLUMN blocking TEXT NOT NULL DEFAULT '[]'
+        """,
     ]
+
+
+def _private_sqlite_files(path: str) -> None:
+    """Make the SQLite database and its WAL files 0600 whatever the umask.
+
+    The file holds token hashes, every node's inventory and the certificate records, and
+    SQLite creates it 0666 less the umask (0644 under the usual 022) when the service is
+    started outside systemd. Created here first, 0600, SQLite keeps that mode and gives
+    the -wal and -shm files it creates the database's own mode; files left by an earlier
+    start under a looser umask are tightened.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
 
 
 @dataclass
@@ -225,6 +247,7 @@ class Store:
     def open(cls, url: str) -> Store:
         if url.startswith("sqlite:///"):
             path = url[len("sqlite:///") :]
+            _private_sqlite_files(path)
 
             def connect_sqlite() -> sqlite3.Connection:
                 conn = sqlite3.connect(

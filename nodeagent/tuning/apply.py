@@ -2,9 +2,16 @@
 
 `apply()` is a generator of TuningEvent: a TaskProgress per playbook task as ansible-runner
 reports it (the CLI prints them, the agent streams them over gRPC), then one ApplyResult.
-Every run gets a fresh private data directory holding the extravars file; it is removed
-afterwards unless the run failed (then its artifacts are kept for the post-mortem and the
-path is in the error). BMC credentials never enter it.
+A failed run is `failed` in check mode too, and its error says why: the failing task and its
+message, or, when ansible-playbook stopped before any task (a playbook it cannot load, a
+missing module), the last lines it wrote. Every run gets a fresh private data directory
+holding the extravars file; it is removed afterwards, failed or not, since the cause is in
+the result and a folder left in /tmp per run tells nobody anything; `keep_run` keeps it (for
+a post-mortem of ansible-runner's artifacts) and the result names it. BMC credentials never
+enter it.
+
+The playbook and its module are package data (assets/playbooks/), found with
+importlib.resources, so an installed wheel runs the same files as a checkout.
 
 A needed reboot is reported (outcome `reboot-required`) and done only under the `auto`
 policy, after the run, with the `reboot` command; never in check mode.
@@ -12,6 +19,7 @@ policy, after the run, with the `reboot` command; never in check mode.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -22,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +43,10 @@ from nodeagent.tuning import commands as commands_mod
 from nodeagent.tuning import plan
 from nodeagent.tuning.verify import PENDING, verify
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+PLAYBOOKS = resources.files("nodeagent.tuning") / "assets" / "playbooks"
 PLAYBOOK = "golden-image.yml"
+ERROR_LINES = 6  # of ansible-playbook's output, when it failed before any task could
+RUNNER_TASK = "ansible-runner"  # the failed task of a run that failed outside any task
 REBOOT_POLICIES = ("never", "auto")
 REFUSED_PHASES = ("JOINED", "JOINING")
 BiosStep = Callable[[bool], tuple[list[tpb.SettingResult], list[tpb.TaskProgress]]]
@@ -61,9 +72,9 @@ class ApplyOptions:
     commands: dict[str, list[str]] = field(
         default_factory=lambda: dict(commands_mod.DEFAULT_COMMANDS)
     )
-    playbook_dir: Path = PLAYBOOKS
+    playbook_dir: Path | None = None  # None: the playbooks shipped in the package
     bios: BiosStep | None = None  # (check) -> (verify results, progress); None: no BMC
-    keep_private_dir: bool = False
+    keep_run: bool = False  # keep ansible-runner's private data directory, and name it
 
 
 def _now() -> Timestamp:
@@ -168,10 +179,20 @@ def _runner_env(private: Path) -> dict[str, str]:
     }
 
 
+def _error_tail(text: str) -> str:
+    """The lines that say why ansible-playbook stopped: from its last `ERROR!` on (what
+    follows is where in the playbook), else the last lines it wrote."""
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("ERROR!")]
+    tail = lines[starts[-1] :] if starts else lines[-ERROR_LINES:]
+    return "\n".join(tail[:ERROR_LINES])
+
+
 def run_playbook(
     private: Path, playbook: Path, check: bool, on_event: Callable[[dict[str, Any]], None]
-) -> str:
-    """Run `playbook` with the inputs in `private`; return ansible-runner's status.
+) -> tuple[str, str]:
+    """Run `playbook` with the inputs in `private`; return ansible-runner's status and, for a
+    run that did not succeed, the last error lines ansible-playbook wrote.
 
     Events arrive live through the handler; any the live path missed (ansible-runner reads
     them from the child's output, and under load some arrive only in the job_events
@@ -204,7 +225,25 @@ def run_playbook(
     for event in runner.events:
         if str(event.get("uuid", "")) not in seen:
             on_event(event)
-    return str(runner.status)
+    status = str(runner.status)
+    if status == "successful":
+        return status, ""
+    output = ""
+    for stream in ("stderr", "stdout"):  # subprocess mode keeps them apart; errors: stderr
+        with contextlib.suppress(OSError):
+            output = output or (Path(config.artifact_dir) / stream).read_text().strip()
+    return status, _error_tail(output)
+
+
+@contextlib.contextmanager
+def _playbook_dir(given: Path | None) -> Iterator[Path]:
+    """The directory to hand ansible-runner: the one given, else the package's own, as a real
+    path (as_file extracts it only where the package is not on a filesystem)."""
+    if given is not None:
+        yield given
+        return
+    with resources.as_file(PLAYBOOKS) as shipped:
+        yield shipped
 
 
 def apply(opts: ApplyOptions) -> Iterator[tpb.TuningEvent]:
@@ -221,64 +260,81 @@ def apply(opts: ApplyOptions) -> Iterator[tpb.TuningEvent]:
     target = "" if opts.root.is_live else opts.root.path
     extravars, notes = plan.build(opts.profile, opts.inventory, opts.root, before, commands, target)
     private = Path(tempfile.mkdtemp(prefix="nodeagent-tune-"))
-    os.chmod(private, 0o700)
-    plan.write_private_dir(private, extravars, sys.executable)
-    events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-    progress = _Progress(opts.check)
-    status: list[str] = []
+    thread: threading.Thread | None = None
+    try:
+        os.chmod(private, 0o700)
+        plan.write_private_dir(private, extravars, sys.executable)
+        events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        progress = _Progress(opts.check)
+        status: list[tuple[str, str]] = []
 
-    def worker() -> None:
-        try:
-            status.append(
-                run_playbook(private, opts.playbook_dir / PLAYBOOK, opts.check, events.put)
-            )
-        except Exception as exc:  # surfaced as the run's error below
-            status.append(f"error: {exc}")
-        finally:
-            events.put(None)
+        def worker() -> None:
+            try:
+                with _playbook_dir(opts.playbook_dir) as playbooks:
+                    status.append(
+                        run_playbook(private, playbooks / PLAYBOOK, opts.check, events.put)
+                    )
+            except Exception as exc:  # surfaced as the run's error below
+                status.append((f"error: {exc}", ""))
+            finally:
+                events.put(None)
 
-    thread = threading.Thread(target=worker, name="ansible-runner", daemon=True)
-    thread.start()
-    while (event := events.get()) is not None:
-        item = progress.convert(event)
-        if item is not None:
-            yield tpb.TuningEvent(task=item)
-    thread.join()
-    run_status = status[0] if status else "error: no status"
-    failed = run_status != "successful"
-    bios_results: list[tpb.SettingResult] = []
-    if not failed and opts.bios is not None:
-        try:
-            bios_results, bios_progress = opts.bios(opts.check)
-            for item in bios_progress:
-                progress.index += 1
-                item.index = progress.index
-                progress.counts["changed" if item.status == tpb.TASK_CHANGED else "ok"] += 1
+        thread = threading.Thread(target=worker, name="ansible-runner", daemon=True)
+        thread.start()
+        while (event := events.get()) is not None:
+            item = progress.convert(event)
+            if item is not None:
                 yield tpb.TuningEvent(task=item)
-        except Exception as exc:  # a BMC failure fails the run, with its step named
-            progress.failed_task, progress.error = "BIOS settings (Redfish)", str(exc)
-            failed = True
-    result.changed, result.ok = progress.counts["changed"], progress.counts["ok"]
-    result.skipped = progress.counts["skipped"]
-    if failed:
-        result.outcome = "failed"
-        result.failed_task = progress.failed_task or "ansible-runner"
-        result.error = (progress.error or run_status) + f" (run kept in {private})"
-    else:
-        if not opts.keep_private_dir:
+        thread.join()
+        run_status, output = status[0] if status else ("error: no status", "")
+        failed = run_status != "successful"
+        bios_results: list[tpb.SettingResult] = []
+        if not failed and opts.bios is not None:
+            try:
+                bios_results, bios_progress = opts.bios(opts.check)
+                for item in bios_progress:
+                    progress.index += 1
+                    item.index = progress.index
+                    progress.counts["changed" if item.status == tpb.TASK_CHANGED else "ok"] += 1
+                    yield tpb.TuningEvent(task=item)
+            except Exception as exc:  # a BMC failure fails the run, with its step named
+                progress.failed_task, progress.error = "BIOS settings (Redfish)", str(exc)
+                failed = True
+        result.changed, result.ok = progress.counts["changed"], progress.counts["ok"]
+        result.skipped = progress.counts["skipped"]
+        if failed:
+            result.outcome = "failed"
+            result.failed_task = progress.failed_task or RUNNER_TASK
+            result.error = progress.error or _runner_error(run_status, output)
+            if opts.keep_run:
+                result.error += f" (run kept in {private})"
+        if opts.keep_run:
+            notes.append(f"ansible-runner's run kept in {private}")
+        after = verify(opts.root, opts.profile, opts.inventory, bios_results)
+        result.report.CopyFrom(after)
+        pending = [s.setting for s in after.settings if s.status == PENDING]
+        result.reboot_needed = bool(pending) and not opts.check
+        result.reboot_reasons.extend(pending if result.reboot_needed else [])
+        result.notes.extend(notes)
+        if not failed:
+            result.outcome = "checked" if opts.check else "tuned"
+            if result.reboot_needed:
+                result.outcome = "reboot-required"
+                if opts.reboot_policy == "auto":
+                    subprocess.run(commands["reboot"], check=True, timeout=60)
+                    result.outcome = "rebooting"
+        result.duration_seconds = time.perf_counter() - start
+    finally:
+        if thread is not None:
+            thread.join(timeout=60)  # an interrupted run: let ansible-playbook end first
+        if not opts.keep_run:
             shutil.rmtree(private, ignore_errors=True)
-    after = verify(opts.root, opts.profile, opts.inventory, bios_results)
-    result.report.CopyFrom(after)
-    pending = [s.setting for s in after.settings if s.status == PENDING]
-    result.reboot_needed = bool(pending) and not opts.check
-    result.reboot_reasons.extend(pending if not opts.check else [])
-    result.notes.extend(notes)
-    if opts.check:
-        result.outcome = "checked"
-    elif not failed:
-        result.outcome = "reboot-required" if result.reboot_needed else "tuned"
-        if result.reboot_needed and opts.reboot_policy == "auto":
-            subprocess.run(commands["reboot"], check=True, timeout=60)
-            result.outcome = "rebooting"
-    result.duration_seconds = time.perf_counter() - start
     yield tpb.TuningEvent(result=result)
+
+
+def _runner_error(status: str, output: str) -> str:
+    """Why a run with no failed task failed: ansible-runner's status and the lines
+    ansible-playbook wrote (a playbook it could not load says so before any task runs)."""
+    if status.startswith("error: "):
+        return status.removeprefix("error: ")
+    return f"ansible-runner {status}: {output}" if output else f"ansible-runner {status}"

@@ -12,14 +12,28 @@ import fnmatch
 import os
 import re
 from collections.abc import Iterable, Sequence
+from importlib import resources
 from pathlib import Path
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import tuning_pb2 as tpb
 from nodeagent.tuning.loader import ProfileError, load_file
 
-REPO_PROFILES = Path(__file__).resolve().parents[2] / "golden-image" / "profiles"
-SYSTEM_DIRS = (Path("/etc/nodeagent/profiles"), Path("/usr/share/nodeagent/profiles"))
+SITE_DIR = Path("/etc/nodeagent/profiles")
+
+
+def _shipped() -> Path:
+    """The profiles the package carries as data, wherever it is installed (a checkout, a
+    virtualenv, a Debian package). pip and setuptools install a package unpacked, so this is
+    a real directory; a zipped package would be a Traversable without a path, and is refused
+    here rather than found to hold no profiles."""
+    found = resources.files("nodeagent.tuning") / "assets" / "profiles"
+    if not isinstance(found, Path):
+        raise RuntimeError(f"nodeagent's profiles are not on a filesystem ({found!r})")
+    return found
+
+
+SHIPPED = _shipped()
 
 
 # what a profile may be called when the name comes over the wire (the agent's API): a
@@ -41,10 +55,11 @@ class NoProfile(LookupError):
 
 
 def profile_dirs(extra: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Search order: --profiles-dir, $NODEAGENT_PROFILES_DIR, /etc, the checkout, /usr/share."""
+    """Search order: --profiles-dir, $NODEAGENT_PROFILES_DIR, /etc/nodeagent/profiles, the
+    shipped ones: a site's own file of the same name wins over the one the package ships."""
     dirs = [Path(extra)] if extra else []
     dirs += [Path(p) for p in os.environ.get("NODEAGENT_PROFILES_DIR", "").split(":") if p]
-    dirs += [SYSTEM_DIRS[0], REPO_PROFILES, SYSTEM_DIRS[1]]
+    dirs += [SITE_DIR, SHIPPED]
     return dirs
 
 
@@ -138,6 +153,7 @@ def resolve(
 
 
 __all__ = [
+    "SHIPPED",
     "NoProfile",
     "ProfileError",
     "find",

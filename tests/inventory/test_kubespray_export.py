@@ -241,7 +241,7 @@ def test_export_checked_by_ansible_inventory(
         "kubespray",
         "--cluster",
         "prod",
-        "-o",
+        "-f",
         str(hosts),
         "--script",
         str(script),
@@ -286,7 +286,7 @@ def test_export_checked_by_ansible_inventory(
     changed = cli("admin", "clusters", "update", "prod", "--families", "own,gfd", env=admin_env)
     assert changed.returncode == 0, changed.stderr
     again = yaml.safe_load(
-        cli("admin", "export", "kubespray", "--cluster", "prod", "-o", "-", env=viewer).stdout
+        cli("admin", "export", "kubespray", "--cluster", "prod", env=viewer).stdout
     )
     assert again["all"]["hosts"]["gpu-00001"]["node_labels"]["nvidia.com/gpu.count"] == "8"
     assert again["all"]["hosts"]["gpu-00001"]["node_labels"]["site"] == "dc1", "kept by update"
@@ -346,7 +346,7 @@ def test_bad_names_are_refused_at_assignment_and_one_bad_node_is_left_out(
 
     env = credentials(svc, scratch, "viewer")
     out = scratch / "hosts.yaml"
-    done = cli("admin", "export", "kubespray", "--cluster", "prod", "-o", str(out), env=env)
+    done = cli("admin", "export", "kubespray", "--cluster", "prod", "-f", str(out), env=env)
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
     assert warnings == [
@@ -417,3 +417,49 @@ def test_cluster_rbac_and_input_checks(
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     for c in (admin, operator, viewer):
         c.close()
+
+
+def test_an_empty_export_says_why(
+    service_factory: Callable[..., ServiceThread],
+    scratch: Path,
+    dgx_inventory: pb.HardwareInventory,
+) -> None:
+    """'0 node(s)' alone left the admin guessing: the export says which of its reasons it is."""
+    svc = service_factory(f"sqlite:///{scratch / 'empty.db'}")
+    admin = svc.admin()
+    admin.CreateCluster(cluster_spec())
+    env = credentials(svc, scratch, "viewer")
+
+    def why(*flags: str) -> str:
+        done = cli("admin", "export", "kubespray", "--cluster", "prod", *flags, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stderr.strip().splitlines()[-1]
+
+    assert why() == (
+        "nodeagent: no node exported: no node is assigned to cluster prod "
+        "(nodeagent admin nodes update NODE --cluster prod)"
+    )
+    node = enrol(svc, admin, variant(dgx_inventory, 1))
+    admin.UpdateAssignment(
+        ipb.UpdateAssignmentRequest(
+            node_id=node.id, assignment=ipb.Assignment(cluster="prod"), fields=["cluster"]
+        )
+    )
+    assert why() == (
+        "nodeagent: no node exported: 1 node(s) assigned to cluster prod, none READY, JOINING "
+        "or JOINED (they are DISCOVERED; nodeagent admin nodes list --cluster prod shows why)"
+    )
+    node.client.Heartbeat(ipb.HeartbeatRequest(node_id=node.id, phase="READY"))
+    assert why("-f", str(scratch / "hosts.yaml")) == (
+        "nodeagent: no node exported: 1 node(s) of cluster prod left out "
+        "(the warnings above say why)"
+    )
+    # with an address it is exported; -o picks the format: the same inventory as JSON
+    admin.SetNodeAddress(ipb.NodeAddress(node_id=node.id, ip="10.0.1.1"))
+    assert why("-f", str(scratch / "hosts.yaml")).endswith(": 1 node(s) in kube_node")
+    as_json = cli("admin", "export", "kubespray", "--cluster", "prod", "-o", "json", env=env)
+    exported = json.loads(as_json.stdout)
+    assert exported == yaml.safe_load((scratch / "hosts.yaml").read_text())
+    assert list(exported["all"]["children"]["kube_node"]["hosts"]) == ["gpu-00001"]
+    node.client.close()
+    admin.close()

@@ -374,7 +374,7 @@ def test_admin_certificates_are_recorded_listed_and_revoked_from_the_cli(
     creds = {}
     for name, role in (("root", "admin"), ("eve", "operator")):
         out = scratch / name
-        flags = ["--role", role, "--name", name, "-o", str(out)]
+        flags = ["--role", role, "--name", name, "--dir", str(out)]
         made = _cli("inventory", "issue-admin-cert", "--config", str(inventory.config), *flags)
         assert made.returncode == 0, made.stderr
         creds[name] = {
@@ -426,7 +426,7 @@ def test_a_node_cannot_place_another_or_inject_into_topology_conf(
             fleet_pb2.ReportFabricRequest(observation=_observation(name, ["a1"], "s1")), timeout=10
         )
     out = scratch / "admin"
-    flags = ["--role", "viewer", "--name", "vic", "-o", str(out)]
+    flags = ["--role", "viewer", "--name", "vic", "--dir", str(out)]
     _cli("inventory", "issue-admin-cert", "--config", str(inventory.config), *flags)
     env = {
         "NODEAGENT_INVENTORY": inventory.address,

@@ -30,7 +30,11 @@ class Host:
     commands: dict[str, list[str]]
 
     def run(
-        self, check: bool = False, reboot: str = "never"
+        self,
+        check: bool = False,
+        reboot: str = "never",
+        keep_run: bool = False,
+        playbook_dir: Path | None = None,
     ) -> tuple[list[tpb.TaskProgress], tpb.ApplyResult]:
         opts = apply.ApplyOptions(
             self.profile,
@@ -39,6 +43,8 @@ class Host:
             check=check,
             commands=self.commands,
             reboot_policy=reboot,
+            keep_run=keep_run,
+            playbook_dir=playbook_dir,
         )
         tasks, result = [], None
         for event in apply.apply(opts):
@@ -58,7 +64,7 @@ def make_host(name: str, dest: Path) -> Host:
     commands = fakehost.prepare(dest)
     root = HostRoot(dest)
     inv = discover(root)
-    profile = profiles.select(profiles.load_all([profiles.REPO_PROFILES]), inv)
+    profile = profiles.select(profiles.load_all([profiles.SHIPPED]), inv)
     return Host(dest, root, inv, profile, commands)
 
 

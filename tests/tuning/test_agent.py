@@ -21,7 +21,7 @@ def agent(scratch: Path) -> Iterator[tuple[AgentProcess, Host]]:
     host = make_host("cpu-node", scratch / "root")
     config = (
         f'[tuning]\ncommands_file = "{host.path}/.nodeagent/commands.json"\n'
-        f'profiles_dir = "{profiles.REPO_PROFILES}"\n'
+        f'profiles_dir = "{profiles.SHIPPED}"\n'
     )
     (scratch / "agent").mkdir()
     proc = AgentProcess(scratch / "agent", host.path, config).start()

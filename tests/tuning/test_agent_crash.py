@@ -18,9 +18,12 @@ def test_kill9_during_apply_is_reported_as_interrupted(scratch: Path) -> None:
     host = make_host("cpu-node", scratch / "root")
     config = (
         f'[tuning]\ncommands_file = "{host.path}/.nodeagent/commands.json"\n'
-        f'profiles_dir = "{profiles.REPO_PROFILES}"\n'
+        f'profiles_dir = "{profiles.SHIPPED}"\n'
     )
-    proc = AgentProcess(scratch / "agent", host.path, config).start()
+    # the killed run cannot remove its run folder: it goes to scratch, not to /tmp
+    (scratch / "tmp").mkdir()
+    env = {"TMPDIR": str(scratch / "tmp")}
+    proc = AgentProcess(scratch / "agent", host.path, config, env).start()
     try:
         with proc.channel() as channel:
             stream = proc.stub(channel).ApplyTuning(
@@ -33,7 +36,7 @@ def test_kill9_during_apply_is_reported_as_interrupted(scratch: Path) -> None:
         state = json.loads((scratch / "agent" / "state" / "state.json").read_text())
         assert state["tuning"]["outcome"] == "running", "the run was on record before it began"
         proc.close()
-        again = AgentProcess(scratch / "agent", host.path, config).start()
+        again = AgentProcess(scratch / "agent", host.path, config, env).start()
         try:
             with again.channel() as channel:
                 status = again.stub(channel).GetStatus(agent_pb2.GetStatusRequest(), timeout=10)

@@ -195,18 +195,57 @@ def test_apply_repairs_runtime_drift(tuned: dict[str, object]) -> None:
     assert not_ok(host) == {}
 
 
-def test_failed_task_is_named_and_leaves_phase_failed(fresh_host: Callable[[str], Host]) -> None:
+@pytest.fixture
+def run_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[Path]]:
+    """The run folders apply leaves behind: its temporary directories go to a folder of
+    this test's own (tempfile.tempdir), so another process's runs never count."""
+    base = tmp_path / "tmp"
+    base.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(base))
+    return lambda: sorted(base.glob("nodeagent-tune-*"))
+
+
+def test_failed_task_is_named_and_its_run_folder_removed(
+    fresh_host: Callable[[str], Host], run_dirs: Callable[[], list[Path]]
+) -> None:
     host = fresh_host("cpu-node")
     (host.path / ".nodeagent/fail").mkdir()
     (host.path / ".nodeagent/fail/sysctl").touch()
     tasks, result = host.run()
     assert result.outcome == "failed"
     assert result.failed_task == "Apply sysctl settings"
-    assert "simulated failure" in result.error and "run kept in" in result.error
+    assert "simulated failure" in result.error and "run kept in" not in result.error
     assert tasks[-1].status == tpb.TASK_FAILED
-    kept = Path(result.error.rsplit("run kept in ", 1)[1].rstrip(")"))
-    assert (kept / "env/extravars").exists()
-    shutil.rmtree(kept)
+    assert run_dirs() == []
+
+
+def test_keep_run_keeps_the_run_folder_and_names_it(
+    fresh_host: Callable[[str], Host], run_dirs: Callable[[], list[Path]]
+) -> None:
+    host = fresh_host("cpu-node")
+    (host.path / ".nodeagent/fail").mkdir()
+    (host.path / ".nodeagent/fail/sysctl").touch()
+    _, result = host.run(keep_run=True)
+    (kept,) = run_dirs()
+    assert result.outcome == "failed" and result.error.endswith(f" (run kept in {kept})")
+    assert f"ansible-runner's run kept in {kept}" in result.notes
+    assert (kept / "env/extravars").exists() and list((kept / "artifacts").iterdir())
+
+
+def test_check_run_whose_playbook_cannot_load_fails_with_its_cause(
+    fresh_host: Callable[[str], Host], run_dirs: Callable[[], list[Path]], tmp_path: Path
+) -> None:
+    """What an installed package without its playbook did: ansible-playbook stops before any
+    task, and check mode used to call that `checked`."""
+    host = fresh_host("cpu-node")
+    tasks, result = host.run(check=True, playbook_dir=tmp_path / "nowhere")
+    assert tasks == []
+    assert result.outcome == "failed" and result.failed_task == "ansible-runner"
+    missing = tmp_path / "nowhere" / "golden-image.yml"
+    assert (
+        result.error == f"ansible-runner failed: ERROR! the playbook: {missing} could not be found"
+    )
+    assert run_dirs() == []
 
 
 def test_file_step_is_all_or_nothing(fresh_host: Callable[[str], Host]) -> None:

@@ -13,11 +13,11 @@ from nodeagent.cli.main import main
 from nodeagent.tuning import profiles
 from nodeagent.tuning.loader import ProfileError, load_file, load_text
 
-SHIPPED = sorted(profiles.REPO_PROFILES.glob("*.yaml"))
+SHIPPED_FILES = sorted(profiles.SHIPPED.glob("*.yaml"))
 
 
 def test_the_five_profiles_ship() -> None:
-    assert {p.stem for p in SHIPPED} == {
+    assert {p.stem for p in SHIPPED_FILES} == {
         "hgx-h100",
         "hgx-b200",
         "rtx-pro-6000",
@@ -26,7 +26,7 @@ def test_the_five_profiles_ship() -> None:
     }
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SHIPPED_FILES, ids=lambda p: p.stem)
 def test_shipped_profile_validates(path: Path) -> None:
     profile = load_file(path)
     assert profile.name == path.stem and profile.source == str(path)
@@ -34,8 +34,28 @@ def test_shipped_profile_validates(path: Path) -> None:
 
 
 def test_rtx_pro_6000_disables_hmm() -> None:
-    profile = load_file(profiles.REPO_PROFILES / "rtx-pro-6000.yaml")
+    profile = load_file(profiles.SHIPPED / "rtx-pro-6000.yaml")
     assert dict(profile.os.module_options["nvidia_uvm"].options) == {"uvm_disable_hmm": "1"}
+
+
+def test_search_order_puts_site_profiles_before_the_shipped_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag, env = tmp_path / "flag", tmp_path / "env"
+    monkeypatch.setenv("NODEAGENT_PROFILES_DIR", str(env))
+    assert profiles.profile_dirs(flag) == [
+        flag,
+        env,
+        Path("/etc/nodeagent/profiles"),
+        profiles.SHIPPED,
+    ]
+    env.mkdir()
+    (env / "cpu-node.yaml").write_text((profiles.SHIPPED / "cpu-node.yaml").read_text())
+    found = profiles.find("cpu-node", profiles.profile_dirs())
+    assert found.source == str(env / "cpu-node.yaml")
+    every = {p.name: p.source for p in profiles.load_all(profiles.profile_dirs())}
+    assert every["cpu-node"] == str(env / "cpu-node.yaml")
+    assert every["hgx-h100"] == str(profiles.SHIPPED / "hgx-h100.yaml")
 
 
 @pytest.mark.parametrize(
@@ -50,19 +70,19 @@ def test_rtx_pro_6000_disables_hmm() -> None:
 def test_selector_picks_profile(
     inventory_of: Callable[..., pb.HardwareInventory], machine: str, expected: str
 ) -> None:
-    every = profiles.load_all([profiles.REPO_PROFILES])
+    every = profiles.load_all([profiles.SHIPPED])
     assert profiles.select(every, inventory_of(machine)).name == expected
 
 
 def test_assignment_wins_over_selector(inventory_of: Callable[..., pb.HardwareInventory]) -> None:
-    every = profiles.load_all([profiles.REPO_PROFILES])
+    every = profiles.load_all([profiles.SHIPPED])
     assert profiles.select(every, inventory_of("dgx-h100"), "hgx-b200").name == "hgx-b200"
     with pytest.raises(profiles.NoProfile, match="not installed"):
         profiles.select(every, inventory_of("dgx-h100"), "nonesuch")
 
 
 def test_equal_matches_are_an_error(inventory_of: Callable[..., pb.HardwareInventory]) -> None:
-    every = profiles.load_all([profiles.REPO_PROFILES])
+    every = profiles.load_all([profiles.SHIPPED])
     twin = type(every[0])()
     twin.CopyFrom(next(p for p in every if p.name == "hgx-h100"))
     twin.name = "hgx-h100-copy"
@@ -156,14 +176,14 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             vm.swappiness: "1; reboot"
         """)
     )
-    assert main(["tune", "validate", *map(str, SHIPPED)]) == 0
+    assert main(["tune", "validate", *map(str, SHIPPED_FILES)]) == 0
     assert main(["tune", "validate", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}:4: key 'os.sysctl.vm.swappiness'" in err
 
 
 def test_cli_list_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tune", "list", "--profiles-dir", str(profiles.REPO_PROFILES)]) == 0
+    assert main(["tune", "list", "--profiles-dir", str(profiles.SHIPPED)]) == 0
     out = capsys.readouterr().out
     assert "rtx-pro-6000" in out and "NVIDIA RTX PRO 6000*" in out
     assert main(["tune", "schema"]) == 0

@@ -72,11 +72,12 @@ def main() -> None:
         }
         for _, d, c, _, o, _ in plan
     ]
+    backups: dict[str, str] = {}
     result = {
         "changed": bool(plan),
         "changed_paths": [p[0] for p in plan],
         "changed_tags": sorted({p[5] for p in plan if p[5]}),
-        "backups": {},
+        "backups": backups,
         "diff": diffs,
     }
     if module.check_mode or not plan:
@@ -100,7 +101,7 @@ def main() -> None:
                     os.unlink(tmp)
             done.append((dest, backup))
             if backup:
-                result["backups"][path] = backup
+                backups[path] = backup
     except Exception as exc:  # roll back this run's files: all or none
         for dest, backup in reversed(done):
             if backup:
