@@ -61,6 +61,8 @@ E810 = Part("8086:1592", "8086:0002", 0x020000, 0x02, "ice", 16.0, 16)
 X550 = Part("8086:1563", "8086:0001", 0x020000, 0x01, "ixgbe", 8.0, 4)
 PM9A3 = Part("144d:a80a", "144d:a813", 0x010802, 0x00, "nvme", 16.0, 4)
 PM1733 = Part("144d:a824", "144d:a809", 0x010802, 0x00, "nvme", 16.0, 4)
+B200 = Part("10de:2901", "10de:1999", 0x030200, 0xA1, "nvidia", 32.0, 16)
+BLUEFIELD3_DPU = Part("15b3:a2dc", "15b3:0052", 0x020000, 0x01, "mlx5_core", 32.0, 16)
 MICRON_7450 = Part("1344:51c3", "1344:4100", 0x010802, 0x01, "nvme", 16.0, 4)
 
 CX7_OSFP_CARD = Card("MT4129", "28.39.1002", "MT_0000000838")
@@ -525,6 +527,150 @@ def rtx_pro_6000() -> Machine:
     )
 
 
+# ------------------------------------------------------------------------- reference designs
+# The RUN:AI/OSMO-on-Kubespray reference's worker nodes: Ubuntu 24.04, 6.8.0-85-generic,
+# driver 580.82.07 from the GPU Operator, inbox RDMA drivers (no OFED/MOFED).
+
+_NOBLE_85 = (
+    "6.8.0-85-generic",
+    "#85-Ubuntu SMP PREEMPT_DYNAMIC Thu Sep 18 15:26:59 UTC 2025",
+    "BOOT_IMAGE=/vmlinuz-6.8.0-85-generic root=/dev/mapper/ubuntu--vg-ubuntu--lv ro",
+)
+_R580_82 = "(dvs-builder@U22-I3-AF03-09-1)  Thu Aug 28 16:27:04 UTC 2025"
+BF3_DPU_CARD = Card("MT41692", "32.45.1020", "MT_0000001116")
+CX7_400_CARD = Card("MT4129", "28.45.1020", "MT_0000000838")
+
+
+def _gpu_switch(host_bus: int, node: int, root: Part, leaves: Sequence[Fn]) -> Host:
+    """Root port -> PEX890xx switch; leaf k below downstream port k, at bus h+3+k."""
+    legs = ((d, [leaf]) for d, leaf in enumerate(leaves))
+    return host_bridge(
+        host_bus, node, root, (1, 1, [switch(pci_address(host_bus + 1), PEX890, *legs)])
+    )
+
+
+def _north_south(k: int, bus: int, node: int, root: Part) -> Host:
+    """The north-south BlueField-3 DPU on a root port of its own: no GPU shares its switch."""
+    port = _roce(
+        f"enp{bus}s0f0np0", f"mlx5_{k}", BF3_DPU_CARD, 200, 0x5C25730300F0A100 + k, "10.10.0.21"
+    )
+    return host_bridge(
+        bus - 1, node, root, (1, 0, [Fn(pci_address(bus), BLUEFIELD3_DPU, port=port)])
+    )
+
+
+def rtx_pro_2_8_5_200(*, missing: int | None = None, slow: int | None = None) -> Machine:
+    """NVIDIA 2-8-5-200 RTX PRO Server (the reference's rtxprosrv1): 2x EPYC 9554, 8 RTX PRO
+    6000 Blackwell Server Edition, two per PCIe switch, with a BlueField-3 SuperNIC at 400 Gb/s
+    on each switch (4 east-west rails, 200 Gb/s per GPU) and a BlueField-3 DPU north-south.
+    `missing`: east-west adapter k is absent; `slow`: adapter k runs at 200 Gb/s."""
+    name = "rtxprosrv1"
+
+    def gpu(bus: int) -> Fn:
+        return Fn(pci_address(bus), RTX_PRO_6000)
+
+    def supernic(k: int, bus: int) -> list[Fn]:
+        if k == missing:
+            return []
+        gbps = 200 if k == slow else 400
+        port = _roce(
+            f"enp{bus}s0np0", f"mlx5_{k}", BF3_CARD, gbps, 0x5C25730300E4C2A0 + k, f"10.150.{k}.21"
+        )
+        return [Fn(pci_address(bus), BLUEFIELD3, port=port)]
+
+    drives = [_micron(c, name) for c in range(4)]
+    hosts = [
+        _gpu_switch(0x00, 0, GENOA_ROOT, [gpu(0x03), gpu(0x04), *supernic(0, 0x05)]),
+        _gpu_switch(0x20, 0, GENOA_ROOT, [gpu(0x23), gpu(0x24), *supernic(1, 0x25)]),
+        _drives(0x40, 0, GENOA_ROOT, MICRON_7450, drives[:2]),
+        _north_south(4, 0x51, 0, GENOA_ROOT),
+        host_bridge(0x60, 0, GENOA_ROOT, (5, 2, [_bmc_vga(0x61)])),
+        _gpu_switch(0x80, 1, GENOA_ROOT, [gpu(0x83), gpu(0x84), *supernic(2, 0x85)]),
+        _gpu_switch(0xA0, 1, GENOA_ROOT, [gpu(0xA3), gpu(0xA4), *supernic(3, 0xA5)]),
+        _drives(0xC0, 1, GENOA_ROOT, MICRON_7450, drives[2:]),
+    ]
+    return Machine(
+        hostname=name,
+        dmi=_dmi(
+            "Supermicro", "AS -5126GS-TNRT", "H13DSG-O-CPU", "3.1", "04/11/2025", chassis_type="17"
+        ),
+        cpu=EPYC_9554,
+        node_kib=792302516,
+        remote_distance=32,
+        os_release=UBUNTU_2404,
+        kernel=_NOBLE_85[0],
+        kernel_version=_NOBLE_85[1],
+        cmdline=_NOBLE_85[2],
+        hosts=tuple(hosts),
+        multipath=True,
+        nvidia=Nvidia(
+            "580.82.07",
+            _R580_82,
+            model="NVIDIA RTX PRO 6000 Blackwell Server Edition",
+            vbios="98.02.52.00.02",
+        ),
+    )
+
+
+def hgx_b200_2_8_9_400(
+    *, missing: int | None = None, slow: int | None = None, ofed: str = ""
+) -> Machine:
+    """NVIDIA 2-8-9-400 HGX B200 (the reference's b200-1): 2x Xeon, 8 B200 on NVLink, each
+    behind a PCIe switch it shares with its own 400 Gb/s ConnectX-7 (8 east-west rails, 400
+    Gb/s per GPU), a BlueField-3 DPU north-south, 2 boot + 8 data NVMe. The VBIOS is the
+    reference's 97.00.6E.00.07; the firmware bundle (25.09.1) lives in the HMC, not on the
+    host. `missing`/`slow`: rail k absent / at 200 Gb/s; `ofed`: MLNX_OFED instead of inbox."""
+    name = "b200-1"
+
+    def module(k: int) -> Host:
+        h = 0x10 + 0x10 * k
+        leaves = [Fn(pci_address(h + 3), B200)]
+        if k != missing:
+            gbps = 200 if k == slow else 400
+            port = _roce(
+                f"enp{h + 4}s0np0",
+                f"mlx5_{k}",
+                CX7_400_CARD,
+                gbps,
+                0x946DAE0300D81B00 + k,
+                f"10.160.{k}.31",
+            )
+            leaves.append(Fn(pci_address(h + 4), CX7, port=port))
+        return _gpu_switch(h, k // 4, SPR_ROOT, leaves)
+
+    boot = [_samsung("pm9a3-m2", c, name) for c in (0, 1)]
+    data = [_samsung("pm1733", c, name) for c in range(2, 10)]
+    legacy = host_bridge(
+        0x00,
+        0,
+        SPR_ROOT,
+        (0x1C, 0, [_bmc_vga(0x09)]),
+        *((0x1D, 4 * i, [Fn(pci_address(0x0B + i), PM9A3, nvme=n)]) for i, n in enumerate(boot)),
+    )
+    hosts = [
+        legacy,
+        *(module(k) for k in range(8)),
+        _drives(0x9A, 1, SPR_ROOT, PM1733, data[:4]),
+        _north_south(8, 0xA9, 1, SPR_ROOT),
+        _drives(0xB0, 1, SPR_ROOT, PM1733, data[4:]),
+    ]
+    return Machine(
+        hostname=name,
+        dmi=_dmi("Supermicro", "SYS-A22GA-NBRT", "X14DBG-AP", "1.3", "03/20/2025"),
+        cpu=replace(XEON_8480C, name="INTEL(R) XEON(R) PLATINUM 8570"),
+        node_kib=1056429832,
+        remote_distance=21,
+        os_release=UBUNTU_2404,
+        kernel=_NOBLE_85[0],
+        kernel_version=_NOBLE_85[1],
+        cmdline=_NOBLE_85[2],
+        hosts=tuple(sorted(hosts, key=lambda h: h.bus)),
+        multipath=True,
+        nvidia=Nvidia("580.82.07", _R580_82, model="NVIDIA B200", vbios="97.00.6E.00.07"),
+        ofed=ofed,
+    )
+
+
 _NOBLE = (
     "6.8.0-48-generic",
     "#48-Ubuntu SMP PREEMPT_DYNAMIC Fri Sep 27 14:04:52 UTC 2024",
@@ -571,6 +717,17 @@ DESCRIPTIONS: dict[str, Callable[[], Machine]] = {
     "oci-bm-gpu-h100-8": oci_bm_gpu_h100_8,
     "rtx-pro-6000": rtx_pro_6000,
     "cpu-node": cpu_node,
+    "rtx-pro-2-8-5-200": rtx_pro_2_8_5_200,
+    "hgx-b200-2-8-9-400": hgx_b200_2_8_9_400,
+}
+# Departures from the reference designs, for tests that must see a mismatch: built by
+# build_machine like the rest, but not in MACHINES (which every per-machine test walks).
+VARIANTS: dict[str, Callable[[], Machine]] = {
+    "rtx-pro-2-8-5-200-missing-rail": lambda: rtx_pro_2_8_5_200(missing=2),
+    "rtx-pro-2-8-5-200-rail-at-200g": lambda: rtx_pro_2_8_5_200(slow=1),
+    "hgx-b200-2-8-9-400-missing-rail": lambda: hgx_b200_2_8_9_400(missing=5),
+    "hgx-b200-2-8-9-400-rail-at-200g": lambda: hgx_b200_2_8_9_400(slow=3),
+    "hgx-b200-2-8-9-400-ofed": lambda: hgx_b200_2_8_9_400(ofed="24.10-1.1.4"),
 }
 
 
@@ -592,6 +749,8 @@ def build_machine(name: str, dest: Path, *, nvml: bool = True, driver: bool = Tr
     unbound; an NVML recording then says "Driver Not Loaded"). `nvml=False`: no NVML
     recording. Machines without recorded NVML data (rtx-pro-6000, cpu-node) never have one.
     """
+    if name in VARIANTS:
+        return _builder(VARIANTS[name])(dest, nvml=nvml, driver=driver)
     if name not in MACHINES:
-        raise ValueError(f"unknown machine {name!r}; known: {', '.join(MACHINES)}")
+        raise ValueError(f"unknown machine {name!r}; known: {', '.join([*MACHINES, *VARIANTS])}")
     return MACHINES[name](dest, nvml=nvml, driver=driver)

@@ -2,7 +2,7 @@
 
 A `Machine` describes a server compactly: CPUs, memory, OS and its PCI tree (`Host` bridges,
 `Fn` functions carrying a `Port`, an `Nvme` or a GPU). `build_tree` writes it into an empty
-directory as Linux presents it (shared/reference/sysfs.md): every sysfs attribute ends in a
+directory as Linux presents it (the kernel's sysfs ABI documents): every sysfs attribute ends in a
 newline, NVMe strings are space padded, `speed`/`carrier`/`duplex` of a down interface are
 absent (reading them fails with EINVAL), symlinks are relative and spelled as kernfs spells
 them, probe recordings go to `.nodeagent/probes/<probe>.json`.
@@ -182,6 +182,10 @@ class Machine:
     multipath: bool  # nvme_core.multipath
     nvidia: Nvidia | None = None
     files: Mapping[str, str] | None = None  # more files, by path under the root
+    # MLNX_OFED / DOCA-OFED release (24.10-1.1.4) when the RDMA stack is OFED's, else inbox:
+    # OFED's mlx5_core carries a `version` attribute and loads mlx_compat; ofed_info is
+    # installed. An inbox mlx5_core has neither.
+    ofed: str = ""
 
 
 def pci_address(bus: int, dev: int = 0, func: int = 0) -> str:
@@ -679,6 +683,7 @@ _MODULES = {
     "ib_uverbs": (196608, ("nvidia_peermem", "mlx5_ib")),
     "ib_core": (466944, ("ib_uverbs", "mlx5_ib")),
     "mlx5_core": (2441216, ("mlx5_ib",)),
+    "mlx_compat": (20480, ("mlx5_core", "mlx5_ib", "ib_core", "ib_uverbs")),
     "ice": (1122304, ()),
     "ixgbe": (479232, ()),
     "nvme": (61440, ()),
@@ -695,12 +700,23 @@ _DRIVER_MODULES = {  # a bound driver and the modules loaded with it
 def _write_modules(b: _Build) -> None:
     """/proc/modules: `name size refcount users, state address (taint)`."""
     loaded = [mod for drv in sorted(b.bound) for mod in _DRIVER_MODULES.get(drv, (drv,))]
+    if b.machine.ofed and "mlx5_core" in loaded:
+        loaded.append("mlx_compat")
+        b.root.text("sys/module/mlx5_core/version", f"{b.machine.ofed}\n")
+        b.root.text(
+            "usr/bin/ofed_info",
+            '#!/bin/bash\nif [ "X$1" == "X-s" ]; then '
+            f'echo "OFED-internal-{b.machine.ofed}:"; exit 0; fi\n'
+            f'echo "OFED-internal-{b.machine.ofed}:"\n',
+            0o755,
+        )
     lines = []
     for name in (mod for mod in loaded if mod in _MODULES):
         size, users = _MODULES[name]
         using = [u for u in users if u in loaded]
         deps = "".join(f"{u}," for u in using) or "-"
-        taint = " (OE)" if name.startswith("nvidia") else ""
+        oot = name.startswith("nvidia") or (b.machine.ofed and name.startswith(("mlx", "ib_")))
+        taint = " (OE)" if oot else ""
         lines.append(f"{name} {size} {len(using)} {deps} Live 0x0000000000000000{taint}\n")
     b.root.text("proc/modules", "".join(lines))
 

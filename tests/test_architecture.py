@@ -1,4 +1,4 @@
-"""The shape of the code as DESIGN.md draws it: layers, no cycles, and what the wheel ships."""
+"""The shape of the code as docs/architecture.md draws it: layers, cycles, the wheel."""
 
 from __future__ import annotations
 

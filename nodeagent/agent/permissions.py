@@ -1,4 +1,4 @@
-"""Who may call what on the agent's API (contract: the README's table says the same).
+"""Who may call what on the agent's API (contract: the table in docs/agent.md says the same).
 
 The unix socket is root-only and trusted as root. On TCP (mTLS, `api.tcp_listen`) the
 caller's certificate role decides, with the inventory's rules: viewer reads; operator

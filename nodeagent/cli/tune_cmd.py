@@ -68,7 +68,54 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from nodeagent.tuning import profiles
 
     profile = profiles.find(args.profile, profiles.profile_dirs(args.profiles_dir))
-    print(render.to_json(profile) if args.output == "json" else render.to_yaml(profile), end="")
+    if args.resolved or args.output == "json":
+        text = render.to_json(profile) if args.output == "json" else render.to_yaml(profile)
+        print(text, end="")
+    else:
+        # as written: the settings this file chose, with its base named by `extends:`
+        print(Path(profile.source).read_text(encoding="utf-8"), end="")
+    if args.output == "yaml" and profile.extends:
+        print(f"# deviations from {profile.extends}: {len(profile.deviations) or 'none'}")
+        for d in profile.deviations:
+            print(f"#   {d.setting}: {d.base} -> {d.value}  ({d.reason})")
+    return EXIT_OK
+
+
+def _flat(profile: Any) -> dict[str, str]:
+    """Setting path -> value as text, over everything but a profile's own description."""
+    from google.protobuf import json_format
+
+    from nodeagent.tuning.loader import META_KEYS, as_text
+
+    data = json_format.MessageToDict(profile, preserving_proto_field_name=True)
+    out: dict[str, str] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(inner, f"{path}.{key}" if path else key)
+        else:
+            out[path] = as_text(value)
+
+    walk({k: v for k, v in data.items() if k not in META_KEYS | {"source"}}, "")
+    return out
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from nodeagent.cli import render
+    from nodeagent.tuning import profiles
+
+    dirs = profiles.profile_dirs(args.profiles_dir)
+    a, b = (_flat(profiles.find(name, dirs)) for name in (args.a, args.b))
+    rows = [
+        [key, a.get(key, "-"), b.get(key, "-")]
+        for key in sorted(a.keys() | b.keys())
+        if a.get(key) != b.get(key)
+    ]
+    if not rows:
+        print(f"{args.a} and {args.b} set the same values")
+    else:
+        print(render.table(rows, ["SETTING", args.a.upper(), args.b.upper()]))
     return EXIT_OK
 
 
@@ -266,8 +313,16 @@ def register(sub: Any) -> None:
     p = tsub.add_parser("show", help="a profile as the agent reads it")
     p.add_argument("profile")
     p.add_argument("--profiles-dir")
+    p.add_argument(
+        "--resolved", action="store_true", help="the profile merged onto its bases (extends:)"
+    )
     add_output(p, ["yaml", "json"], default="yaml")  # a profile is a document, not a table
     p.set_defaults(func=_cmd_show)
+    p = tsub.add_parser("diff", help="settings two profiles set differently (merged)")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--profiles-dir")
+    p.set_defaults(func=_cmd_diff)
     p = tsub.add_parser("verify", help="compare this node with its profile (exit 3 on drift)")
     _common(p)
     add_output(p)

@@ -2,7 +2,7 @@
 
 sysfs is read on every root, the live one included: it has everything here
 (the PCI parent, driver, NUMA node, speed) and costs no import, while pyroute2
-alone takes longer to import than a whole discovery (see README, "Performance").
+alone takes longer to import than a whole discovery (see docs/discovery.md).
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ ALLOWED_PREFIXES = (
     "etc/os-release",
     "etc/hostname",
     "usr/lib/os-release",
+    # MLNX_OFED's ofed_info script holds its release (software.rdma_stack); no secrets
+    "usr/bin/ofed_info",
+    "usr/sbin/ofed_info",
     f"{PROBES_DIR}/",
 )
 MAX_FILE_BYTES = 1 << 20

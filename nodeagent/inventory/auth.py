@@ -1,4 +1,4 @@
-"""Who may call what on the inventory (contract: the README's RBAC table says the same).
+"""Who may call what on the inventory (contract: the table in docs/inventory.md says the same).
 
 viewer reads; operator changes nodes and runs operations; admin manages tokens,
 clusters and certificates; a node certificate speaks only for its own node (the

@@ -5,7 +5,7 @@ Kubespray's `hosts.yaml`) and a list of problems out. Validation covers what
 Kubespray's own `validate_inventory` role checks (non-empty control plane, odd etcd
 count) and what it misses until a run is half done (node names, which preinstall only
 checks after fact gathering, and overlapping pod and service subnets, which it does
-not check at all); see ../shared/reference/kubespray.md sections 5 and 6.
+not check at all; Kubespray's roles/validate_inventory and kubernetes/preinstall).
 
 A node's name is the host name it reports, so it is never trusted as an address: a node
 without an address set by an admin is left out, as is a node whose name breaks the

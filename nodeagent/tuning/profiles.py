@@ -12,28 +12,14 @@ import fnmatch
 import os
 import re
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from pathlib import Path
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import tuning_pb2 as tpb
 from nodeagent.tuning.loader import ProfileError, load_file
+from nodeagent.tuning.shipped import SHIPPED
 
 SITE_DIR = Path("/etc/nodeagent/profiles")
-
-
-def _shipped() -> Path:
-    """The profiles the package carries as data, wherever it is installed (a checkout, a
-    virtualenv, a Debian package). pip and setuptools install a package unpacked, so this is
-    a real directory; a zipped package would be a Traversable without a path, and is refused
-    here rather than found to hold no profiles."""
-    found = resources.files("nodeagent.tuning") / "assets" / "profiles"
-    if not isinstance(found, Path):
-        raise RuntimeError(f"nodeagent's profiles are not on a filesystem ({found!r})")
-    return found
-
-
-SHIPPED = _shipped()
 
 
 # what a profile may be called when the name comes over the wire (the agent's API): a
@@ -71,7 +57,7 @@ def find(name_or_path: str, dirs: Sequence[Path]) -> tpb.TuningProfile:
         for suffix in (".yaml", ".yml"):
             candidate = d / f"{name_or_path}{suffix}"
             if candidate.is_file():
-                return load_file(candidate)
+                return load_file(candidate, dirs)
     known = sorted({p.stem for d in dirs for p in _files(d)})
     raise NoProfile(f"no profile named {name_or_path!r} (known: {', '.join(known) or 'none'})")
 
@@ -81,13 +67,15 @@ def _files(d: Path) -> Iterable[Path]:
 
 
 def load_all(dirs: Sequence[Path]) -> list[tpb.TuningProfile]:
-    """Every profile, the first directory winning for a name; a bad file is an error."""
+    """Every profile a node can take, the first directory winning for a name; a bad file is
+    an error. Abstract bases (ncp-base) are loaded, so a broken base fails here too, but left
+    out: they describe no server, and a selector must never pick one."""
     seen: dict[str, tpb.TuningProfile] = {}
     for d in dirs:
         for path in _files(d):
             if path.stem not in seen:
-                seen[path.stem] = load_file(path)
-    return list(seen.values())
+                seen[path.stem] = load_file(path, dirs)
+    return [p for p in seen.values() if not p.abstract]
 
 
 def _glob_any(patterns: Iterable[str], value: str) -> bool:
@@ -148,7 +136,13 @@ def resolve(
 ) -> tpb.TuningProfile:
     """--profile if given, else the assignment, else the selector."""
     if spec:
-        return find(spec, dirs)
+        profile = find(spec, dirs)
+        if profile.abstract:
+            raise NoProfile(
+                f"profile {profile.name!r} is an abstract base that other profiles extend; "
+                "give one of those"
+            )
+        return profile
     return select(load_all(dirs), inv, assigned)
 
 

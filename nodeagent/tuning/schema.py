@@ -62,6 +62,10 @@ EXPECTED_HARDWARE = _obj(
         "rail_rate_gbps": {"type": "number", "minimum": 0, "maximum": 3200},
         "rail_link_layer": _s("link_layer"),
         "nvme_count": _UINT,
+        "gbps_per_gpu": {"type": "number", "minimum": 0, "maximum": 3200},
+        "north_south_adapters": _UINT,
+        "gpus_per_rail": {"type": "integer", "minimum": 1, "maximum": 16},
+        "gpu_numa_affinity": {"type": "boolean"},
     }
 )
 
@@ -131,7 +135,21 @@ SUPPORT = _obj(
             unique=False,
         ),
         "os": _list(_s("glob")),
+        "vbios": _list(_s("glob")),
+        "firmware_bundles": _list(_s("glob")),
+        "rdma_stack": {"enum": ["inbox", "ofed"]},
+        "ofed_versions": _list(_s("glob")),
     }
+)
+
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 500}
+# A deviation's values are compared with the settings they name, so any YAML value may stand
+# there; null is the value of a setting the profile removes.
+_ANY = {"type": ["string", "integer", "number", "boolean", "null", "array", "object"]}
+
+DEVIATION = _obj(
+    {"setting": _s("setting_path"), "base": _ANY, "value": _ANY, "reason": _TEXT},
+    required=("setting", "base", "value", "reason"),
 )
 
 PROFILE_SCHEMA: dict[str, Any] = {
@@ -147,6 +165,11 @@ PROFILE_SCHEMA: dict[str, Any] = {
             "bios": BIOS,
             "os": OS,
             "support": SUPPORT,
+            "extends": _s("profile_name"),
+            "abstract": {"type": "boolean"},
+            "reference": _TEXT,
+            "sources": _map("setting_path", _TEXT),
+            "deviations": _list(DEVIATION, unique=False),
         },
         required=("name", "os"),
     ),

@@ -58,6 +58,8 @@ _PATTERNS: dict[str, str] = {
     # no user:password@ in the URL: credentials come from a file, never a URL or a log
     "bmc_url": r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?",
     "link_layer": r"infiniband|ethernet",
+    # a profile setting as `tune diff` and `deviations:` name it: os.transparent_hugepages
+    "setting_path": r"[a-z_]+(\.[A-Za-z0-9_.-]+)*",
 }
 
 # (max_len, example) of each kind: the length cap, and the value an error message shows.
@@ -87,6 +89,7 @@ _LIMITS: dict[str, tuple[int, str]] = {
     "apply_time": (32, "OnReset"),
     "bmc_url": (256, "https://10.0.0.5"),
     "link_layer": (10, "infiniband"),
+    "setting_path": (160, "os.transparent_hugepages"),
 }
 
 if _PATTERNS.keys() != _LIMITS.keys():  # a kind in one table only: fail at import, not at use

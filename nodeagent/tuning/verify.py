@@ -348,6 +348,27 @@ def _support(ctx: Context) -> Iterable[tpb.SettingResult]:
         )
     if sup.cuda:
         yield check("support:cuda", sup.cuda, sw.cuda_driver_version, "no NVML data")
+    if sup.vbios:
+        versions = sorted({g.vbios_version for g in ctx.inventory.gpus})
+        for version in versions or [""]:
+            yield check("support:vbios", sup.vbios, version, "no GPU reports a VBIOS version")
+    if sup.firmware_bundles:
+        # The HGX bundle version lives in the baseboard's HMC, which nvfwupd reads over
+        # Redfish; nothing on the host (sysfs, NVML) carries it, so it is reported, not guessed.
+        yield result(
+            "support:firmware_bundle",
+            "support",
+            UNKNOWN,
+            ", ".join(sup.firmware_bundles),
+            "",
+            "cannot be read from the host without nvfwupd (`nvfwupd show_version` on the BMC)",
+        )
+    if sup.rdma_stack:
+        yield check(
+            "support:rdma_stack", [sup.rdma_stack], sw.rdma_stack, "mlx5_core is not loaded"
+        )
+    if sup.ofed_versions and sw.rdma_stack == "ofed":
+        yield check("support:ofed", sup.ofed_versions, sw.ofed_version, "no OFED version found")
     for entry in sup.nic_firmware:
         devices = [
             d

@@ -18,7 +18,7 @@ from nodeagent.inventory.store import NotFound, Store
 
 S = ipb.NodeState
 LIVE = [s for s in S.values() if s != S.NODE_STATE_UNSPECIFIED]
-# The transition table as DESIGN.md draws it, written out here on purpose: a change to
+# The transition table as docs/architecture.md draws it, written out here on purpose: a change to
 # lifecycle.ALLOWED must be a change to this copy too (holding and retiring are separate).
 EXPECTED = {
     S.ENROLLED: {S.DISCOVERED, S.FAILED, S.QUARANTINED},

@@ -394,7 +394,7 @@ class NicFirmware(_message.Message):
     def __init__(self, device: _Optional[str] = ..., pci_address: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class Software(_message.Message):
-    __slots__ = ("kernel_release", "kernel_version", "os_id", "os_version_id", "os_pretty_name", "nvidia_driver_version", "nvidia_kernel_module", "cuda_driver_version", "nvml_version", "nic_firmware")
+    __slots__ = ("kernel_release", "kernel_version", "os_id", "os_version_id", "os_pretty_name", "nvidia_driver_version", "nvidia_kernel_module", "cuda_driver_version", "nvml_version", "nic_firmware", "rdma_stack", "ofed_version")
     KERNEL_RELEASE_FIELD_NUMBER: _ClassVar[int]
     KERNEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     OS_ID_FIELD_NUMBER: _ClassVar[int]
@@ -405,6 +405,8 @@ class Software(_message.Message):
     CUDA_DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     NVML_VERSION_FIELD_NUMBER: _ClassVar[int]
     NIC_FIRMWARE_FIELD_NUMBER: _ClassVar[int]
+    RDMA_STACK_FIELD_NUMBER: _ClassVar[int]
+    OFED_VERSION_FIELD_NUMBER: _ClassVar[int]
     kernel_release: str
     kernel_version: str
     os_id: str
@@ -415,7 +417,9 @@ class Software(_message.Message):
     cuda_driver_version: str
     nvml_version: str
     nic_firmware: _containers.RepeatedCompositeFieldContainer[NicFirmware]
-    def __init__(self, kernel_release: _Optional[str] = ..., kernel_version: _Optional[str] = ..., os_id: _Optional[str] = ..., os_version_id: _Optional[str] = ..., os_pretty_name: _Optional[str] = ..., nvidia_driver_version: _Optional[str] = ..., nvidia_kernel_module: _Optional[str] = ..., cuda_driver_version: _Optional[str] = ..., nvml_version: _Optional[str] = ..., nic_firmware: _Optional[_Iterable[_Union[NicFirmware, _Mapping]]] = ...) -> None: ...
+    rdma_stack: str
+    ofed_version: str
+    def __init__(self, kernel_release: _Optional[str] = ..., kernel_version: _Optional[str] = ..., os_id: _Optional[str] = ..., os_version_id: _Optional[str] = ..., os_pretty_name: _Optional[str] = ..., nvidia_driver_version: _Optional[str] = ..., nvidia_kernel_module: _Optional[str] = ..., cuda_driver_version: _Optional[str] = ..., nvml_version: _Optional[str] = ..., nic_firmware: _Optional[_Iterable[_Union[NicFirmware, _Mapping]]] = ..., rdma_stack: _Optional[str] = ..., ofed_version: _Optional[str] = ...) -> None: ...
 
 class AffinityDevice(_message.Message):
     __slots__ = ("label", "name", "pci_address", "numa_node", "cpu_affinity")

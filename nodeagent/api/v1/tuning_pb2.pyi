@@ -40,7 +40,14 @@ TASK_SKIPPED: TaskStatus
 TASK_FAILED: TaskStatus
 
 class TuningProfile(_message.Message):
-    __slots__ = ("name", "description", "selector", "expected_hardware", "bios", "os", "support", "source")
+    __slots__ = ("name", "description", "selector", "expected_hardware", "bios", "os", "support", "source", "extends", "deviations", "sources", "reference", "abstract")
+    class SourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +56,11 @@ class TuningProfile(_message.Message):
     OS_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EXTENDS_FIELD_NUMBER: _ClassVar[int]
+    DEVIATIONS_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    ABSTRACT_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     selector: ProfileSelector
@@ -57,7 +69,24 @@ class TuningProfile(_message.Message):
     os: OsSettings
     support: SupportMatrix
     source: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., selector: _Optional[_Union[ProfileSelector, _Mapping]] = ..., expected_hardware: _Optional[_Union[ExpectedHardware, _Mapping]] = ..., bios: _Optional[_Union[BiosSettings, _Mapping]] = ..., os: _Optional[_Union[OsSettings, _Mapping]] = ..., support: _Optional[_Union[SupportMatrix, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+    extends: str
+    deviations: _containers.RepeatedCompositeFieldContainer[Deviation]
+    sources: _containers.ScalarMap[str, str]
+    reference: str
+    abstract: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., selector: _Optional[_Union[ProfileSelector, _Mapping]] = ..., expected_hardware: _Optional[_Union[ExpectedHardware, _Mapping]] = ..., bios: _Optional[_Union[BiosSettings, _Mapping]] = ..., os: _Optional[_Union[OsSettings, _Mapping]] = ..., support: _Optional[_Union[SupportMatrix, _Mapping]] = ..., source: _Optional[str] = ..., extends: _Optional[str] = ..., deviations: _Optional[_Iterable[_Union[Deviation, _Mapping]]] = ..., sources: _Optional[_Mapping[str, str]] = ..., reference: _Optional[str] = ..., abstract: _Optional[bool] = ...) -> None: ...
+
+class Deviation(_message.Message):
+    __slots__ = ("setting", "base", "value", "reason")
+    SETTING_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    setting: str
+    base: str
+    value: str
+    reason: str
+    def __init__(self, setting: _Optional[str] = ..., base: _Optional[str] = ..., value: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ProfileSelector(_message.Message):
     __slots__ = ("gpu_models", "gpu_count", "system_vendors", "system_products", "cpu_vendors", "priority")
@@ -76,20 +105,28 @@ class ProfileSelector(_message.Message):
     def __init__(self, gpu_models: _Optional[_Iterable[str]] = ..., gpu_count: _Optional[int] = ..., system_vendors: _Optional[_Iterable[str]] = ..., system_products: _Optional[_Iterable[str]] = ..., cpu_vendors: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class ExpectedHardware(_message.Message):
-    __slots__ = ("gpu_model", "gpu_count", "compute_rails", "rail_rate_gbps", "rail_link_layer", "nvme_count")
+    __slots__ = ("gpu_model", "gpu_count", "compute_rails", "rail_rate_gbps", "rail_link_layer", "nvme_count", "gbps_per_gpu", "north_south_adapters", "gpus_per_rail", "gpu_numa_affinity")
     GPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_RAILS_FIELD_NUMBER: _ClassVar[int]
     RAIL_RATE_GBPS_FIELD_NUMBER: _ClassVar[int]
     RAIL_LINK_LAYER_FIELD_NUMBER: _ClassVar[int]
     NVME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GBPS_PER_GPU_FIELD_NUMBER: _ClassVar[int]
+    NORTH_SOUTH_ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    GPUS_PER_RAIL_FIELD_NUMBER: _ClassVar[int]
+    GPU_NUMA_AFFINITY_FIELD_NUMBER: _ClassVar[int]
     gpu_model: str
     gpu_count: int
     compute_rails: int
     rail_rate_gbps: float
     rail_link_layer: str
     nvme_count: int
-    def __init__(self, gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., compute_rails: _Optional[int] = ..., rail_rate_gbps: _Optional[float] = ..., rail_link_layer: _Optional[str] = ..., nvme_count: _Optional[int] = ...) -> None: ...
+    gbps_per_gpu: float
+    north_south_adapters: int
+    gpus_per_rail: int
+    gpu_numa_affinity: bool
+    def __init__(self, gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., compute_rails: _Optional[int] = ..., rail_rate_gbps: _Optional[float] = ..., rail_link_layer: _Optional[str] = ..., nvme_count: _Optional[int] = ..., gbps_per_gpu: _Optional[float] = ..., north_south_adapters: _Optional[int] = ..., gpus_per_rail: _Optional[int] = ..., gpu_numa_affinity: _Optional[bool] = ...) -> None: ...
 
 class BiosSettings(_message.Message):
     __slots__ = ("intents", "attributes", "apply_time")
@@ -216,18 +253,26 @@ class NvmeRaid(_message.Message):
     def __init__(self, device: _Optional[str] = ..., level: _Optional[int] = ..., member_model: _Optional[str] = ..., members: _Optional[int] = ..., mount_point: _Optional[str] = ..., filesystem: _Optional[str] = ..., chunk_kib: _Optional[int] = ...) -> None: ...
 
 class SupportMatrix(_message.Message):
-    __slots__ = ("kernels", "nvidia_drivers", "cuda", "nic_firmware", "os")
+    __slots__ = ("kernels", "nvidia_drivers", "cuda", "nic_firmware", "os", "vbios", "firmware_bundles", "rdma_stack", "ofed_versions")
     KERNELS_FIELD_NUMBER: _ClassVar[int]
     NVIDIA_DRIVERS_FIELD_NUMBER: _ClassVar[int]
     CUDA_FIELD_NUMBER: _ClassVar[int]
     NIC_FIRMWARE_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
+    VBIOS_FIELD_NUMBER: _ClassVar[int]
+    FIRMWARE_BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    RDMA_STACK_FIELD_NUMBER: _ClassVar[int]
+    OFED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     kernels: _containers.RepeatedScalarFieldContainer[str]
     nvidia_drivers: _containers.RepeatedScalarFieldContainer[str]
     cuda: _containers.RepeatedScalarFieldContainer[str]
     nic_firmware: _containers.RepeatedCompositeFieldContainer[NicFirmwareSupport]
     os: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, kernels: _Optional[_Iterable[str]] = ..., nvidia_drivers: _Optional[_Iterable[str]] = ..., cuda: _Optional[_Iterable[str]] = ..., nic_firmware: _Optional[_Iterable[_Union[NicFirmwareSupport, _Mapping]]] = ..., os: _Optional[_Iterable[str]] = ...) -> None: ...
+    vbios: _containers.RepeatedScalarFieldContainer[str]
+    firmware_bundles: _containers.RepeatedScalarFieldContainer[str]
+    rdma_stack: str
+    ofed_versions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kernels: _Optional[_Iterable[str]] = ..., nvidia_drivers: _Optional[_Iterable[str]] = ..., cuda: _Optional[_Iterable[str]] = ..., nic_firmware: _Optional[_Iterable[_Union[NicFirmwareSupport, _Mapping]]] = ..., os: _Optional[_Iterable[str]] = ..., vbios: _Optional[_Iterable[str]] = ..., firmware_bundles: _Optional[_Iterable[str]] = ..., rdma_stack: _Optional[str] = ..., ofed_versions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NicFirmwareSupport(_message.Message):
     __slots__ = ("model", "versions")
