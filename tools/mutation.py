@@ -11,18 +11,27 @@ checkout. The copy gets a generated `[tool.mutmut]`: the whole package is copied
 mutated, and `process_isolation = "forkserver"`, since with plain fork grpc's threads make the
 forked mutant runs hang.
 
+mutmut runs against a mutant only the tests that called its function in mutmut's own
+process. Tests that drive the module through a child process (`nodeagent inventory serve`
+in tests/security/test_attacks.py) are named in a target's `through_child`: after the stats
+run, widen_mapping adds them to every function, and a second `mutmut run` tests all mutants.
+
 Mutants that no selected test executes ("not covered") count as survivors: unexecuted code is
-untested code. Mutants judged equivalent (no test could tell them apart from the original) are
-listed in tools/mutation_equivalents.txt, one a line with its reason, and leave the score's
-denominator. A listed mutant that a test kills, or that no longer exists, is reported as a
-stale entry: mutant numbers are positions within a function, so editing the function renumbers
-them and each entry for it must be checked again.
+untested code. With `through_child`, a survivor of a function no test called in-process is
+reported as not covered: whether the child ran it cannot be seen.
+
+Mutants judged equivalent (no test could tell them apart from the original) are listed in
+tools/mutation_equivalents.txt, one a line with its reason, and leave the score's denominator.
+A listed mutant that a test kills, or that no longer exists, is reported as a stale entry:
+mutant numbers are positions within a function, so editing the function renumbers them and
+each entry for it must be checked again.
 
 Output: per module its survivors (name, status and `mutmut show` diff, so the next person can
 write the missing test), then one table of all modules, and as the last line of stdout the
 benchmark JSON. A missed goal is printed (MISSED in the table), not turned into a failing exit
 status, as for the other benchmarks; the exit status is non-zero only when mutmut itself could
-not run a module (failing clean test run, crash, time limit).
+not run a module (failing clean test run, crash, time limit). A failed `mutmut run` is tried
+once more first: one flaky test in mutmut's stats or clean run fails the whole run.
 
     python tools/mutation.py [--only nodeagent/topology/tiers.py] [--jobs N] [--keep]
 """

@@ -454,6 +454,13 @@ def _cluster_flags(p: argparse.ArgumentParser, create: bool) -> None:
     )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--auto-join", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--ansible-venv",
+        metavar="PATH",
+        help="an existing virtualenv to run this cluster's Kubespray with (default: one "
+        "the inventory makes from the Kubespray tree's requirements.txt; '' on update "
+        "goes back to that)",
+    )
 
 
 def _register_clusters(admin_sub: Any) -> None:

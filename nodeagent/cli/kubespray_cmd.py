@@ -49,6 +49,9 @@ def _cluster_from_args(args: argparse.Namespace, current: Any = None) -> tuple[A
         if value is not None:
             setattr(c, name, os.path.abspath(value) if name.endswith(("_dir", "_path")) else value)
             fields.append(name)
+    if args.ansible_venv is not None:
+        c.ansible_venv = os.path.abspath(args.ansible_venv) if args.ansible_venv else ""
+        fields.append("ansible_venv")
     for group in ("control_plane", "etcd"):
         hosts = getattr(args, group)
         if hosts is not None:
@@ -95,12 +98,37 @@ def _cluster_rows(clusters: Any) -> list[list[str]]:
             str(c.batch_size),
             "yes" if c.auto_join else "no",
             ",".join(c.label_policy.taints) or "-",
+            c.kubespray_release or "-",
+            _ansible_column(c),
         ]
         for c in clusters
     ]
 
 
-CLUSTER_HEADERS = ["NAME", "KUBESPRAY", "CONTROL PLANE", "ETCD", "BATCH", "AUTO-JOIN", "TAINTS"]
+def _ansible_column(c: Any) -> str:
+    """The ansible-core range the release declares, and what the cluster's environment has
+    (or UNUSABLE: the pip error is in `clusters show`)."""
+    wanted = (
+        f">={c.ansible_min_version},<{c.ansible_max_version}"
+        if c.ansible_min_version
+        else "no declared range"
+    )
+    if c.ansible_env_error:
+        return f"{wanted}; UNUSABLE"
+    return f"{wanted}; core {c.ansible_core_version or 'at first join'}"
+
+
+CLUSTER_HEADERS = [
+    "NAME",
+    "KUBESPRAY",
+    "CONTROL PLANE",
+    "ETCD",
+    "BATCH",
+    "AUTO-JOIN",
+    "TAINTS",
+    "RELEASE",
+    "ANSIBLE",
+]
 
 
 def clusters_list(client: AdminClient, args: argparse.Namespace) -> int:
@@ -226,13 +254,24 @@ def _job_rows(jobs: Any) -> list[list[str]]:
                 f"{joined}/{len(j.nodes)}",
                 str(failed),
                 render.timestamp(j.created_at),
+                j.ansible_core_version or "-",
                 j.message or "-",
             ]
         )
     return rows
 
 
-JOB_HEADERS = ["ID", "CLUSTER", "STATE", "BATCH", "JOINED", "FAILED", "CREATED", "MESSAGE"]
+JOB_HEADERS = [
+    "ID",
+    "CLUSTER",
+    "STATE",
+    "BATCH",
+    "JOINED",
+    "FAILED",
+    "CREATED",
+    "ANSIBLE-CORE",
+    "MESSAGE",
+]
 
 
 def _print_nodes(job: Any) -> None:

@@ -14,7 +14,7 @@ import grpc
 
 from nodeagent.api import auth
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import clusters, joins, pki
+from nodeagent.inventory import ansible_env, clusters, joins, pki
 from nodeagent.inventory.store import Conflict, Store
 
 EXPORT_PIECE = 1 << 20
@@ -23,6 +23,20 @@ MAX_PROBLEMS_SHOWN = 20
 
 class ClusterRpcs:
     store: Store
+
+    def ansible_envs(self) -> ansible_env.Envs:
+        """The service's Ansible environments (InventoryServicer gives its service's)."""
+        raise NotImplementedError
+
+    async def _inspect(self, cluster: ipb.Cluster) -> ipb.Cluster:
+        """The cluster's release, Ansible range and environment, read in a worker thread (git
+        and an interpreter run); a mismatch with its own environment is refused here, before
+        any job (FAILED_PRECONDITION, with the fix)."""
+        clusters.check_cluster(cluster)
+        try:
+            return await asyncio.to_thread(self.ansible_envs().inspect, cluster)
+        except ansible_env.EnvError as exc:
+            raise Conflict(f"cluster {cluster.name!r}: {exc}") from exc
 
     async def CheckHostname(
         self, request: ipb.CheckHostnameRequest, context: grpc.aio.ServicerContext
@@ -38,7 +52,8 @@ class ClusterRpcs:
     async def CreateCluster(
         self, request: ipb.Cluster, context: grpc.aio.ServicerContext
     ) -> ipb.Cluster:
-        return await self.store.run(clusters.create_cluster, self.store, request)
+        inspected = await self._inspect(clusters.with_defaults(request))
+        return await self.store.run(clusters.create_cluster, self.store, request, inspected)
 
     async def GetCluster(
         self, request: ipb.GetClusterRequest, context: grpc.aio.ServicerContext
@@ -56,8 +71,11 @@ class ClusterRpcs:
         self, request: ipb.UpdateClusterRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Cluster:
         auth.validate_text(request.cluster.name, "name", 63)
+        fields = list(request.fields)
+        current = await self.store.run(clusters.get_cluster, self.store, request.cluster.name)
+        inspected = await self._inspect(clusters.merged(current, request.cluster, fields))
         return await self.store.run(
-            clusters.update_cluster, self.store, request.cluster, list(request.fields)
+            clusters.update_cluster, self.store, request.cluster, fields, inspected
         )
 
     async def SetNodeAddress(

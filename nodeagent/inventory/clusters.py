@@ -45,6 +45,16 @@ CLUSTER_FIELDS = (
     "label_policy",
     "batch_size",
     "auto_join",
+    "ansible_venv",
+)
+# Read from the Kubespray tree and the environment by the service, never set by a caller.
+OUTPUT_FIELDS = (
+    "kubespray_release",
+    "ansible_min_version",
+    "ansible_max_version",
+    "ansible_env",
+    "ansible_core_version",
+    "ansible_env_error",
 )
 EXPORTED_STATES = (S.READY, S.JOINING, S.JOINED)
 _CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -63,6 +73,7 @@ def check_cluster(c: ipb.Cluster) -> None:
         raise ValueError(f"cluster name {c.name[:80]!r}: 1-63 of [a-z0-9-]")
     _checked_path(c.kubespray_dir, "kubespray_dir")
     _checked_path(c.ssh_key_path, "ssh_key_path")
+    _checked_path(c.ansible_venv, "ansible_venv")
     if c.ssh_user and not _SSH_USER.fullmatch(c.ssh_user):
         raise ValueError(f"ssh_user {c.ssh_user[:40]!r} is not a user name")
     if not 1 <= c.batch_size <= MAX_BATCH:
@@ -126,8 +137,13 @@ def load_cluster(store: Store, cur: Any, name: str) -> ipb.Cluster:
     return cluster_from_row(row)
 
 
-def create_cluster(store: Store, cluster: ipb.Cluster) -> ipb.Cluster:
+def create_cluster(
+    store: Store, cluster: ipb.Cluster, inspected: ipb.Cluster | None = None
+) -> ipb.Cluster:
+    """Store a new cluster; the release, range and environment are `inspected`'s (read of
+    the tree by the service), never the caller's."""
     c = with_defaults(cluster)
+    _copy_outputs(c, inspected)
     check_cluster(c)
     now = time.time()
     with store.tx() as cur:
@@ -154,30 +170,71 @@ def list_clusters(store: Store) -> list[ipb.Cluster]:
         return [cluster_from_row(r) for r in cur.fetchall()]
 
 
-def update_cluster(store: Store, change: ipb.Cluster, fields: Sequence[str]) -> ipb.Cluster:
+def merged(current: ipb.Cluster, change: ipb.Cluster, fields: Sequence[str]) -> ipb.Cluster:
+    """`current` with the named `fields` (all when empty) taken from `change`."""
     unknown = set(fields) - set(CLUSTER_FIELDS)
     if unknown:
         raise ValueError(f"unknown cluster fields {sorted(unknown)}")
+    c = ipb.Cluster()
+    c.CopyFrom(current)
+    for f in fields or CLUSTER_FIELDS:
+        if f == "batch_size" and not change.batch_size:
+            continue
+        if f in ("control_plane", "etcd"):
+            c.ClearField(f)
+            getattr(c, f).extend(getattr(change, f))
+        elif f in ("group_vars", "label_policy"):
+            getattr(c, f).CopyFrom(getattr(change, f))
+        else:
+            setattr(c, f, getattr(change, f))
+    if not c.label_policy.domain:
+        c.label_policy.domain = lconfig.DEFAULT_DOMAIN
+    return c
+
+
+def _copy_outputs(c: ipb.Cluster, inspected: ipb.Cluster | None) -> None:
+    for f in OUTPUT_FIELDS:
+        setattr(c, f, getattr(inspected, f) if inspected is not None else "")
+
+
+def update_cluster(
+    store: Store,
+    change: ipb.Cluster,
+    fields: Sequence[str],
+    inspected: ipb.Cluster | None = None,
+) -> ipb.Cluster:
+    """Set `fields` of the cluster; its release, range and environment become those of
+    `inspected` (what ansible_env.Envs.inspect read of the merged spec), which also clears
+    a mark of an unusable environment: an update is how an admin says "try again"."""
     with store.tx() as cur:
-        c = load_cluster(store, cur, change.name)
-        for f in fields or CLUSTER_FIELDS:
-            if f == "batch_size" and not change.batch_size:
-                continue
-            if f in ("control_plane", "etcd"):
-                c.ClearField(f)
-                getattr(c, f).extend(getattr(change, f))
-            elif f in ("group_vars", "label_policy"):
-                getattr(c, f).CopyFrom(getattr(change, f))
-            else:
-                setattr(c, f, getattr(change, f))
-        if not c.label_policy.domain:
-            c.label_policy.domain = lconfig.DEFAULT_DOMAIN
+        c = merged(load_cluster(store, cur, change.name), change, fields)
+        _copy_outputs(c, inspected)
         check_cluster(c)
         cur.execute(
             store.q("UPDATE clusters SET spec = ?, updated_at = ? WHERE name = ?"),
             (_spec_json(c), time.time(), c.name),
         )
         return load_cluster(store, cur, c.name)
+
+
+def record_env(store: Store, name: str, env: str, core_version: str, error: str = "") -> None:
+    """Record the environment a job of the cluster resolved (or why none could be made:
+    an `error` marks the cluster unusable until it is updated)."""
+    with store.tx() as cur:
+        c = load_cluster(store, cur, name)
+        c.ansible_env, c.ansible_core_version, c.ansible_env_error = env, core_version, error
+        cur.execute(store.q("UPDATE clusters SET spec = ? WHERE name = ?"), (_spec_json(c), c.name))
+
+
+def env_unusable(c: ipb.Cluster) -> str:
+    """Why no job may start for the cluster ("" when one may), with the fix."""
+    if not c.ansible_env_error:
+        return ""
+    return (
+        f"cluster {c.name!r} has no usable Ansible environment: {c.ansible_env_error}; fix "
+        f"{c.kubespray_dir}/requirements.txt or point the cluster at an existing environment "
+        f"(--ansible-venv), then `nodeagent admin clusters update {c.name}` to try again"
+    )
 
 
 def set_address(store: Store, addr: ipb.NodeAddress) -> ipb.NodeAddress:

@@ -48,10 +48,24 @@ class InventoryConfig:
     # A finished job's directory (inventory, ansible-runner's artifacts: the hosts' facts
     # and playbook output) is removed this long after the job ended.
     join_job_retention_days: float = 14.0
+    # Each cluster's Kubespray runs with the Ansible its release requires: a virtualenv made
+    # from the Kubespray tree's requirements.txt, one per distinct file, kept here (default:
+    # <data_dir>/ansible-envs). pip installs through its own configuration unless an index
+    # is given here (as for everything else this host installs).
+    ansible_envs_dir: str = ""
+    ansible_pip_index_url: str = ""
+    ansible_pip_timeout_seconds: int = 1800
+    # The environment for a Kubespray tree that declares no Ansible range (no
+    # playbooks/ansible_version.yml) or has no requirements.txt. Default: the service's own.
+    ansible_venv: str = ""
 
     @property
     def database_url(self) -> str:
         return self.database or f"sqlite:///{Path(self.data_dir) / 'inventory.db'}"
+
+    @property
+    def ansible_envs_path(self) -> Path:
+        return Path(self.ansible_envs_dir or Path(self.data_dir) / "ansible-envs")
 
     @property
     def bootstrap_address(self) -> str:
@@ -85,4 +99,9 @@ def load(path: str | None) -> InventoryConfig:
         raise ConfigError(f"{path}: heartbeat interval and missed count must be at least 1")
     if config.join_job_retention_days <= 0:
         raise ConfigError(f"{path}: 'join_job_retention_days' must be more than 0")
+    if config.ansible_pip_timeout_seconds < 1:
+        raise ConfigError(f"{path}: 'ansible_pip_timeout_seconds' must be at least 1")
+    for key in ("ansible_envs_dir", "ansible_venv"):
+        if getattr(config, key) and not getattr(config, key).startswith("/"):
+            raise ConfigError(f"{path}: {key!r} must be an absolute path")
     return config

@@ -18,6 +18,13 @@ A job directory holds the hosts' facts and the playbooks' output, so it is priva
 and removed once the job has been finished for `join_job_retention_days`; ansible-runner
 records its environment in `artifacts/<ident>/command`, so it gets only the few variables
 of the service's own that a run needs (RUNNER_ENV).
+
+The playbooks run with the cluster's own Ansible (ansible_env.py): that environment's
+`ansible-runner`, with its `bin` first on PATH so the runner starts its `ansible-playbook`
+(and that ansible-core finds the collections installed beside it). The environment is
+resolved, made if need be, and its ansible-core checked against the Kubespray tree's
+range before the first playbook; a mismatch or a requirements.txt pip cannot install ends
+the job with nothing run (the latter also marks the cluster unusable).
 """
 
 from __future__ import annotations
@@ -42,20 +49,22 @@ from pathlib import Path
 from typing import Any
 
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import joins, kubespray
+from nodeagent.inventory import ansible_env, clusters, joins, kubespray
+from nodeagent.inventory.config import InventoryConfig
 from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger("nodeagent.inventory.join")
 FACTS_PLAYBOOKS = ("playbooks/facts.yml", "facts.yml")
 SCALE_PLAYBOOK = "scale.yml"
-# All ansible-runner is given of the service's environment (besides PATH, with this
-# interpreter's bin directory first): the home and temporary directories, the locale
-# (ansible-core refuses a locale that is not UTF-8), the time zone, and an ssh-agent set up
-# for the clusters' SSH. Nothing else: the service's environment may carry a database
-# password or cloud credentials, and ansible-runner writes what it gets to a file. Proxy
-# variables are left out too (their URLs may carry a password; Kubespray takes its proxies
-# from the cluster's group_vars), and so are ANSIBLE_* ones (Ansible's settings come from
-# the Kubespray checkout's ansible.cfg; the few the runner needs are set here).
+# All ansible-runner is given of the service's environment (besides PATH, with the bin
+# directory of the cluster's Ansible environment first): the home and temporary
+# directories, the locale (ansible-core refuses a locale that is not UTF-8), the time
+# zone, and an ssh-agent set up for the clusters' SSH. Nothing else: the service's
+# environment may carry a database password or cloud credentials, and ansible-runner
+# writes what it gets to a file. Proxy variables are left out too (their URLs may carry a
+# password; Kubespray takes its proxies from the cluster's group_vars), and so are
+# ANSIBLE_* ones (Ansible's settings come from the Kubespray checkout's ansible.cfg; the
+# few the runner needs are set here).
 RUNNER_ENV = ("HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SSH_AUTH_SOCK")
 RUNNER_SETTINGS = {"ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "1"}
 PRUNE_INTERVAL_SECONDS = 3600.0
@@ -114,6 +123,7 @@ class JobRun:
         self.lost = threading.Event()
         self.done = threading.Event()
         self.cluster = ipb.Cluster()
+        self.env_bin = Path(sys.executable).parent
 
     def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         coro = self.scheduler.store.run(lambda: fn(self.scheduler.store, *args, **kw))
@@ -184,6 +194,8 @@ class JobRun:
                 f"{SCALE_PLAYBOOK})"
             )
             return
+        if not self._resolve_env():
+            return
         self.workdir.mkdir(exist_ok=True, mode=0o700)
         self.workdir.chmod(0o700)  # one made before directories were kept private
         (self.workdir / "inventory").mkdir(exist_ok=True, mode=0o700)
@@ -230,6 +242,37 @@ class JobRun:
             self.call(joins.record_results, self.job_id, self.scheduler.owner, batch, results)
         self._finish()
 
+    def _resolve_env(self) -> bool:
+        """Find (or make) the cluster's Ansible environment and record it on the job; False
+        when the job ended instead (the reason in its message, the fix with it)."""
+        cluster, envs = self.cluster, self.scheduler.envs
+        self.event("ansible-env", f"resolving the Ansible environment of {cluster.kubespray_dir}")
+        try:
+            env = envs.resolve(cluster)
+        except ansible_env.EnvUnusable as exc:
+            with contextlib.suppress(StoreError):
+                self.call(clusters.record_env, cluster.name, "", "", str(exc))
+            self._finish(f"Ansible environment: {exc}", abort=f"Ansible environment: {exc}")
+            return False
+        except ansible_env.EnvError as exc:
+            self._finish(f"Ansible environment: {exc}", abort=f"Ansible environment: {exc}")
+            return False
+        for warning in env.warnings:
+            self.event("warning", warning)
+        self.env_bin = env.path / "bin"
+        self.call(
+            joins.set_ansible, self.job_id, self.scheduler.owner, str(env.path), env.core_version
+        )
+        with contextlib.suppress(StoreError):
+            self.call(clusters.record_env, cluster.name, str(env.path), env.core_version)
+        wanted = env.tree.range_text or "no declared range"
+        self.event(
+            "ansible-env",
+            f"{env.tree.describe()} (ansible-core {wanted}) runs with {env.path}: "
+            f"ansible-core {env.core_version}",
+        )
+        return True
+
     def _outcome(
         self,
         result: PlayResult,
@@ -261,7 +304,7 @@ class JobRun:
         (a session of its own, so cancel and the leftover sweep reach the whole tree):
         pexpect's pty fork from this multi-threaded process can lose the child (as the
         tuning runner found), and a child process is what a cancel can stop."""
-        bin_dir = Path(sys.executable).parent
+        bin_dir = self.env_bin
         cmd = [
             str(bin_dir / "ansible-runner"),
             "run",
@@ -430,8 +473,10 @@ class JoinScheduler:
         playbook_timeout: int,
         retention_seconds: float = 14 * 86400,
         parallel: int = 4,
+        envs: ansible_env.Envs | None = None,
     ) -> None:
         self.store = store
+        self.envs = envs or ansible_env.Envs(InventoryConfig(data_dir=data_dir))
         self.jobs_dir = str(Path(data_dir) / "jobs")
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds

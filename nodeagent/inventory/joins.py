@@ -29,7 +29,7 @@ ACTIVE = (J.JOB_PENDING, J.JOB_RUNNING)
 FINISHED = (J.JOB_SUCCEEDED, J.JOB_FAILED, J.JOB_CANCELLED)
 JOB_COLUMNS = (
     "id, cluster, state, batch_size, current_batch, message, cancel_requested, owner, "
-    "attempts, retry_of, created_by, created_at, updated_at"
+    "attempts, retry_of, created_by, created_at, updated_at, ansible_env, ansible_core_version"
 )
 JOB_FIELDS = tuple(JOB_COLUMNS.replace(" ", "").split(","))  # named as ipb.Job's fields
 EVENT_COLUMNS = "seq, job_id, time, kind, node_id, hostname, batch, message, job_state"
@@ -180,6 +180,9 @@ def create_job(store: Store, req: ipb.StartJoinRequest, actor: str) -> ipb.Job:
         raise ValueError(f"batch_size must be at most {clusters.MAX_BATCH}")
     with store.tx() as cur:
         cluster = clusters.load_cluster(store, cur, req.cluster)
+        unusable = clusters.env_unusable(cluster)
+        if unusable:
+            raise Conflict(unusable)
         if req.node_ids:
             marks = ", ".join("?" for _ in req.node_ids)
             cur.execute(
@@ -221,7 +224,7 @@ def auto_join_candidates(store: Store) -> list[str]:
     """Clusters with auto_join on, READY nodes waiting and no active job."""
     out = []
     for cluster in clusters.list_clusters(store):
-        if not cluster.auto_join:
+        if not cluster.auto_join or cluster.ansible_env_error:
             continue
         with store.tx() as cur:
             states = ", ".join(str(int(s)) for s in ACTIVE)
@@ -371,6 +374,16 @@ def renew(store: Store, job_id: str, owner: str, lease_seconds: float) -> bool:
         if cur.rowcount != 1:
             raise LeaseLost(f"lease of cluster {cluster} lost")
         return cancel_requested
+
+
+def set_ansible(store: Store, job_id: str, owner: str, env: str, core_version: str) -> None:
+    """Record the environment the job's playbooks run with (shown in the job record)."""
+    with store.tx() as cur:
+        _own(store, cur, job_id, owner)
+        cur.execute(
+            store.q("UPDATE join_jobs SET ansible_env = ?, ansible_core_version = ? WHERE id = ?"),
+            (env, core_version, job_id),
+        )
 
 
 def release(store: Store, job_id: str, owner: str) -> None:

@@ -36,6 +36,7 @@ from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import certificates, lifecycle, nodes, pki, tokens
+from nodeagent.inventory.ansible_env import Envs
 from nodeagent.inventory.auth import ENROLMENT, PERMISSIONS
 from nodeagent.inventory.catalogue import ProfileCatalogue
 from nodeagent.inventory.cluster_rpcs import ClusterRpcs
@@ -63,6 +64,9 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     def __init__(self, service: InventoryService) -> None:
         self.service = service
         self.store = service.store
+
+    def ansible_envs(self) -> Envs:
+        return self.service.envs
 
     # --- node RPCs ---
     async def Register(
@@ -381,6 +385,7 @@ class InventoryService:
             cert_path, key_path, create=not (config.ca_cert and config.ca_key)
         )
         self.store = Store.open(config.database_url)
+        self.envs = Envs(config)  # each cluster's Ansible (ansible_env.py)
         # id -> (node, last reported phase, when loaded): heartbeats that change nothing but
         # liveness are answered from here without a transaction
         self.nodes: dict[str, tuple[ipb.Node, str, float]] = {}
@@ -542,6 +547,7 @@ class InventoryService:
             lease_seconds=c.join_lease_seconds,
             playbook_timeout=c.join_playbook_timeout_seconds,
             retention_seconds=c.join_job_retention_days * 86400,
+            envs=self.envs,
         )
         self._tasks.append(loop.create_task(self.joins.run()))
         log.info(

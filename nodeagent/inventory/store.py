@@ -198,6 +198,11 @@ def _migrations(serial: str) -> list[str]:
         """
         ALTER TABLE nodes ADD COLUMN blocking TEXT NOT NULL DEFAULT '[]'
         """,
+        # 6: the Ansible environment a join job ran its playbooks with
+        """
+        ALTER TABLE join_jobs ADD COLUMN ansible_env TEXT NOT NULL DEFAULT '';
+        ALTER TABLE join_jobs ADD COLUMN ansible_core_version TEXT NOT NULL DEFAULT ''
+        """,
     ]
 
 

@@ -387,7 +387,7 @@ class LabelPolicy(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., families: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., taints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("name", "kubespray_dir", "control_plane", "etcd", "ssh_user", "ssh_key_path", "group_vars", "label_policy", "batch_size", "auto_join", "created_at", "updated_at")
+    __slots__ = ("name", "kubespray_dir", "control_plane", "etcd", "ssh_user", "ssh_key_path", "group_vars", "label_policy", "batch_size", "auto_join", "created_at", "updated_at", "ansible_venv", "kubespray_release", "ansible_min_version", "ansible_max_version", "ansible_env", "ansible_core_version", "ansible_env_error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KUBESPRAY_DIR_FIELD_NUMBER: _ClassVar[int]
     CONTROL_PLANE_FIELD_NUMBER: _ClassVar[int]
@@ -400,6 +400,13 @@ class Cluster(_message.Message):
     AUTO_JOIN_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ANSIBLE_VENV_FIELD_NUMBER: _ClassVar[int]
+    KUBESPRAY_RELEASE_FIELD_NUMBER: _ClassVar[int]
+    ANSIBLE_MIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ANSIBLE_MAX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ANSIBLE_ENV_FIELD_NUMBER: _ClassVar[int]
+    ANSIBLE_CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ANSIBLE_ENV_ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     kubespray_dir: str
     control_plane: _containers.RepeatedCompositeFieldContainer[KubesprayHost]
@@ -412,7 +419,14 @@ class Cluster(_message.Message):
     auto_join: bool
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., kubespray_dir: _Optional[str] = ..., control_plane: _Optional[_Iterable[_Union[KubesprayHost, _Mapping]]] = ..., etcd: _Optional[_Iterable[_Union[KubesprayHost, _Mapping]]] = ..., ssh_user: _Optional[str] = ..., ssh_key_path: _Optional[str] = ..., group_vars: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., label_policy: _Optional[_Union[LabelPolicy, _Mapping]] = ..., batch_size: _Optional[int] = ..., auto_join: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    ansible_venv: str
+    kubespray_release: str
+    ansible_min_version: str
+    ansible_max_version: str
+    ansible_env: str
+    ansible_core_version: str
+    ansible_env_error: str
+    def __init__(self, name: _Optional[str] = ..., kubespray_dir: _Optional[str] = ..., control_plane: _Optional[_Iterable[_Union[KubesprayHost, _Mapping]]] = ..., etcd: _Optional[_Iterable[_Union[KubesprayHost, _Mapping]]] = ..., ssh_user: _Optional[str] = ..., ssh_key_path: _Optional[str] = ..., group_vars: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., label_policy: _Optional[_Union[LabelPolicy, _Mapping]] = ..., batch_size: _Optional[int] = ..., auto_join: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ansible_venv: _Optional[str] = ..., kubespray_release: _Optional[str] = ..., ansible_min_version: _Optional[str] = ..., ansible_max_version: _Optional[str] = ..., ansible_env: _Optional[str] = ..., ansible_core_version: _Optional[str] = ..., ansible_env_error: _Optional[str] = ...) -> None: ...
 
 class GetClusterRequest(_message.Message):
     __slots__ = ("name",)
@@ -483,7 +497,7 @@ class JobNode(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., batch: _Optional[int] = ..., state: _Optional[_Union[JobNodeState, str]] = ..., failed_task: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "cluster", "state", "batch_size", "batches", "current_batch", "nodes", "created_by", "created_at", "updated_at", "message", "cancel_requested", "owner", "attempts", "retry_of")
+    __slots__ = ("id", "cluster", "state", "batch_size", "batches", "current_batch", "nodes", "created_by", "created_at", "updated_at", "message", "cancel_requested", "owner", "attempts", "retry_of", "ansible_env", "ansible_core_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -499,6 +513,8 @@ class Job(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     RETRY_OF_FIELD_NUMBER: _ClassVar[int]
+    ANSIBLE_ENV_FIELD_NUMBER: _ClassVar[int]
+    ANSIBLE_CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     cluster: str
     state: JobState
@@ -514,7 +530,9 @@ class Job(_message.Message):
     owner: str
     attempts: int
     retry_of: str
-    def __init__(self, id: _Optional[str] = ..., cluster: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., batch_size: _Optional[int] = ..., batches: _Optional[int] = ..., current_batch: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[JobNode, _Mapping]]] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., owner: _Optional[str] = ..., attempts: _Optional[int] = ..., retry_of: _Optional[str] = ...) -> None: ...
+    ansible_env: str
+    ansible_core_version: str
+    def __init__(self, id: _Optional[str] = ..., cluster: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., batch_size: _Optional[int] = ..., batches: _Optional[int] = ..., current_batch: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[JobNode, _Mapping]]] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., owner: _Optional[str] = ..., attempts: _Optional[int] = ..., retry_of: _Optional[str] = ..., ansible_env: _Optional[str] = ..., ansible_core_version: _Optional[str] = ...) -> None: ...
 
 class StartJoinRequest(_message.Message):
     __slots__ = ("cluster", "node_ids", "batch_size")
