@@ -183,3 +183,41 @@ def test_an_agent_phase_moves_only_along_allowed_edges(phase: str) -> None:
     # an agent cannot quarantine, hold, retire or enrol itself, nor name a state it made up
     for asked in ("QUARANTINED", "MAINTENANCE", "RETIRED", "ENROLLED", "JOINING", "bogus", ""):
         assert all(lifecycle.from_agent_phase(current, asked) is None for current in LIVE)
+
+
+def test_the_refusals_say_what_is_wrong() -> None:
+    cases = [
+        (S.RETIRED, S.MAINTENANCE, "cannot hold a node that is RETIRED"),
+        (S.MAINTENANCE, S.MAINTENANCE, "cannot hold a node that is MAINTENANCE"),
+        (S.RETIRED, S.RETIRED, "node is already RETIRED"),
+        (S.JOINED, S.READY, "illegal transition JOINED -> READY"),
+        (S.NODE_STATE_UNSPECIFIED, S.READY, "illegal transition NODE_STATE_UNSPECIFIED -> READY"),
+    ]
+    for current, target, message in cases:
+        with pytest.raises(lifecycle.TransitionError) as err:
+            lifecycle.check(current, target)
+        assert str(err.value) == message
+    # a state outside the table moves nowhere, and an agent cannot move it either
+    assert lifecycle.from_agent_phase(S.NODE_STATE_UNSPECIFIED, "READY") is None
+
+
+def test_long_reasons_are_cut_and_missing_nodes_named(store: Store) -> None:
+    _node(store, "r", S.DISCOVERED)
+    with store.tx() as cur:
+        lifecycle.transition(store, cur, "r", S.READY, "admin:a", "x" * 1500)
+    assert _row(store, "r")[2] == "x" * 1000
+    with pytest.raises(NotFound, match="gone"), store.tx() as cur:
+        lifecycle.transition(store, cur, "gone", S.READY, "admin:a", "x")
+    with pytest.raises(NotFound, match="gone"), store.tx() as cur:
+        lifecycle.release_target(store, cur, "gone")
+    _node(store, "h", S.MAINTENANCE, held_from=S.JOINED)
+    with store.tx() as cur:
+        assert lifecycle.release_target(store, cur, "h") == S.JOINED
+    _node(store, "h0", S.MAINTENANCE, held_from=0)
+    with store.tx() as cur:
+        assert lifecycle.release_target(store, cur, "h0") == S.DISCOVERED
+    with (
+        pytest.raises(lifecycle.TransitionError, match="node is READY, not held"),
+        store.tx() as cur,
+    ):
+        lifecycle.release_target(store, cur, "r")

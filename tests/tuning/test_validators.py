@@ -167,3 +167,34 @@ def test_check_refuses_what_is_not_a_string() -> None:
     for value in (1, None, b"performance", ["performance"]):
         with pytest.raises(validators.UnsafeValue):
             validators.check("governor", value)
+
+
+@pytest.mark.parametrize(
+    ("name", "unit"),
+    [
+        ("nvidia-persistenced", "nvidia-persistenced.service"),
+        ("x.service", "x.service"),
+        ("x.socket", "x.socket"),
+        ("x.timer", "x.timer"),
+        ("x.mount", "x.mount"),
+        ("x.path", "x.path"),
+        ("x.target", "x.target"),
+        ("x.slice", "x.slice.service"),
+        ("getty@tty1", "getty@tty1.service"),
+    ],
+)
+def test_service_unit_keeps_unit_types_and_names_services(name: str, unit: str) -> None:
+    assert validators.service_unit(name) == unit
+
+
+def test_mount_unit_and_module_file_name() -> None:
+    assert validators.mount_unit("/raid") == "raid.mount"
+    assert validators.mount_unit("/data/raid0") == "data-raid0.mount"
+    assert validators.mount_unit("/mnt/x") == "mnt-x.mount"
+    with pytest.raises(validators.UnsafeValue):
+        validators.mount_unit("/var/x")
+    assert validators.module_file_name("nvidia-peermem") == "nvidia_peermem"
+    assert validators.module_file_name("mlx5_core") == "mlx5_core"
+    assert validators.module_file_name("a-b-c") == "a_b_c"
+    with pytest.raises(validators.UnsafeValue, match="is not a valid module"):
+        validators.module_file_name("-x")
