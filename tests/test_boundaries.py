@@ -98,3 +98,74 @@ def test_not_a_pci_address() -> None:
     assert not parse.is_bdf("10000:e0:06")
     with pytest.raises(ValueError, match="not a PCI address"):
         parse.normalize_bdf("e0.06.0")
+
+
+def test_integers_and_hex_attributes() -> None:
+    assert parse.parse_int(" 42\n", "numa_node") == 42
+    assert parse.parse_int("-1", "numa_node") == -1
+    assert parse.parse_hex("0x10de\n", "vendor") == 0x10DE
+    assert parse.parse_hex("15b3", "vendor") == 0x15B3
+    with pytest.raises(ValueError) as err:
+        parse.parse_int(" garbage" + "x" * 60, "numa_node")
+    assert str(err.value) == f"numa_node: expected an integer, got {('garbage' + 'x' * 60)[:40]!r}"
+    with pytest.raises(ValueError, match="vendor: expected an integer, got 'zz'"):
+        parse.parse_hex("zz", "vendor")
+
+
+def test_key_value_lines_split_at_the_first_separator() -> None:
+    text = "MemTotal:  1024 kB\nno separator here\nModel: \t NVIDIA H100: SXM \n\n"
+    assert parse.parse_key_values(text) == {"MemTotal": "1024 kB", "Model": "NVIDIA H100: SXM"}
+    assert parse.parse_key_values("a=b=c\nd=e", sep="=") == {"a": "b=c", "d": "e"}
+
+
+def test_enum_attributes_and_bracketed_choices() -> None:
+    assert parse.parse_enum_attr("4: ACTIVE\n") == "ACTIVE"
+    assert parse.parse_enum_attr("5: LinkUp: extra") == "LinkUp: extra"
+    assert parse.parse_enum_attr(" Polling ") == "Polling"
+    assert parse.parse_bracketed_choice("always [madvise] never\n") == "madvise"
+    assert parse.parse_bracketed_choice(" madvise \n") == "madvise"
+
+
+def test_link_speeds_and_generations() -> None:
+    assert parse.parse_link_speed("16.0 GT/s PCIe") == 16.0
+    assert parse.parse_link_speed("8 GT/s") == 8.0
+    assert parse.parse_link_speed("Unknown") == 0.0
+    assert [parse.pcie_generation(s) for s in (2.5, 5.0, 8.0, 16.0, 32.0, 64.0, 3.0)] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        0,
+    ]
+
+
+def test_guids() -> None:
+    assert parse.sysfs_guid("A088:C203:00B2:5C6E\n") == "a088c20300b25c6e"
+    assert parse.sysfs_guid("") == ""
+    with pytest.raises(ValueError) as err:
+        parse.sysfs_guid(" a088:c203 ")
+    assert str(err.value) == "bad GUID 'a088:c203'"
+
+
+def test_cpulist_collapses_back() -> None:
+    assert parse.format_cpulist([3, 0, 1, 2, 7, 9, 8]) == "0-3,7-9"
+    assert parse.format_cpulist(set()) == ""
+    assert parse.format_cpulist([5]) == "5"
+    assert parse.parse_cpulist("0-65536,70000") == [*range(65537), 70000]
+
+
+def test_short_prefixes_names_and_the_domain_rule() -> None:
+    assert syntax.is_valid_prefix("a") and syntax.is_valid_key("a/b")
+    assert syntax.sanitize_name("gpu model!") == "gpu-model"
+    assert syntax.sanitize_name("!!!") == f"x{syntax.fnv64a(b'!!!'):x}", "never empty"
+    assert syntax.check_domain("nodeagent.io") == "nodeagent.io"
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 53])
+    assert len(longest) == 245 and syntax.check_domain(longest) == longest
+    with pytest.raises(ValueError) as err:
+        syntax.check_domain(longest + "d")
+    assert str(err.value) == (
+        f"label domain {longest + 'd'!r} is not a DNS subdomain of at most 245 characters "
+        "(lower case letters, digits, '-', '.')"
+    )

@@ -170,3 +170,39 @@ def test_a_previous_value_from_the_fleet_is_kept_while_incomplete() -> None:
     # a placeholder is never a value to keep
     none = fpb.FabricTiers(tier_0=tiers.PLACEHOLDER, source="fleet")
     assert tiers.node_tiers(cut, none).source == "observed"
+
+
+def test_health_with_every_rail_down_and_the_down_list() -> None:
+    dark = tiers.node_tiers(observation("n", [None, None]))
+    assert (dark.rails_active, dark.rails_expected, dark.rate_gbps) == (0, 2, 0.0)
+    assert list(dark.degraded_reasons) == ["0 of 2 compute rails active (down: mlx5_0/1, mlx5_1/1)"]
+    assert (dark.tier_0, dark.source) == (tiers.PLACEHOLDER, "none")
+    slow = tiers.node_tiers(observation("n", LEAVES[:2], rates={1: 200.0}))
+    assert slow.rate_gbps == 200.0
+    assert list(slow.degraded_reasons) == ["rail mlx5_1/1 at 200 Gb/s, expected 400"]
+
+
+def test_incomplete_counts_rails_without_an_expectation() -> None:
+    obs = observation("n", [LEAVES[0], None])
+    obs.rails_expected = 0
+    assert tiers.incomplete(obs), "one of two rails down is incomplete with no count given"
+    whole = observation("n", LEAVES[:2])
+    whole.rails_expected = 0
+    assert not tiers.incomplete(whole)
+    blind = observation("n", LEAVES[:2])
+    blind.rails[1].leaf.id = ""
+    assert tiers.incomplete(blind), "an active rail with no neighbour leaves the set partial"
+
+
+def test_last_good_keeps_an_equal_leaf_set_and_carries_static_blocks() -> None:
+    healthy = tiers.node_tiers(observation("n", LEAVES, SPINES))
+    healthy.tier_2, healthy.fabric = "block-7", "fab-a"
+    same = observation("n", [*LEAVES[:7], None], SPINES)
+    kept = tiers.node_tiers(same, healthy)
+    assert (kept.tier_0, kept.tier_2, kept.fabric) == (healthy.tier_0, "block-7", "fab-a")
+    # a configured block wins over the remembered one
+    same.static_placement.block = "block-9"
+    assert tiers.node_tiers(same, healthy).tier_2 == "block-9"
+    # not kept (complete): nothing is carried over from the previous value
+    fresh = tiers.node_tiers(observation("n", LEAVES, SPINES), healthy)
+    assert (fresh.tier_2, fresh.fabric) == (tiers.PLACEHOLDER, tiers.PLACEHOLDER)
