@@ -94,7 +94,11 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "nodeagent/inventory/certificates.py",
-        ("tests/security/test_attacks.py", "tests/inventory/test_service.py"),
+        (
+            "tests/inventory/test_certificates.py",
+            "tests/security/test_attacks.py",
+            "tests/inventory/test_service.py",
+        ),
         SECURITY_GOAL,
         through_child=("tests/security/test_attacks.py",),
     ),
