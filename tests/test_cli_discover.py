@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +12,7 @@ from google.protobuf import json_format
 
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.hardware.snapshot import ALLOWED_PREFIXES
+from testbed.cli import nodeagent
 
 CONTRACT_KEYS = {
     "system",
@@ -27,15 +26,6 @@ CONTRACT_KEYS = {
     "network_interfaces",
     "software",
 }
-
-
-def nodeagent(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodeagent.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_discover_json_is_the_contract(machine_root: Callable[..., Path]) -> None:

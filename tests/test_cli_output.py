@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import pytest
 import yaml
 
 from testbed.agent_process import AgentProcess
+from testbed.cli import nodeagent
 
 ROOT = "{root}"
 # commands that print an object, with what they need; ROOT becomes a modelled machine's root
@@ -31,15 +30,6 @@ COMMANDS = {
 VOLATILE = {"duration_seconds", "checked_at", "uptime_seconds", "events_emitted", "watchers"}
 LIVE_CHECKS = {"disk"}  # preflight measures this machine's free space under /var/lib
 TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ"
-
-
-def nodeagent(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodeagent.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def steady(data: Any) -> Any:

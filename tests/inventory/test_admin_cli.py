@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,18 +17,9 @@ from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.cli import inventory_cmd
 from nodeagent.cli.main import main
 from nodeagent.inventory import pki
+from testbed.cli import nodeagent as run
 from testbed.variants import variant
 from tests.inventory.conftest import ServiceThread, enrol, register
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodeagent.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_admin_cli(

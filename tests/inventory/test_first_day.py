@@ -22,6 +22,7 @@ from nodeagent import tlsutil
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.tuning import profiles
+from testbed.cli import nodeagent as cli
 from testbed.inventory_process import InventoryProcess
 from testbed.variants import variant
 from tests.inventory.conftest import Client, ServiceThread
@@ -36,16 +37,6 @@ def serve(config: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=30,
-    )
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodeagent.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
     )
 
 

@@ -15,8 +15,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +28,7 @@ from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import clusters, config, joins
 from nodeagent.inventory.store import Store
+from testbed.cli import nodeagent as cli
 from testbed.variants import variant
 from testbed.wait import wait_for
 from tests.inventory import sshhosts
@@ -121,16 +120,6 @@ def leftovers(marker: str) -> list[str]:
         if marker in cmdline and int(pid) != os.getpid():
             found.append(cmdline)
     return found
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodeagent.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **env},
-    )
 
 
 def test_join_in_batches_one_host_fails_then_retry(

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import kubespray
+from testbed.cli import nodeagent as cli
 from testbed.variants import variant
 from tests.inventory.conftest import Client, ServiceThread, enrol
 
@@ -154,16 +155,6 @@ def ansible_inventory(*args: str) -> dict[str, object]:
     )
     result: dict[str, object] = json.loads(out.stdout)
     return result
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodeagent.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env},
-    )
 
 
 def ready_node(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -28,33 +28,17 @@ from nodeagent.inventory.config import InventoryConfig
 from testbed.variants import variant
 from tests.inventory import sshhosts
 from tests.inventory.conftest import Client, ServiceThread
-from tests.inventory.test_join import FAST, STANDIN, cli, events, finished
+from tests.inventory.test_join import FAST, NODES, STANDIN, cli, events, finished, fresh, hosts
 from tests.inventory.test_kubespray_export import credentials, ready_node
 
 FLAVOURS = STANDIN / "flavours"
-NODES = ["gpu-00001", "gpu-00002"]
+__all__ = ["fresh", "hosts"]  # the join tests' SSH hosts, one set for this module
 
 
 @pytest.fixture(scope="session")
 def envs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Ansible environments shared by every test of the session."""
     return tmp_path_factory.mktemp("ansible-envs")
-
-
-@pytest.fixture(scope="module")
-def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshhosts.SshHosts]:
-    why = sshhosts.available()
-    if why:
-        pytest.fail(f"release tests: {why}")
-    h = sshhosts.SshHosts(tmp_path_factory.mktemp("ssh"), ["cp1", *NODES]).start()
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def fresh(hosts: sshhosts.SshHosts) -> sshhosts.SshHosts:
-    hosts.reset()
-    return hosts
 
 
 def tree(scratch: Path, flavour: str, name: str) -> Path:

@@ -10,9 +10,6 @@ each test checks that the attack fails and that the victim's record did not chan
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +34,7 @@ from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.api.v1 import tuning_pb2 as tpb
 from nodeagent.inventory import pki
 from testbed.agent_process import AgentProcess, free_port
+from testbed.cli import nodeagent as _cli
 from testbed.inventory_process import InventoryProcess
 from testbed.variants import variant
 
@@ -356,16 +354,6 @@ def test_the_agents_tcp_api_authorises_by_role(
     with agent.channel() as local:
         assert agent.stub(local).GetStatus(agent_pb2.GetStatusRequest(), timeout=10).phase
     assert "Traceback" not in agent.log()
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodeagent.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_admin_certificates_are_recorded_listed_and_revoked_from_the_cli(
