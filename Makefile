@@ -16,10 +16,11 @@ STAMP := $(VENV)/.installed-stamp
 # `make deb` and tests/packaging build the Debian package: python3 is the interpreter its
 # virtualenv runs on (Debian's, which the package depends on), dpkg-dev gives dpkg-shlibdeps
 # (the compiled modules' library dependencies) and, through binutils, strip; lintian checks
-# the result.
+# the result. fio is the NVMe acceptance check's tool (the tests run it for real); chromium
+# and chromium-driver are the headless browser the dashboard tests drive.
 APT_PACKAGES := lshw prometheus prometheus-node-exporter postgresql systemd lldpd cloud-init \
 	libvirt-dev pkg-config gcc python3-dev openssh-server openssh-client iproute2 \
-	python3 dpkg-dev lintian
+	python3 dpkg-dev lintian fio chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test demo lint format protos bench deps-system clean dist deb
