@@ -85,7 +85,7 @@ class Server:
             f'listen = "127.0.0.1:{self.port}"\n'
             f'bootstrap_listen = "127.0.0.1:{self.boot}"\n'
             f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
-            'log_level = "warning"\n'
+            'log_level = "warning"\nmetrics_listen = ""\n'
         )
         self.log = open(workdir / "log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -4,13 +4,17 @@ inventory service as `hosts.yaml` and listed by the dynamic inventory script, be
 
 The service runs as `nodeagent inventory serve` on SQLite; the nodes (a DGX H100's
 inventory each, own hostname and address) are written into its database directly, as
-ten thousand enrolments would leave them. Each figure is the wall time of the command
-an operator (or Ansible) runs, process start included. The first export derives every
-node's labels from its stored inventory and caches them: it is reported apart (cold);
-the goals are for an export with the cache warm, the normal case.
+ten thousand enrolments and their agents' heartbeats would leave them: each node's label
+map and addresses as its agent reports them (a DGX H100's map, computed by the daemon's
+own function, and an address on the default route). Each figure is the wall time of the
+command an operator (or Ansible) runs, process start included. The first export after
+the service starts (cold) reads the reported maps as a warm one does: the goal holds for
+both. (Before agents reported their maps, a cold export derived ten thousand maps from
+the stored inventories: 33.7 s on this machine.)
 
 Prints a table, then one JSON line (the last line) with every figure and goal.
-Goals (join issue): hosts.yaml export < 2 s and dynamic inventory --list < 2 s.
+Goals (join issue): hosts.yaml export < 2 s and dynamic inventory --list < 2 s; node-side
+issue: the cold export < 2 s too.
 """
 
 from __future__ import annotations
@@ -32,11 +36,17 @@ sys.path.insert(0, str(REPO))  # testbed/ is not installed: it lives beside the 
 from google.protobuf import json_format  # noqa: E402
 
 from nodeagent import tlsutil  # noqa: E402
+from nodeagent.api.v1 import hardware_pb2 as pb  # noqa: E402
 from nodeagent.api.v1 import inventory_pb2 as ipb  # noqa: E402
 from nodeagent.hardware.discover import discover  # noqa: E402
 from nodeagent.host import HostRoot  # noqa: E402
 from nodeagent.inventory import clusters, pki  # noqa: E402
 from nodeagent.inventory.store import Store, dumps  # noqa: E402
+from nodeagent.labels.config import LabelConfig  # noqa: E402
+from nodeagent.labels.features import read_features  # noqa: E402
+from nodeagent.labels.node import Decided, compute  # noqa: E402
+from nodeagent.topology.config import FabricConfig  # noqa: E402
+from nodeagent.topology.observe import observe  # noqa: E402
 from testbed.machines import build_machine  # noqa: E402
 
 NODES = 10_000
@@ -50,9 +60,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def reported_labels(root: HostRoot, inv: pb.HardwareInventory) -> str:
+    """The label map a DGX H100's agent reports, as the daemon computes it."""
+    obs = observe(root, inv, FabricConfig())
+    decided = Decided(pool="train", profile="dgx-h100")
+    computed = compute(inv, obs, read_features(root), decided, LabelConfig(), {})
+    out = ipb.ReportedLabels(domain="nodeagent.io")
+    for family, labels in computed.by_family.items():
+        out.families[family].labels.update(labels)
+    return json_format.MessageToJson(out, indent=None, sort_keys=True)
+
+
+def reported_network(n: int) -> str:
+    ip = f"10.{1 + n // 65536}.{n // 256 % 256}.{n % 256}"
+    net = ipb.NodeNetwork(
+        interfaces=[ipb.InterfaceAddresses(name="eno1", addresses=[f"{ip}/8"], mtu=9000)],
+        default_route_interface="eno1",
+        default_route_address=ip,
+    )
+    return json_format.MessageToJson(net, indent=None)
+
+
 def populate(database: str, workdir: Path) -> None:
-    inv = discover(HostRoot(build_machine("dgx-h100", workdir / "root")))
+    root = HostRoot(build_machine("dgx-h100", workdir / "root"))
+    inv = discover(root)
     text = json_format.MessageToJson(inv, indent=None)
+    labels = reported_labels(root, inv)
     store = Store.open(database)
     cp = [ipb.KubesprayHost(name=f"cp{i}", ip=f"10.0.0.{i}") for i in (1, 2, 3)]
     clusters.create_cluster(
@@ -95,8 +128,11 @@ def populate(database: str, workdir: Path) -> None:
                 ),
             )
             cur.execute(
-                store.q("INSERT INTO node_addresses (node_id, ip) VALUES (?, ?)"),
-                (node_id, f"10.{1 + n // 65536}.{n // 256 % 256}.{n % 256}"),
+                store.q(
+                    "INSERT INTO node_reports (node_id, labels, network, updated_at) "
+                    "VALUES (?, ?, ?, ?)"
+                ),
+                (node_id, labels, reported_network(n), now),
             )
     store.close()
 
@@ -110,7 +146,7 @@ class Server:
             f'bootstrap_listen = "127.0.0.1:{boot}"\n'
             f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
             'log_level = "warning"\n'
-            "max_message_bytes = 67108864\n"
+            'max_message_bytes = 67108864\nmetrics_listen = ""\n'
         )
         self.log = open(workdir / "log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -209,7 +245,7 @@ def main() -> int:
 
     rows = [
         ("database filled (10k nodes, setup)", f"{fill_s:.1f} s", ""),
-        ("hosts.yaml export, cold (labels derived)", f"{cold:.2f} s", ""),
+        ("hosts.yaml export, cold (service just started)", f"{cold:.2f} s", "< 2 s"),
         ("hosts.yaml export, warm", f"{warm:.2f} s", "< 2 s"),
         ("dynamic inventory --list", f"{listing:.2f} s", "< 2 s"),
         ("ansible-inventory --list on hosts.yaml", f"{peer:.2f} s", "(peer)"),
@@ -252,7 +288,7 @@ def main() -> int:
             "name": "export_hosts_yaml_10k_cold",
             "value": round(cold, 2),
             "unit": "s",
-            "goal": None,
+            "goal": 2,
             "better": "lower",
         },
     ]

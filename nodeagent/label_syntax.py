@@ -44,6 +44,24 @@ def is_valid_key(key: str) -> bool:
     return is_valid_prefix(prefix) and is_valid_name(name)
 
 
+KEY_RULE = (
+    "a key is [prefix/]name: prefix a DNS subdomain (lower case, <= 253), name <= 63 of "
+    "A-Z a-z 0-9 - _ . beginning and ending alphanumeric"
+)
+VALUE_RULE = "a value is empty or <= 63 of A-Z a-z 0-9 - _ . beginning and ending alphanumeric"
+
+
+def problems_with_rules(labels: dict[str, str]) -> list[str]:
+    """As `problems`, each line naming the rule broken: for a person who typed it."""
+    out = []
+    for key, value in labels.items():
+        if not is_valid_key(key):
+            out.append(f"invalid label key {key!r}: {KEY_RULE}")
+        if not is_valid_value(value):
+            out.append(f"invalid value {value!r} for {key}: {VALUE_RULE}")
+    return out
+
+
 def problems(labels: dict[str, str]) -> list[str]:
     """Every invalid key or value in `labels`, one line each (empty when all are valid)."""
     out = []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 
-from nodeagent.api.v1 import agent_pb2_grpc
+from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc
 
 # The tests poll faster than production so they can observe changes quickly.
 FAST_WATCH = "rdma_poll_seconds = 0.5\ncoalesce_seconds = 0.2\n"
@@ -52,6 +52,7 @@ class AgentProcess:
         env: dict[str, str] | None = None,
         watch: str = FAST_WATCH,
         api: str = "",
+        labels: str = "",
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,8 @@ class AgentProcess:
             f'hooks_dir = "{workdir / "hooks.d"}"\n{extra_config}\n'
             f'[api]\nsocket = "{self.socket_path}"\n{api}\n'
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
-            f"[watch]\n{watch}"
+            f"[watch]\n{watch}\n"
+            f"[labels]\n{labels or self.default_labels(workdir)}"
         )
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -74,6 +76,15 @@ class AgentProcess:
             os.unlink(self.notify_path)
         self.notify.bind(self.notify_path)
         self.messages: list[str] = []
+
+    @staticmethod
+    def default_labels(workdir: Path) -> str:
+        """The feature file in the test's own directory: the modelled roots are shared."""
+        return f'feature_file = "{workdir / "features.d" / "nodeagent"}"\n'
+
+    @property
+    def feature_file(self) -> Path:
+        return self.workdir / "features.d" / "nodeagent"
 
     def start(self, wait_ready: bool = True) -> AgentProcess:
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, **self.env)
@@ -120,6 +131,12 @@ class AgentProcess:
 
     def stub(self, channel: grpc.Channel) -> agent_pb2_grpc.NodeAgentStub:
         return agent_pb2_grpc.NodeAgentStub(channel)
+
+    def node_id(self) -> str:
+        """The id the inventory gave this agent ('' until it has enrolled)."""
+        with self.channel() as ch:
+            status = self.stub(ch).GetStatus(agent_pb2.GetStatusRequest(), timeout=5)
+        return str(status.node_id)
 
     def send(self, sig: int) -> None:
         assert self.proc is not None

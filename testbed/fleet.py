@@ -10,6 +10,7 @@ would use (`nodeagent inventory serve`, `nodeagent serve`, `nodeagent admin ...`
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,6 +34,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def remove_stale_namespaces() -> None:
+    """Namespaces and host-side links of a fleet whose process was killed: they hold the
+    100.127.x addresses the next fleet uses, and two routes to one subnet break both."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.fullmatch(r"na-(\d+)-\d+", name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    for m in re.finditer(r"^\d+: (nah(\d+)x\d+)[@:]", links, re.MULTILINE):
+        if not os.path.exists(f"/proc/{m.group(2)}"):
+            subprocess.run(["ip", "link", "del", m.group(1)], capture_output=True)
 
 
 def _use_namespaces() -> bool:
@@ -86,7 +102,7 @@ class Fleet:
             f'listen = "{listen}:{self.port}"\n'
             f'bootstrap_listen = "{listen}:{self.boot_port}"\n'
             f'data_dir = "{data}"\nserver_names = [{names}]\n'
-            "heartbeat_interval_seconds = 2\n"
+            'heartbeat_interval_seconds = 2\nmetrics_listen = ""\n'
         )
         log = open(data / "log", "ab")  # noqa: SIM115 - the child keeps it
         self.inventory = subprocess.Popen(
@@ -141,6 +157,8 @@ class Fleet:
 
     # --- the agents -------------------------------------------------------------------
     def start_agents(self) -> None:
+        if self.namespaces:
+            remove_stale_namespaces()
         pin = self.ca().pin
         for i, (machine, pool) in enumerate(FLEET):
             workdir = self.base / machine
@@ -195,6 +213,8 @@ class Fleet:
             ["ip", "-n", name, "addr", "add", f"100.127.{n}.2/30", "dev", ns_if],
             ["ip", "-n", name, "link", "set", ns_if, "up"],
             ["ip", "-n", name, "link", "set", "lo", "up"],
+            # the node's default route: the address its agent reports for Kubespray
+            ["ip", "-n", name, "route", "add", "default", "via", f"100.127.{n}.1"],
         ):
             subprocess.run(cmd, check=True, capture_output=True)
         return f"100.127.{n}.1", host_if

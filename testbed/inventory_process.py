@@ -24,6 +24,7 @@ class InventoryProcess:
         database: str,
         extra: str = "",
         share_ca_of: InventoryProcess | None = None,
+        metrics: bool = False,
     ) -> None:
         self.workdir = workdir
         self.ca_dir = (share_ca_of.workdir if share_ca_of else workdir) / "data"
@@ -31,11 +32,14 @@ class InventoryProcess:
             extra += f'ca_cert = "{self.ca_dir / "ca.crt"}"\nca_key = "{self.ca_dir / "ca.key"}"\n'
         workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.boot_port = free_port(), free_port()
+        # off unless asked for: the default port (9746) would be shared by every test
+        self.metrics_port = free_port() if metrics else 0
+        listen = f"127.0.0.1:{self.metrics_port}" if metrics else ""
         self.config = workdir / "inventory.toml"
         self.config.write_text(
             f'listen = "127.0.0.1:{self.port}"\nbootstrap_listen = "127.0.0.1:{self.boot_port}"\n'
             f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
-            f"liveness_flush_seconds = 0.2\n{extra}"
+            f'liveness_flush_seconds = 0.2\nmetrics_listen = "{listen}"\n{extra}'
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -276,13 +276,17 @@ def _uncommented(path: Path) -> str:
 
 
 def test_the_agent_toml_sample_is_every_key_with_its_default(tmp_path: Path) -> None:
+    """The agent's [labels] and [fabric] tables are labels.toml's, listed in labels.md."""
     sample = toml_sample("agent.md", "# /etc/nodeagent/agent.toml")
-    assert set(flat(sample)) == set(flatten(agent_config.AgentConfig()))
+    labels = toml_sample("labels.md", "# /etc/nodeagent/labels.toml")
+    assert set(flat(sample)) | set(flat(labels)) == set(flatten(agent_config.AgentConfig()))
+    assert not set(flat(sample)) & set(flat(labels))
     path = tmp_path / "agent.toml"
     path.write_text(tomllib_dump(sample))
     assert agent_config.load(path, required=True) == agent_config.AgentConfig()
     shipped = tomllib.loads(_uncommented(REPO / "packaging" / "deb" / "agent.toml"))
-    assert flat(shipped) == flat(sample), "docs/agent.md and the packaged file differ"
+    both = flat(sample) | flat(labels)
+    assert flat(shipped) == both, "docs/agent.md + labels.md and the packaged file differ"
 
 
 def test_the_inventory_toml_sample_is_every_key_with_its_default(tmp_path: Path) -> None:

@@ -122,6 +122,9 @@ def test_the_wheel_carries_the_profiles_and_the_playbook(installed: Installed) -
     assert {f"{assets}/profiles/{p}.yaml" for p in SHIPPED} <= names
     assert f"{assets}/playbooks/golden-image.yml" in names
     assert f"{assets}/playbooks/library/nodeagent_files.py" in names
+    # the dashboard serves its own script and stylesheet: nothing comes from the internet
+    static = "nodeagent/dashboard/static"
+    assert {f"{static}/{n}" for n in ("dashboard.js", "dashboard.css", "favicon.svg")} <= names
     python = installed.venv / "bin" / "python"
     proc = subprocess.run(
         [str(python), "-c", "import nodeagent; print(nodeagent.__file__)"],
@@ -132,6 +135,18 @@ def test_the_wheel_carries_the_profiles_and_the_playbook(installed: Installed) -
         timeout=60,
     )
     assert Path(proc.stdout.strip()).is_relative_to(installed.venv), proc.stderr
+
+
+def test_the_wheel_carries_the_alert_rules_and_dashboards(installed: Installed) -> None:
+    share = installed.venv / "share" / "nodeagent" / "monitoring"
+    shipped = {p.relative_to(share).as_posix() for p in share.rglob("*") if p.is_file()}
+    assert shipped == {
+        "alerts.yml",
+        "grafana/nodeagent-inventory.json",
+        "grafana/nodeagent-nodes.json",
+    }
+    repo = Path(__file__).resolve().parent.parent / "nodeagent" / "monitoring"
+    assert all((share / name).read_bytes() == (repo / name).read_bytes() for name in shipped)
 
 
 def test_tune_list_and_show_find_the_shipped_profiles(installed: Installed) -> None:

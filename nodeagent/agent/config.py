@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nodeagent.labels.config import LabelConfig
+from nodeagent.labels.config import check as check_labels
 from nodeagent.tomlconfig import ConfigError, flatten, load_file, one_of
+from nodeagent.topology.config import RULES as FABRIC_RULES
+from nodeagent.topology.config import FabricConfig
 
 __all__ = ["AgentConfig", "ConfigError", "load"]
 
@@ -50,6 +54,11 @@ class InventoryClientConfig:
     ca_hash: str = ""  # sha256:<hex> pin of the inventory CA's public key
     token_file: str = ""  # file holding the bootstrap token (kept out of this config)
     heartbeat_seconds: float = 0.0  # 0: use what the service says
+    report_addresses: bool = True  # the node's addresses from netlink, for Kubespray
+    # replicas to spread over (host:port each, mTLS); [] = `address` alone, whose name may
+    # resolve to several replicas (A records)
+    addresses: list[str] = field(default_factory=list)
+    stream: bool = True  # heartbeats on one Session stream; unary where the server has none
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,11 @@ class TuningConfig:
     bmc_username: str = ""
     bmc_password_file: str = ""  # the password stays in this file, out of the config
     bmc_verify_tls: bool = True
+    gpu_driver: str = ""  # host | operator (the GPU Operator's); "" = the profile's, else host
+    # verify the profile this often and report drift (0: only when asked)
+    verify_seconds: float = 3600.0
+    # a re-apply on drift (profile on_drift = "apply") may run on a JOINED node
+    apply_on_drift_when_joined: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,8 @@ class AgentConfig:
     state_dir: str = "/var/lib/nodeagent"
     hooks_dir: str = "/etc/nodeagent/hooks.d"
     hook_timeout_seconds: float = 300.0
+    # a failing post-* hook: "fail" fails the step (the node goes FAILED), "warn" records it
+    post_hook_failure: str = "fail"
     log_format: str = "text"  # text | json
     log_level: str = "info"
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -76,6 +92,10 @@ class AgentConfig:
     watch: WatchConfig = field(default_factory=WatchConfig)
     inventory: InventoryClientConfig = field(default_factory=InventoryClientConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    # the node's labels (the daemon keeps labels.feature_file current) and its fabric:
+    # the same tables as labels.toml, which `nodeagent labels` reads
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    fabric: FabricConfig = field(default_factory=FabricConfig)
 
     def summary(self) -> dict[str, str]:
         """Flat view for GetStatus; paths and switches only, never key material."""
@@ -89,6 +109,7 @@ def load(path: str | Path | None, *, required: bool = False) -> AgentConfig:
             return AgentConfig()
         path = DEFAULT_PATH
     config = load_file(AgentConfig, Path(path), required=required, rules=RULES)
+    check_labels(config.labels, str(path))
     inv = config.inventory
     if inv.address and not (inv.ca_hash and inv.token_file):
         raise ConfigError(f"{path}: 'inventory.address' needs inventory.ca_hash and token_file")
@@ -103,4 +124,7 @@ def load(path: str | Path | None, *, required: bool = False) -> AgentConfig:
 RULES = {
     "log_format": one_of("json", "text"),
     "log_level": one_of("debug", "info", "warning", "error"),
+    "tuning.gpu_driver": one_of("", "host", "operator"),
+    "post_hook_failure": one_of("fail", "warn"),
+    **FABRIC_RULES,
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -32,8 +34,16 @@ from prometheus_client import CollectorRegistry, start_http_server
 from nodeagent import __version__
 from nodeagent.agent import config as config_mod
 from nodeagent.agent import hooks, preflight, sdnotify
+from nodeagent.agent.acceptance_gate import AcceptanceGate
 from nodeagent.agent.enrol import InventoryClient, Snapshot
 from nodeagent.agent.events import EventBus
+from nodeagent.agent.label_file import (
+    DRIFTED,
+    FLEET_TIERS,
+    OVERRIDES,
+    LabelFile,
+    decided_from_state,
+)
 from nodeagent.agent.metrics import AgentCollector, AgentView
 from nodeagent.agent.permissions import PERMISSIONS
 from nodeagent.agent.state import AgentState, Phase, StateFile
@@ -41,17 +51,20 @@ from nodeagent.agent.tuning_rpc import TuningService
 from nodeagent.agent.watch import HOTPLUG_CLASSES, UdevWatcher, XidWatcher
 from nodeagent.api import auth
 from nodeagent.api.handlers import service_handler
-from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc, tuning_pb2
+from nodeagent.api.v1 import agent_pb2, agent_pb2_grpc, tuning_pb2, validate_pb2
 from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.hardware import discover as hw
+from nodeagent.hardware.addresses import read_network_in_child
 from nodeagent.hardware.rdma import read_port_status
 from nodeagent.host import HostRoot
-from nodeagent.topology.config import FabricConfig
+from nodeagent.labels.features import NodeFeatures, read_features
 from nodeagent.topology.observe import observe
 
 log = logging.getLogger("nodeagent.agent")
-EVENT_KINDS = {"hotplug", "xid", "rdma-port", "discovery", "phase", "hook"}
+EVENT_KINDS = {"hotplug", "xid", "rdma-port", "discovery", "phase", "hook", "labels", "drift"}
+JOIN_PHASES = ("pre-join", "post-join")
 SETTLED_BY_DISCOVERY = (Phase.STARTING, Phase.DISCOVERED, Phase.READY)
 
 
@@ -154,6 +167,14 @@ class NodeAgentServicer(agent_pb2_grpc.NodeAgentServicer):
     ) -> tuning_pb2.TuningReport:
         return await self.agent.tuning.verify(request, context)
 
+    async def ValidateNode(
+        self, request: validate_pb2.ValidateNodeRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        from nodeagent.agent import validate_rpc  # acceptance checks load on first use
+
+        async for event in validate_rpc.service(self.agent).validate(request, context):
+            yield event
+
 
 class Agent:
     def __init__(self, config: config_mod.AgentConfig, config_path: str | None = None) -> None:
@@ -175,6 +196,17 @@ class Agent:
         # what keeps the node from READY, as heartbeats carry it (None: preflight not run)
         self.blocking: list[str] | None = None
         self.fabric: fpb.FabricObservation | None = None
+        self.features: NodeFeatures | None = None
+        self.network: ipb.NodeNetwork | None = None
+        self.hook_phases: list[str] | None = None
+        # (phase, job id) -> result of pre-/post-join hooks (None: running); reported ones
+        self._hook_runs: dict[tuple[str, str], ipb.HookResult | None] = {}
+        self._hook_reported: set[tuple[str, str]] = set()
+        self.label_file = LabelFile(
+            config.root,
+            lambda: self.config.labels,
+            on_error=lambda error: self.bus.publish("labels", "", error),
+        )
         self.started = time.monotonic()
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -183,12 +215,14 @@ class Agent:
         self.server: grpc.aio.Server | None = None
         self._metrics: Any = None
         self.inventory_client: InventoryClient | None = None
+        self.acceptance = AcceptanceGate(self, self._spawn)  # READY waits for acceptance
         self.tuning = TuningService(
             self.state,
             self.root,
             self.view,
             config=lambda: self.config.tuning,
             inventory=lambda: self.inventory,
+            run_hooks=self._hooks,
         )
 
     # --- discovery -----------------------------------------------------------------------
@@ -209,17 +243,44 @@ class Agent:
             "inventory_hash": self.hash,
         }
 
-    async def _hooks(self, phase: str) -> str:
-        """Run a phase's hooks: '' when they all pass, else why one failed."""
+    async def _hooks(self, phase: str, **extra: str) -> str:
+        """Run a phase's hooks: '' when they all pass, else why one failed. A failing
+        post-* hook under post_hook_failure = "warn" is recorded (log, event) and passes."""
         try:
             await hooks.run_phase(
-                self.config.hooks_dir, phase, self._facts(), self.config.hook_timeout_seconds
+                self.config.hooks_dir,
+                phase,
+                self._facts() | extra,
+                self.config.hook_timeout_seconds,
             )
             return ""
         except (hooks.HookError, OSError) as exc:
-            log.error("%s", exc)
-            self.bus.publish("hook", phase, str(exc))
-            return str(exc)
+            warn = phase.startswith("post-") and self.config.post_hook_failure == "warn"
+            (log.warning if warn else log.error)("%s", exc)
+            self.bus.publish("hook", phase, str(exc), outcome="warn" if warn else "fail")
+            return "" if warn else str(exc)
+
+    def _on_hook_requests(self, requests: list[Any]) -> None:
+        """The inventory asks for pre-join or post-join around this node's join job."""
+        for req in requests:
+            key = (req.phase, req.request_id)
+            if req.phase not in JOIN_PHASES or key in self._hook_runs:
+                continue
+            self._hook_runs[key] = None  # running
+            self._spawn(self._run_join_hooks(req.phase, req.request_id))
+
+    async def _run_join_hooks(self, phase: str, request_id: str) -> None:
+        error = await self._hooks(phase, job_id=request_id)
+        self._hook_runs[(phase, request_id)] = ipb.HookResult(
+            phase=phase, request_id=request_id, ok=not error, message=error[-4000:]
+        )
+        while len(self._hook_runs) > 64:  # old jobs' entries: the inventory stopped asking
+            self._hook_reported.discard(next(iter(self._hook_runs)))
+            self._hook_runs.pop(next(iter(self._hook_runs)))
+
+    def _hooks_reported(self, results: list[Any]) -> None:
+        for r in results:
+            self._hook_reported.add((r.phase, r.request_id))
 
     async def discover(self, reason: str, only: set[str] | None = None) -> None:
         async with self._lock:
@@ -241,6 +302,15 @@ class Agent:
             self.view.hostname = self.inventory.system.hostname
             if only is None or "rdma" in only or "network" in only:
                 self.fabric = await asyncio.to_thread(self._observe_fabric)
+            if only is None or "pci" in only or "gpu" in only:
+                self.features = await asyncio.to_thread(self._read_features)
+            if only is None:  # a job waits for the join hooks only of nodes that have some
+                self.hook_phases = [
+                    p for p in JOIN_PHASES if hooks.hooks_for(self.config.hooks_dir, p)
+                ]
+            inv_cfg = self.config.inventory  # addresses are for the inventory's export only
+            if inv_cfg.address and inv_cfg.report_addresses and (only is None or "network" in only):
+                self.network = await asyncio.to_thread(self._read_network)
             self.discovered_at.FromNanoseconds(time.time_ns())
             new_hash = inventory_hash(self.inventory)
             if self.hash and new_hash != self.hash:
@@ -274,6 +344,7 @@ class Agent:
                         self.state.set_phase(ready, error="")
                     self._discovery_failed = False
             self.state.save()
+            await self.refresh_labels()
 
     def inventory_response(self) -> agent_pb2.GetInventoryResponse:
         return agent_pb2.GetInventoryResponse(
@@ -303,7 +374,8 @@ class Agent:
     def _ready_or_not(self) -> Phase:
         """READY when preflight passes (the node can join a cluster), else DISCOVERED."""
         try:
-            report = preflight.run(self.root, preflight.Options())
+            opts = preflight.Options(gpu_driver=self.tuning.gpu_driver())
+            report = preflight.run(self.root, opts)
         except Exception as exc:  # a broken check must not stop the agent
             log.warning("preflight failed to run: %s", exc)
             self.blocking = [blocking_line(f"preflight: failed to run: {exc}")]
@@ -314,27 +386,94 @@ class Agent:
             log.info("not ready to join: preflight fails %s", ", ".join(failing))
         self._preflight_failing = failing
         self.blocking = [blocking_check(c) for c in failed]
-        return Phase.DISCOVERED if failing else Phase.READY
+        if failing:
+            return Phase.DISCOVERED
+        gate = self.acceptance.blocking()  # runs the required level when it has not yet
+        if gate:
+            self.blocking = [blocking_line(gate)]
+            return Phase.DISCOVERED
+        return Phase.READY
+
+    def _read_network(self) -> ipb.NodeNetwork | None:
+        try:
+            return read_network_in_child()
+        except Exception as exc:  # the inventory keeps the last addresses it was sent
+            log.warning("reading the node's addresses over netlink failed: %s", exc)
+            return self.network
+
+    def _read_features(self) -> NodeFeatures | None:
+        try:
+            return read_features(self.root)
+        except Exception as exc:  # NFD's keys are left out, the rest of the labels stay
+            log.warning("reading PCI classes and modules for the NFD labels failed: %s", exc)
+            return None
+
+    async def refresh_labels(self) -> None:
+        """Recompute the label map; the feature file is rewritten when it changed."""
+        drifted = any(self.view.drift.values())
+        if bool(self.state.data.get(DRIFTED)) != drifted:
+            self.state.data[DRIFTED] = drifted
+            self.state.save()
+        decided = decided_from_state(self.state.data)
+        try:
+            await asyncio.to_thread(
+                self.label_file.refresh,
+                self.inventory,
+                self.fabric or fpb.FabricObservation(),
+                self.features,
+                decided,
+            )
+        except Exception as exc:  # a bug in a label family must not stop the agent
+            log.error("computing the node's labels failed: %s", exc)
+
+    async def _refresh_labels_periodically(self) -> None:
+        """Before the file's expiry, and to undo a hand edit."""
+        while True:
+            cfg = self.config.labels
+            await asyncio.sleep(min(10.0, cfg.expiry_seconds / 4))
+            await self.refresh_labels()
 
     def _observe_fabric(self) -> fpb.FabricObservation | None:
         """Where the node sits in the fabric (rails, leaf/spine switches, cloud placement)."""
         try:
-            return observe(self.root, self.inventory, FabricConfig())
+            return observe(self.root, self.inventory, self.config.fabric)
         except Exception as exc:  # a probe gone wrong must not stop the agent
             log.warning("fabric observation failed: %s", exc)
             return None
 
     def _on_desired(self, desired: Any) -> None:
-        """The inventory's assignment: tuning resolves the profile from it."""
-        if desired.profile != self.state.data.get("assigned_profile", ""):
-            self.state.data["assigned_profile"] = desired.profile
-            self.state.data["assigned_pool"] = desired.pool
-            self.state.save()
+        """The inventory's assignment: tuning resolves the profile from it, the labels
+        carry its pool, profile and overrides."""
+        data = self.state.data
+        overrides = dict(sorted(desired.labels.items()))
+        if (desired.profile, desired.pool, overrides) == (
+            data.get("assigned_profile", ""),
+            data.get("assigned_pool", ""),
+            data.get(OVERRIDES, {}),
+        ):
+            return
+        if (desired.profile, desired.pool) != (
+            data.get("assigned_profile", ""),
+            data.get("assigned_pool", ""),
+        ):
             log.info(
                 "assignment from the inventory: profile %s, pool %s",
                 desired.profile or "-",
                 desired.pool or "-",
             )
+        data.update(assigned_profile=desired.profile, assigned_pool=desired.pool)
+        data[OVERRIDES] = overrides
+        self.state.save()
+        self._spawn(self.refresh_labels())
+
+    def _on_tiers(self, tiers: fpb.FabricTiers) -> None:
+        """The fleet's tiers for this node (the inventory groups every node's fabric)."""
+        value = json_format.MessageToDict(tiers)
+        if value == self.state.data.get(FLEET_TIERS):
+            return
+        self.state.data[FLEET_TIERS] = value
+        self.state.save()
+        self._spawn(self.refresh_labels())
 
     def snapshot(self) -> Snapshot:
         health = [
@@ -350,7 +489,40 @@ class Agent:
             health=health,
             fabric=self.fabric,
             blocking=self.blocking,
+            labels=self._reported_labels(),
+            network=self.network,
+            fleet_tiers_hash=self._fleet_tiers_hash(),
+            hook_phases=self.hook_phases,
+            # the inventory's health policy (issue 16): XIDs, row remapping, rails, devices
+            xids=dict(self.view.xid_counts),
+            row_remap_failure=any(g.remapped_rows.failure for g in self.inventory.gpus),
+            rails_down=sum(
+                1 for st in self.view.rdma_ports.values() if "ACTIVE" not in str(st.get("state"))
+            ),
+            devices_ok=not health,
+            hook_results=[
+                r
+                for key, r in self._hook_runs.items()
+                if r is not None and key not in self._hook_reported
+            ],
+            acceptance=self.acceptance.report(),
         )
+
+    def _reported_labels(self) -> ipb.ReportedLabels | None:
+        current = self.label_file.current
+        if current is None:
+            return None
+        out = ipb.ReportedLabels(domain=self.config.labels.domain)
+        for family, labels in current.by_family.items():
+            out.families[family].labels.update(labels)
+        return out
+
+    def _fleet_tiers_hash(self) -> str:
+        value = self.state.data.get(FLEET_TIERS)
+        if not isinstance(value, dict) or not value:
+            return ""
+        tiers = json_format.ParseDict(value, fpb.FabricTiers(), ignore_unknown_fields=True)
+        return hashlib.sha256(tiers.SerializeToString(deterministic=True)).hexdigest()
 
     # --- watchers ------------------------------------------------------------------------
     def _on_hotplug(self, subsystem: str, action: str, name: str) -> None:
@@ -388,7 +560,25 @@ class Agent:
                         state=str(status.get("state")),
                         phys_state=str(status.get("phys_state")),
                     )
+            changed = self.view.rdma_ports and any(
+                (self.view.rdma_ports.get(k) or {}).get("state") != v.get("state")
+                for k, v in ports.items()
+            )
             self.view.rdma_ports = ports
+            if changed:  # the rails' state is in the labels and the fabric observation
+                self._spawn(self.discover("rdma port state", only={"rdma"}))
+
+    async def _verify_periodically(self) -> None:
+        """Drift found without anyone asking: in the heartbeat, the metric, the labels."""
+        while self.config.tuning.verify_seconds > 0:
+            await asyncio.sleep(self.config.tuning.verify_seconds)
+            try:
+                what = await self.tuning.periodic(self.config.tuning.apply_on_drift_when_joined)
+            except Exception as exc:  # no profile yet, a BMC away: next time
+                what = f"not run: {exc}"
+            log.info("periodic verify: %s", what)
+            self.bus.publish("drift", "", what)
+            await self.refresh_labels()
 
     async def _rediscover_periodically(self) -> None:
         while self.config.watch.rediscover_seconds > 0:
@@ -420,23 +610,19 @@ class Agent:
             self.config.state_dir,
         ):
             log.warning("api, metrics, root and state_dir changes apply at the next restart")
-        self.config = config_mod.AgentConfig(
+        self.config = dataclasses.replace(
+            new,
             root=self.config.root,
             state_dir=self.config.state_dir,
-            hooks_dir=new.hooks_dir,
-            hook_timeout_seconds=new.hook_timeout_seconds,
-            log_format=new.log_format,
-            log_level=new.log_level,
             api=self.config.api,
             metrics=self.config.metrics,
-            watch=new.watch,
             inventory=self.config.inventory,
-            tuning=new.tuning,
         )
         self.bus.coalesce_seconds = new.watch.coalesce_seconds
         logging.getLogger().setLevel(new.log_level.upper())
         log.info("configuration reloaded from %s", self.config_path or "defaults")
         self.bus.publish("phase", "", "configuration reloaded")
+        self._spawn(self.refresh_labels())
 
     async def _start_server(self) -> None:
         api = self.config.api
@@ -521,10 +707,19 @@ class Agent:
             if xid.start():
                 self._watchers.append(xid)
         self._spawn(self._poll_rdma())
+        self._spawn(self._refresh_labels_periodically())
+        self._spawn(self._verify_periodically())
         self._spawn(self._rediscover_periodically())
         if self.config.inventory.address:
             self.inventory_client = InventoryClient(
-                self.config.inventory, self.config.state_dir, self.snapshot, self._on_desired
+                self.config.inventory,
+                self.config.state_dir,
+                self.snapshot,
+                self._on_desired,
+                on_tiers=self._on_tiers,
+                on_hooks=self._on_hook_requests,
+                on_reported=self._hooks_reported,
+                on_validations=self.acceptance.on_asks,
             )
             self._spawn(self.inventory_client.run(self._stop))
         interval = sdnotify.watchdog_interval()

@@ -19,7 +19,7 @@ import logging
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.api.v1 import fleet_pb2, fleet_pb2_grpc, inventory_pb2_grpc
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.api.v1 import validate_pb2 as vpb
 
 log = logging.getLogger("nodeagent.enrol")
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 120.0
@@ -59,6 +60,21 @@ class Snapshot:
     fabric: fpb.FabricObservation | None = None
     # failing preflight checks, "name: message (fix: remedy)"; None: preflight has not run
     blocking: list[str] | None = None
+    # for the inventory's health policy: XID counts since the agent started, by (gpu, code);
+    # a GPU whose row remapping failed; compute rails down and degraded; whether the node's
+    # own checks find its devices usable (None: not known)
+    xids: dict[tuple[str, int], int] = field(default_factory=dict)
+    row_remap_failure: bool = False
+    rails_down: int = 0
+    rails_degraded: int = 0
+    devices_ok: bool | None = None
+    labels: ipb.ReportedLabels | None = None  # None: not computed yet
+    network: ipb.NodeNetwork | None = None  # None: not read (or not reported)
+    fleet_tiers_hash: str = ""  # of the fleet tiers the node holds
+    hook_results: list[ipb.HookResult] | None = None  # finished, not yet reported
+    hook_phases: list[str] | None = None  # join phases with hooks installed
+    # the latest acceptance report and the remote run it answers ("" the agent's own)
+    acceptance: tuple[vpb.ValidationReport | None, str] = (None, "")
 
 
 class EnrolmentError(RuntimeError):
@@ -166,6 +182,10 @@ class InventoryClient:
         state_dir: str,
         snapshot: Callable[[], Snapshot],
         on_desired: Callable[[ipb.Assignment], None] | None = None,
+        on_tiers: Callable[[fpb.FabricTiers], None] | None = None,
+        on_hooks: Callable[[list[ipb.HookRequest]], None] | None = None,
+        on_reported: Callable[[list[ipb.HookResult]], None] | None = None,
+        on_validations: Callable[[list[ipb.ValidationAsk]], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.identity = Identity(Path(state_dir) / "identity")
@@ -177,9 +197,20 @@ class InventoryClient:
         self._sent_hash = ""
         self._sent_fabric = b""
         self._sent_blocking: list[str] | None = None
+        self._sent_labels = b""
+        self._sent_network = b""
+        self._sent_hook_phases: list[str] | None = None
+        self._on_tiers = on_tiers
+        self._on_hooks = on_hooks
+        self._on_reported = on_reported
+        self._on_validations = on_validations
+        self._sent_acceptance = b""
         self.tiers = fpb.FabricTiers()  # the fleet's view of where this node sits
         self._channel: Any = None
         self._on_desired = on_desired
+        self._session = StreamSession(self)  # heartbeats on a stream (cfg.stream)
+        self._target = -1  # index into targets(); chosen at random on the first connect
+        self.target = ""  # the replica connected to
 
     def _desired(self, desired: ipb.Assignment, state: ipb.NodeState) -> None:
         changed = desired != self.desired
@@ -230,6 +261,7 @@ class InventoryClient:
         await self._close()
 
     async def _close(self) -> None:
+        await self._session.close()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -275,13 +307,53 @@ class InventoryClient:
     def _stub(self) -> inventory_pb2_grpc.InventoryServiceStub:
         if self._channel is None:
             ident = self.identity
+            targets = replica_targets(self.cfg)
+            # a node's first replica at random (the fleet spreads), then round the list: a
+            # replica that failed is left for the next (see run(): the node's own backoff)
+            self._target = (
+                random.randrange(len(targets)) if self._target < 0 else self._target + 1
+            ) % len(targets)
+            self.target, name = targets[self._target]
             self._channel = channels.secure_aio_channel(
-                self.cfg.address,
+                self.target,
                 ident.ca.read_bytes(),
                 ident.cert.read_bytes(),
                 ident.key.read_bytes(),
+                server_name=name,
             )
         return inventory_pb2_grpc.InventoryServiceStub(self._channel)
+
+    async def _exchange(self, req: ipb.HeartbeatRequest) -> ipb.HeartbeatResponse:
+        """One heartbeat: on the stream (cfg.stream) unless this inventory has none."""
+        if self.cfg.stream and not self._session.unimplemented:
+            streamed = await self._session.beat(req)
+            if streamed is not None:
+                return streamed
+        resp: ipb.HeartbeatResponse = await self._stub().Heartbeat(req, timeout=5)
+        return resp
+
+    def pushed(self, resp: ipb.HeartbeatResponse) -> None:
+        """What the inventory pushed down the stream between beats: applied at once."""
+        if resp.validations and self._on_validations is not None:
+            self._on_validations(list(resp.validations))
+        if resp.HasField("fleet_tiers") and self._on_tiers is not None:
+            self._on_tiers(resp.fleet_tiers)
+        if resp.hooks and self._on_hooks is not None:
+            self._on_hooks(list(resp.hooks))
+        self._desired(resp.desired, resp.state)
+
+    def _health_fields(self, req: ipb.HeartbeatRequest, snap: Snapshot) -> None:
+        """What the inventory's health policy reads: XIDs since the last acknowledged beat
+        (counts only grow, so a delta is exactly what is new), rails, devices."""
+        sent: dict[tuple[str, int], int] = getattr(self, "_sent_xids", {})
+        for (gpu, code), count in sorted(snap.xids.items()):
+            new = count - sent.get((gpu, code), 0)
+            if new > 0:
+                req.xids.add(gpu=gpu, code=code, count=new)
+        req.row_remap_failure = snap.row_remap_failure
+        req.rails_down, req.rails_degraded = snap.rails_down, snap.rails_degraded
+        if snap.devices_ok is not None:
+            req.devices_ok, req.devices_set = snap.devices_ok, True
 
     async def heartbeat(self) -> None:
         snap = self.snapshot()
@@ -294,21 +366,55 @@ class InventoryClient:
         )
         if snap.inventory_hash != self._sent_hash:
             req.inventory.CopyFrom(snap.inventory)
+        self._health_fields(req, snap)
         if snap.blocking is not None and snap.blocking != self._sent_blocking:
             req.blocking.extend(snap.blocking)  # only on change: the service stores them
             req.blocking_set = True
-        resp = await self._stub().Heartbeat(req, timeout=5)
+        labels = snap.labels.SerializeToString(deterministic=True) if snap.labels else b""
+        if snap.labels is not None and labels != self._sent_labels:
+            req.labels.CopyFrom(snap.labels)
+        network = snap.network.SerializeToString(deterministic=True) if snap.network else b""
+        if snap.network is not None and network != self._sent_network:
+            req.network.CopyFrom(snap.network)
+        req.fleet_tiers_hash = snap.fleet_tiers_hash
+        req.hook_results.extend(snap.hook_results or [])
+        if snap.hook_phases is not None and snap.hook_phases != self._sent_hook_phases:
+            req.hook_phases.extend(snap.hook_phases)
+            req.hook_phases_set = True
+        report, request_id = snap.acceptance  # sent when it changes, progress included
+        acceptance = report.SerializeToString(deterministic=True) if report else b""
+        if report is not None and acceptance + request_id.encode() != self._sent_acceptance:
+            req.acceptance.CopyFrom(report)
+            req.acceptance_request_id = request_id
+        resp = await self._exchange(req)
+        if req.HasField("acceptance"):
+            self._sent_acceptance = acceptance + request_id.encode()
+        if resp.validations and self._on_validations is not None:
+            self._on_validations(list(resp.validations))
+        if req.HasField("labels"):
+            self._sent_labels = labels
+        if req.HasField("network"):
+            self._sent_network = network
+        if req.hook_phases_set:
+            self._sent_hook_phases = list(req.hook_phases)
+        if req.hook_results and self._on_reported is not None:
+            self._on_reported(list(req.hook_results))
+        if resp.HasField("fleet_tiers") and self._on_tiers is not None:
+            self._on_tiers(resp.fleet_tiers)
+        if resp.hooks and self._on_hooks is not None:
+            self._on_hooks(list(resp.hooks))
         if req.HasField("inventory"):
             self._sent_hash = snap.inventory_hash
         if req.blocking_set:
             self._sent_blocking = list(snap.blocking or [])
+        self._sent_xids = dict(snap.xids)  # acknowledged: the next beat sends only new ones
         if "send-inventory" in resp.actions:
             self._sent_hash = ""  # the next beat carries it
         if "renew-certificate" in resp.actions:
             await self.renew()
         await self._report_fabric(snap)
         if self.state != "connected":
-            log.info("inventory connected (%s)", self.cfg.address)
+            log.info("inventory connected (%s)", self.target)
         self.state = "connected"
         self._desired(resp.desired, resp.state)
         if resp.next_interval_seconds and not self.cfg.heartbeat_seconds:
@@ -343,3 +449,110 @@ class InventoryClient:
         )
         await self._close()  # reconnect with the new certificate
         log.info("node certificate renewed")
+
+
+def replica_targets(cfg: InventoryClientConfig) -> list[tuple[str, str]]:
+    """(address to dial, name its certificate carries) for every replica the config names.
+
+    `addresses` as given; else `address`, and when its name resolves to several addresses
+    (one A record per replica) each of them, checked against the name. A name that does not
+    resolve now stays as it is, for gRPC to resolve (and fail, and retry) itself.
+    """
+    if cfg.addresses:
+        return [(a, "") for a in cfg.addresses]
+    host, _, port = cfg.address.rpartition(":")
+    name = host.strip("[]")
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in name else socket.AF_INET, name)
+        return [(cfg.address, "")]  # an address already
+    except OSError:
+        pass
+    try:
+        infos = socket.getaddrinfo(name, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return [(cfg.address, "")]
+    found = sorted({str(i[4][0]) for i in infos})
+    if len(found) < 2:
+        return [(cfg.address, "")]
+    return [(f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}", name) for ip in found]
+
+
+class StreamSession:
+    """The node's `Session` stream: a beat is written and its acknowledgement awaited; a
+    reader task takes acknowledgements and pushes (desired state changed) as they come.
+
+    A broken stream fails the beat in flight (and any after it) like a failed unary call,
+    so the client's run loop backs off with jitter and the next beat opens a new stream,
+    on the next replica: agents leave a dead replica at their own jittered beat times, not
+    all at once. Nothing is assumed delivered without its acknowledgement.
+    """
+
+    ACK_SECONDS = 5.0  # as the unary call's deadline
+
+    def __init__(self, client: InventoryClient) -> None:
+        self.client = client
+        self.call: Any = None
+        self.reader: asyncio.Task[None] | None = None
+        self.sequence = 0
+        self.waiting: dict[int, asyncio.Future[ipb.HeartbeatResponse]] = {}
+        self.unimplemented = False  # an inventory without Session: unary from now on
+        self.pushes = 0
+
+    async def beat(self, req: ipb.HeartbeatRequest) -> ipb.HeartbeatResponse | None:
+        """The acknowledged answer, or None when the inventory has no stream (unary then)."""
+        if self.call is None or self.call.done():
+            await self.close()
+            self.call = self.client._stub().Session()
+            self.reader = asyncio.get_running_loop().create_task(self._read(self.call))
+        self.sequence += 1
+        seq = self.sequence
+        done: asyncio.Future[ipb.HeartbeatResponse] = asyncio.get_running_loop().create_future()
+        self.waiting[seq] = done
+        try:
+            await asyncio.wait_for(
+                self.call.write(ipb.SessionRequest(sequence=seq, heartbeat=req)),
+                self.ACK_SECONDS,
+            )
+            return await asyncio.wait_for(done, self.ACK_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            log.info("the inventory has no heartbeat stream: unary heartbeats")
+            self.unimplemented = True
+            await self.close()
+            return None
+        except (TimeoutError, asyncio.InvalidStateError) as exc:
+            await self.close()  # a stream that does not answer is as good as broken
+            raise ConnectionError(f"heartbeat stream: no acknowledgement ({exc!r})") from None
+        finally:
+            self.waiting.pop(seq, None)
+
+    async def _read(self, call: Any) -> None:
+        failure: BaseException = ConnectionError("heartbeat stream closed by the inventory")
+        try:
+            while True:
+                msg = await call.read()
+                if msg is grpc.aio.EOF:
+                    break
+                if msg.acknowledged:
+                    waiter = self.waiting.get(msg.acknowledged)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(msg.heartbeat)
+                else:
+                    self.pushes += 1
+                    self.client.pushed(msg.heartbeat)
+        except grpc.aio.AioRpcError as exc:
+            failure = exc
+        finally:
+            for waiter in self.waiting.values():
+                if not waiter.done():
+                    waiter.set_exception(failure)
+
+    async def close(self) -> None:
+        call, reader, self.call, self.reader = self.call, self.reader, None, None
+        if call is not None:
+            call.cancel()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader

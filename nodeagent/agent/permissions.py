@@ -2,7 +2,8 @@
 
 The unix socket is root-only and trusted as root. On TCP (mTLS, `api.tcp_listen`) the
 caller's certificate role decides, with the inventory's rules: viewer reads; operator
-and admin verify and apply tuning; a node certificate (another node) may do nothing.
+and admin verify and apply tuning and run acceptance tests; a node certificate (another
+node) may do nothing.
 """
 
 from __future__ import annotations
@@ -16,4 +17,5 @@ PERMISSIONS: auth.Permissions = {
     "WatchEvents": VIEW,
     "VerifyTuning": OPERATE,
     "ApplyTuning": OPERATE,
+    "ValidateNode": OPERATE,
 }

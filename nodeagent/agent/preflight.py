@@ -4,7 +4,8 @@ Each check reads through a HostRoot (so tests run them on modelled roots) and sa
 pass, warn, fail or skip, with what it found and the remedy. They cover what makes
 Kubespray's `scale.yml` or the kubelet fail late on a node: swap, kernel modules and
 sysctls, the cgroup version, a container runtime in the way, the hostname, the clock,
-disk space, and the NVIDIA driver and fabric manager where there are GPUs and NVSwitches.
+disk space, and the NVIDIA driver and fabric manager where there are GPUs and NVSwitches
+(or, when the GPU Operator owns the driver, that the host has none in its way).
 Network checks (ports, registries, the fleet) are in preflight_net.py.
 """
 
@@ -20,6 +21,7 @@ from nodeagent import label_syntax as syntax
 from nodeagent.api.v1 import preflight_pb2 as ppb
 from nodeagent.hardware.scan import Scan
 from nodeagent.host import HostReadError, HostRoot
+from nodeagent.tuning import gpu_driver as driver_mode
 
 PASS, WARN, FAIL, SKIP = ppb.CHECK_PASS, ppb.CHECK_WARN, ppb.CHECK_FAIL, ppb.CHECK_SKIP
 Check = ppb.PreflightCheck
@@ -36,6 +38,7 @@ RUNTIME_CONFLICTS = {
 TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
 FM_PID = "var/run/nvidia-fabricmanager/nv-fabricmanager.pid"
 FM_UNIT = "etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service"
+MODPROBE_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/lib/modprobe.d", "lib/modprobe.d")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Options:
     registries: Sequence[str] = ()  # host:port
     connect_timeout: float = 2.0
     fleet: Callable[[str], list[str]] | None = field(default=None, compare=False)
+    gpu_driver: str = driver_mode.HOST  # operator: the GPU Operator brings the driver
 
 
 def _check(name: str, status: int, message: str, remedy: str = "") -> Check:
@@ -78,11 +82,15 @@ def check_swap(root: HostRoot) -> Check:
     return _check("swap", PASS, "no swap")
 
 
-def check_modules(root: HostRoot) -> Check:
+def loaded_modules(root: HostRoot) -> set[str]:
     try:
-        loaded = {ln.split()[0] for ln in root.read_text("proc/modules").splitlines() if ln.strip()}
+        return {ln.split()[0] for ln in root.read_text("proc/modules").splitlines() if ln.strip()}
     except HostReadError:
-        loaded = set()
+        return set()
+
+
+def check_modules(root: HostRoot) -> Check:
+    loaded = loaded_modules(root)
     missing = [m for m in MODULES if m not in loaded and not root.is_dir(f"sys/module/{m}")]
     if missing:
         return _check(
@@ -289,6 +297,61 @@ def check_fabric_manager(root: HostRoot, nvswitches: int) -> Check:
     )
 
 
+def check_no_host_driver(root: HostRoot, gpus: int) -> Check:
+    """Operator mode: the Operator's driver container will not load beside a host driver."""
+    if not gpus:
+        return _check("host-nvidia-modules", SKIP, "no NVIDIA GPU")
+    loaded = loaded_modules(root)
+    found = [m for m in driver_mode.HOST_MODULES if m in loaded]
+    if found:
+        return _check(
+            "host-nvidia-modules",
+            FAIL,
+            f"host NVIDIA module(s) loaded: {', '.join(found)} (the GPU Operator brings its own)",
+            "purge the host NVIDIA driver packages (apt-get purge '*nvidia*') and reboot, or "
+            'set gpu_driver = "host" for this node',
+        )
+    return _check("host-nvidia-modules", PASS, f"{gpus} GPU(s), no host NVIDIA module loaded")
+
+
+def _blacklists_nouveau(root: HostRoot) -> bool:
+    cmdline = root.attr("proc/cmdline").split()
+    if any(t.startswith("modprobe.blacklist=") and "nouveau" in t[19:].split(",") for t in cmdline):
+        return True
+    for folder in MODPROBE_DIRS:
+        for name in root.listdir(folder):
+            if not name.endswith(".conf"):
+                continue
+            try:
+                text = root.read_text(f"{folder}/{name}")
+            except HostReadError:
+                continue
+            if any(line.split() == ["blacklist", "nouveau"] for line in text.splitlines()):
+                return True
+    return False
+
+
+def check_nouveau(root: HostRoot, gpus: int) -> Check:
+    """Operator mode: nouveau would claim the GPUs before the Operator's driver could."""
+    if not gpus:
+        return _check("nouveau", SKIP, "no NVIDIA GPU")
+    remedy = (
+        "echo 'blacklist nouveau' > /etc/modprobe.d/blacklist-nouveau.conf, "
+        "update-initramfs -u and reboot"
+    )
+    if "nouveau" in loaded_modules(root):
+        return _check("nouveau", FAIL, "nouveau is loaded", remedy)
+    if not _blacklists_nouveau(root):
+        return _check("nouveau", FAIL, "nouveau not loaded but not blacklisted", remedy)
+    return _check("nouveau", PASS, "not loaded, blacklisted")
+
+
+def _driver_checks(root: HostRoot, opts: Options, gpus: int, nvswitches: int) -> list[Check]:
+    if opts.gpu_driver == driver_mode.OPERATOR:
+        return [check_no_host_driver(root, gpus), check_nouveau(root, gpus)]
+    return [check_driver(root, gpus), check_fabric_manager(root, nvswitches)]
+
+
 def run(root: HostRoot, opts: Options) -> ppb.PreflightReport:
     from nodeagent.agent import preflight_net
 
@@ -303,8 +366,7 @@ def run(root: HostRoot, opts: Options) -> ppb.PreflightReport:
         check_hostname(root, opts.fleet),
         check_time(root),
         check_disk(root, opts),
-        check_driver(root, gpus),
-        check_fabric_manager(root, nvswitches),
+        *_driver_checks(root, opts, gpus, nvswitches),
         preflight_net.check_registries(opts.registries, opts.connect_timeout),
     ]
     return ppb.PreflightReport(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from nodeagent.host import HostRoot
 from nodeagent.tuning import apply as apply_mod
 from nodeagent.tuning import bios as bios_mod
 from nodeagent.tuning import commands as commands_mod
-from nodeagent.tuning import profiles
+from nodeagent.tuning import gpu_driver, profiles
 from nodeagent.tuning.verify import DRIFT, PENDING, verify
 
 log = logging.getLogger("nodeagent.agent.tuning_rpc")
@@ -46,12 +46,14 @@ class TuningService:
         view: AgentView,
         config: Callable[[], TuningConfig],
         inventory: Callable[[], pb.HardwareInventory],
+        run_hooks: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self.state = state
         self.root = root
         self.view = view
         self.config = config
         self.inventory = inventory
+        self.run_hooks = run_hooks
         self._busy = asyncio.Lock()
 
     def _profile(self, name: str) -> tpb.TuningProfile:
@@ -61,6 +63,17 @@ class TuningService:
         # a caller over TCP names an installed profile; a file path is for the local CLI
         name = profiles.installed_name(name) if name else ""
         return profiles.resolve(name or None, self.inventory(), dirs, assigned)
+
+    def gpu_driver(self) -> str:
+        """The node's driver mode: its own setting, else its profile's, else host. Preflight
+        asks at every discovery; a node with no profile yet (none matches) is host."""
+        cfg = self.config()
+        if cfg.gpu_driver:
+            return gpu_driver.effective(cfg.gpu_driver)
+        try:
+            return gpu_driver.effective(self._profile("").gpu_driver)
+        except (profiles.NoProfile, profiles.ProfileError, ValueError, OSError):
+            return gpu_driver.HOST
 
     def _bmc(self) -> bios_mod.BmcTarget | None:
         cfg = self.config()
@@ -72,6 +85,51 @@ class TuningService:
     def _record(self, report: tpb.TuningReport) -> None:
         self.view.drift = {s.setting: s.status in (DRIFT, PENDING) for s in report.settings}
 
+    def _verify(
+        self, profile: tpb.TuningProfile, bmc: bios_mod.BmcTarget | None
+    ) -> tpb.TuningReport:
+        bios = bios_mod.verify_bios(bmc, profile.bios) if bmc else []
+        mode = gpu_driver.effective(self.config().gpu_driver, profile.gpu_driver)
+        tuned = gpu_driver.for_mode(profile, mode).profile
+        return verify(self.root, tuned, self.inventory(), bios)
+
+    def _options(
+        self,
+        profile: tpb.TuningProfile,
+        commands: Any,
+        bmc: bios_mod.BmcTarget | None,
+        check: bool,
+        reboot_policy: str,
+    ) -> apply_mod.ApplyOptions:
+        bios_step = None
+        if bmc is not None:
+            target, settings = bmc, profile.bios
+
+            def bios_step(check: bool) -> Any:
+                return bios_mod.apply_bios(target, settings, check)
+
+        return apply_mod.ApplyOptions(
+            profile,
+            self.root,
+            self.inventory(),
+            check=check,
+            reboot_policy=reboot_policy,
+            commands=commands,
+            bios=bios_step,
+            gpu_driver=self.config().gpu_driver,
+        )
+
+    def _running(self, profile: tpb.TuningProfile, before: Phase) -> None:
+        """Recorded before the first task: a kill -9 mid-run leaves "running" behind,
+        which the next start reports as interrupted, never as success."""
+        self.state.set_phase(Phase.TUNING)
+        self.state.data["tuning"] = {
+            "profile": profile.name,
+            "outcome": "running",
+            "phase_before": str(before),
+        }
+        self.state.save()
+
     async def verify(
         self, request: tpb.VerifyTuningRequest, context: grpc.aio.ServicerContext
     ) -> tpb.TuningReport:
@@ -82,12 +140,8 @@ class TuningService:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise  # unreachable: abort raises
 
-        def run() -> tpb.TuningReport:
-            bios = bios_mod.verify_bios(bmc, profile.bios) if bmc else []
-            return verify(self.root, profile, self.inventory(), bios)
-
         try:
-            report = await asyncio.to_thread(run)
+            report = await asyncio.to_thread(self._verify, profile, bmc)
         except bios_mod.BiosError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             raise
@@ -116,37 +170,62 @@ class TuningService:
             except (profiles.NoProfile, profiles.ProfileError, ValueError, OSError) as exc:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
                 return
-            bios_step = None
-            if bmc is not None:
-                target, settings = bmc, profile.bios
-
-                def bios_step(check: bool) -> Any:
-                    return bios_mod.apply_bios(target, settings, check)
-
-            opts = apply_mod.ApplyOptions(
-                profile,
-                self.root,
-                self.inventory(),
-                check=request.check,
-                reboot_policy=request.reboot_policy or "never",
-                commands=commands,
-                bios=bios_step,
+            opts = self._options(
+                profile, commands, bmc, request.check, request.reboot_policy or "never"
             )
             before = state.phase
+            if not request.check and self.run_hooks is not None:
+                error = await self.run_hooks("pre-tuning")
+                if error:
+                    await context.abort(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"refusing to apply: pre-tuning hook failed: {error}",
+                    )
+                    return
             if not request.check:
-                state.set_phase(Phase.TUNING)
-                # Recorded before the first task: a kill -9 mid-run leaves "running" behind,
-                # which the next start reports as interrupted, never as success.
-                state.data["tuning"] = {
-                    "profile": profile.name,
-                    "outcome": "running",
-                    "phase_before": str(before),
-                }
-                state.save()
+                self._running(profile, before)
+            outcome = ""
             async for event in _in_thread(apply_mod.apply, opts):
                 if event.HasField("result"):
                     self._finish(event.result, before)
+                    outcome = event.result.outcome
                 yield event
+            if outcome not in ("", "failed", "checked") and self.run_hooks is not None:
+                error = await self.run_hooks("post-tuning")
+                if error:
+                    self._fail(f"post-tuning hook failed: {error}")
+                    self.state.save()
+
+    async def periodic(self, allow_joined: bool) -> str:
+        """The daemon's periodic verify: drift is recorded (metric, heartbeat, labels);
+        where the profile says `on_drift: apply` it is applied again, never rebooting, and
+        never on a node in a cluster unless allowed. Returns what it did, for the log."""
+        if self._busy.locked():
+            return "skipped: a tuning run is in progress"
+        async with self._busy:
+            profile = self._profile("")
+            bmc = self._bmc()
+            report = await asyncio.to_thread(self._verify, profile, bmc)
+            self._record(report)
+            drifted = [s.setting for s in report.settings if s.status == DRIFT]
+            if not drifted:
+                return "no drift"
+            said = f"drift in {len(drifted)} settings ({', '.join(drifted[:5])})"
+            if profile.on_drift != "apply":
+                return f"{said}; the profile says report"
+            reason = apply_mod.refuse_reason(self.state.phase, allow_joined)
+            if reason:
+                return f"{said}; not applied again: {reason}"
+            commands = commands_mod.load(self.config().commands_file or None)
+            opts = self._options(profile, commands, bmc, False, "never")
+            before = self.state.phase
+            self._running(profile, before)
+            outcome = ""
+            async for event in _in_thread(apply_mod.apply, opts):
+                if event.HasField("result"):
+                    self._finish(event.result, before)
+                    outcome = event.result.outcome
+            return f"{said}; applied again: {outcome}"
 
     def recover(self) -> None:
         """At start: an apply that was running when the agent died did not finish."""

@@ -30,6 +30,15 @@ def secure_channel(
 
 
 def secure_aio_channel(
-    address: str, ca_pem: bytes, cert_pem: bytes | None = None, key_pem: bytes | None = None
+    address: str,
+    ca_pem: bytes,
+    cert_pem: bytes | None = None,
+    key_pem: bytes | None = None,
+    server_name: str = "",
 ) -> Any:
-    return grpc.aio.secure_channel(address, credentials(ca_pem, cert_pem, key_pem), KEEPALIVE)
+    """`server_name`: the name the certificate must carry when `address` is one of the
+    addresses a name resolved to (a replica picked from several A records)."""
+    options = (
+        [*KEEPALIVE, ("grpc.ssl_target_name_override", server_name)] if server_name else KEEPALIVE
+    )
+    return grpc.aio.secure_channel(address, credentials(ca_pem, cert_pem, key_pem), options)

@@ -52,7 +52,11 @@ async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, errors: E
 
 
 def _guard(
-    method: Callable[..., Any], name: str, authorize: Authorize | None, errors: ErrorMap
+    method: Callable[..., Any],
+    name: str,
+    authorize: Authorize | None,
+    errors: ErrorMap,
+    bidi: bool = False,
 ) -> Callable[..., Any]:
     async def admit(request: Any, context: grpc.aio.ServicerContext) -> None:
         """Checks every call passes before the servicer runs, streaming or not.
@@ -64,6 +68,29 @@ def _guard(
             await authorize(name, context)
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(request))
+
+    if bidi:
+
+        @functools.wraps(method)
+        async def session(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            """Authorised once, at the stream's start; each message parsed strictly, and a
+            malformed one ends the stream as INVALID_ARGUMENT, as it would end a unary call."""
+            if authorize is not None:
+                await authorize(name, context)
+
+            async def checked() -> Any:
+                async for request in requests:
+                    if isinstance(request, Malformed):
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(request))
+                    yield request
+
+            try:
+                async for item in method(checked(), context):
+                    yield item
+            except Exception as exc:
+                await _fail(context, exc, errors)
+
+        return session
 
     if inspect.isasyncgenfunction(method):
 
@@ -114,10 +141,13 @@ def service_handler(
             if m.server_streaming
             else grpc.unary_unary_rpc_method_handler
         )
-        if m.client_streaming:
-            raise NotImplementedError(f"{m.full_name}: client streaming is not used")
+        bidi = m.client_streaming and m.server_streaming
+        if bidi:
+            kind = grpc.stream_stream_rpc_method_handler
+        elif m.client_streaming:
+            raise NotImplementedError(f"{m.full_name}: client streaming alone is not used")
         handlers[m.name] = kind(
-            _guard(getattr(servicer, m.name), m.name, authorize, errors),
+            _guard(getattr(servicer, m.name), m.name, authorize, errors, bidi),
             request_deserializer=_deserializer(request_cls),
             response_serializer=response_cls.SerializeToString,
         )

@@ -17,7 +17,7 @@ from typing import Any
 
 from nodeagent.api.v1 import fleet_pb2
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.cli import kubespray_cmd, render
+from nodeagent.cli import admin_validate, dashboard_cmd, kubespray_cmd, render
 from nodeagent.cli.admin_client import AdminClient, add_connection_flags
 from nodeagent.cli.common import EXIT_OK, CliError, add_command, add_output
 
@@ -101,6 +101,8 @@ def _render_node(node: Any) -> str:
         f"{len(node.inventory.rdma_devices)} RDMA, {len(node.inventory.nvme_controllers)} "
         f"NVMe, hash {node.inventory_hash[:12] or '-'}",
     ]
+    if node.HasField("acceptance"):  # the latest acceptance report the agent sent
+        lines.append(admin_validate.summary(node.acceptance))
     if node.blocking:  # the checks that keep it where it is, as its agent last said
         lines += ["blocked by:", *(f"  - {render.clip(b, 400)}" for b in node.blocking)]
     return "\n".join(lines) + "\n"
@@ -368,6 +370,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ansible-host", help="SSH target (default: --ip)")
     _register_exports(admin_sub)
     _register_join(admin_sub)
+    dashboard_cmd.register(admin_sub, _command)
 
 
 def _register_nodes(admin_sub: Any) -> None:
@@ -389,6 +392,7 @@ def _register_nodes(admin_sub: Any) -> None:
     for action, func in (
         ("hold", partial(_nodes_change_state, "HoldNode")),
         ("release", partial(_nodes_change_state, "ReleaseNode")),
+        ("quarantine", partial(_nodes_change_state, "QuarantineNode")),
         ("retire", partial(_nodes_change_state, "RetireNode")),
         ("delete", _nodes_delete),
     ):
@@ -404,6 +408,7 @@ def _register_nodes(admin_sub: Any) -> None:
     )
     p.add_argument("node", help=NODE_HELP)
     p.add_argument("--domain")
+    admin_validate.register(nodes_sub, _command, NODE_HELP)
 
 
 def _register_tokens(admin_sub: Any) -> None:
@@ -455,6 +460,18 @@ def _cluster_flags(p: argparse.ArgumentParser, create: bool) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--auto-join", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument(
+        "--node-network",
+        metavar="CIDR",
+        help="take each node's Kubespray address from what its agent reported inside this "
+        "network (default: its default route's address; '' on update goes back to that)",
+    )
+    p.add_argument(
+        "--gpu-driver",
+        choices=("host", "operator"),
+        help="who owns the nodes' NVIDIA driver unless a profile or node says otherwise "
+        "(default host; operator: the GPU Operator, see `admin export gpu-operator`)",
+    )
+    p.add_argument(
         "--ansible-venv",
         metavar="PATH",
         help="an existing virtualenv to run this cluster's Kubespray with (default: one "
@@ -470,6 +487,14 @@ def _register_clusters(admin_sub: Any) -> None:
     _cluster_flags(_command(sub, "update", kubespray_cmd.clusters_update), create=False)
     _command(sub, "list", kubespray_cmd.clusters_list)
     _command(sub, "show", kubespray_cmd.clusters_show).add_argument("name")
+    p = _command(
+        sub,
+        "set-kubeconfig",
+        kubespray_cmd.clusters_set_kubeconfig,
+        help="the cluster's kubeconfig (its admin.conf), kept by the service, never shown",
+    )
+    p.add_argument("name")
+    p.add_argument("file")
 
 
 def _register_exports(admin_sub: Any) -> None:
@@ -497,6 +522,14 @@ def _register_exports(admin_sub: Any) -> None:
         "-f", "--file", default="-", help="file to write the inventory to (default stdout)"
     )
     p.add_argument("--script", help="also write an executable dynamic inventory here")
+    p = _command(
+        ex_sub,
+        "gpu-operator",
+        kubespray_cmd.export_gpu_operator,
+        output=False,
+        help="the GPU Operator's kernel-module ConfigMap and Helm values (YAML)",
+    )
+    p.add_argument("--cluster", required=True)
 
 
 def _register_join(admin_sub: Any) -> None:

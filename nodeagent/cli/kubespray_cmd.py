@@ -44,6 +44,8 @@ def _cluster_from_args(args: argparse.Namespace, current: Any = None) -> tuple[A
         ("ssh_key", "ssh_key_path"),
         ("batch_size", "batch_size"),
         ("auto_join", "auto_join"),
+        ("gpu_driver", "gpu_driver"),
+        ("node_network", "node_network"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -100,6 +102,7 @@ def _cluster_rows(clusters: Any) -> list[list[str]]:
             ",".join(c.label_policy.taints) or "-",
             c.kubespray_release or "-",
             _ansible_column(c),
+            c.api_server if c.kubeconfig_set else "-",  # where the reconciler asks
         ]
         for c in clusters
     ]
@@ -128,6 +131,7 @@ CLUSTER_HEADERS = [
     "TAINTS",
     "RELEASE",
     "ANSIBLE",
+    "API SERVER",
 ]
 
 
@@ -142,6 +146,16 @@ def clusters_show(client: AdminClient, args: argparse.Namespace) -> int:
     if client.output == "table":
         sys.stdout.write(render.to_yaml(c))
         return EXIT_OK
+    return client.emit(c, _cluster_rows([c]), CLUSTER_HEADERS)
+
+
+def clusters_set_kubeconfig(client: AdminClient, args: argparse.Namespace) -> int:
+    """The cluster's kubeconfig, from a file: the service keeps it and never shows it."""
+    try:
+        text = Path(args.file).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    c = client.call("SetKubeconfig", ipb.SetKubeconfigRequest(cluster=args.name, kubeconfig=text))
     return client.emit(c, _cluster_rows([c]), CLUSTER_HEADERS)
 
 
@@ -170,6 +184,19 @@ def node_address(client: AdminClient, args: argparse.Namespace) -> int:
     addr = client.call("SetNodeAddress", addr)
     row = [addr.node_id, addr.ansible_host or "-", addr.ip or "-", addr.access_ip or "-"]
     return client.emit(addr, [row], ["NODE", "ANSIBLE_HOST", "IP", "ACCESS_IP"])
+
+
+def export_gpu_operator(client: AdminClient, args: argparse.Namespace) -> int:
+    """The kernel-module ConfigMap and Helm values the GPU Operator needs for the cluster."""
+    resp = client.call("ExportGpuOperator", ipb.ExportGpuOperatorRequest(cluster=args.cluster))
+    sys.stdout.write(resp.yaml)
+    if not resp.nodes:
+        print(
+            f"nodeagent: no node is assigned to cluster {args.cluster} "
+            f"(nodeagent admin nodes update NODE --cluster {args.cluster})",
+            file=sys.stderr,
+        )
+    return EXIT_OK
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:

@@ -14,10 +14,24 @@ from typing import Any
 from nodeagent.cli.common import EXIT_OK, EXIT_PROBLEM, OUTPUT_FORMATS, CliError, add_output
 
 
+def _load_config(path: str | None) -> Any:
+    """labels.toml, or the agent's own configuration (its [labels] and [fabric] tables are
+    the daemon's): a file with tables beyond those two is read, strictly, as the latter."""
+    from nodeagent.labels import config as lconfig
+    from nodeagent.tomlconfig import read
+
+    if path is not None and set(read(Path(path), required=True)) - {"labels", "fabric"}:
+        from nodeagent.agent import config as aconfig
+
+        agent = aconfig.load(path, required=True)
+        return lconfig.Config(agent.labels, agent.fabric)
+    return lconfig.load(path)
+
+
 def _config(args: argparse.Namespace) -> Any:
     from nodeagent.labels import config as lconfig
 
-    cfg = lconfig.load(args.config)
+    cfg = _load_config(args.config)
     labels, fabric = cfg.labels, cfg.fabric
     changes: dict[str, Any] = {}
     if getattr(args, "domain", None):
@@ -68,17 +82,38 @@ def _observe(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any, Any]:
     return inv, features, obs, recordings
 
 
+def _decided(args: argparse.Namespace) -> Any:
+    """What the inventory decided, as the daemon keeps it (--state-dir), under the
+    command line's --pool, --profile and --tuning."""
+    from nodeagent.labels.node import Decided
+
+    decided = Decided()
+    if args.state_dir:
+        from nodeagent.agent.label_file import decided_from_state
+        from nodeagent.agent.state import StateFile
+
+        state = Path(args.state_dir) / "state.json"
+        if not state.is_file():
+            raise CliError(f"--state-dir: no {state} (is this the agent's state_dir?)")
+        decided = decided_from_state(StateFile(state).load())
+    return dataclasses.replace(
+        decided,
+        pool=args.pool or decided.pool,
+        profile=args.profile or decided.profile,
+        tuning=args.tuning or decided.tuning,
+    )
+
+
 def _cmd_labels(args: argparse.Namespace) -> int:
+    from nodeagent.agent.label_file import feature_path
     from nodeagent.labels import sinks
-    from nodeagent.labels.derive import derive, previous_tiers
-    from nodeagent.labels.inputs import Assignment, LabelInputs
-    from nodeagent.topology.tiers import node_tiers
+    from nodeagent.labels.node import compute
 
     cfg = _config(args)
     lcfg = cfg.labels
     target = Path(args.features_dir) / sinks.FEATURE_FILE if args.features_dir else None
     if target is None and args.output == "nfd" and not args.print:
-        target = sinks.feature_file_path(args.root or "/")
+        target = feature_path(args.root or "/", lcfg)
     previous: dict[str, Any] = {}
     if args.previous:
         previous = _read_previous(args.previous)
@@ -86,9 +121,7 @@ def _cmd_labels(args: argparse.Namespace) -> int:
         previous = sinks.parse_feature_file(target.read_text(encoding="utf-8", errors="replace"))
     previous = {str(k): str(v) for k, v in previous.items() if isinstance(v, str)}
     inv, features, obs, _ = _observe(args, cfg)
-    tiers = node_tiers(obs, previous_tiers(previous, lcfg.domain))
-    assignment = Assignment(args.pool or lcfg.pool, args.profile or lcfg.profile, args.tuning or "")
-    labels = derive(LabelInputs(inv, tiers, obs, features, assignment), lcfg, previous)
+    labels = compute(inv, obs, features, _decided(args), lcfg, previous).labels
     if args.output == "json":
         sys.stdout.write(sinks.to_json(labels))
     elif args.output in ("yaml", "table"):
@@ -211,6 +244,12 @@ def register(sub: Any) -> None:
     p.add_argument("--pool", help="node pool (nodeagent.io/pool, truefoundry.com/nodepool)")
     p.add_argument("--profile", help="golden profile name")
     p.add_argument("--tuning", help="tuning state (pending, applied, drift, ...)")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the agent's state_dir: take the pool, profile, label overrides and fleet "
+        "tiers the inventory gave the daemon, so the map is the one the daemon writes",
+    )
     p.add_argument(
         "--families",
         help="comma list of own,nfd,gfd,oci,platform, or all (default own,nfd,gfd,oci)",

@@ -24,6 +24,7 @@ COMMAND_MODULES = {
     "nodeagent.cli.admin_cmd": ("admin",),
     "nodeagent.cli.tune_cmd": ("tune",),
     "nodeagent.cli.preflight_cmd": ("preflight",),
+    "nodeagent.cli.validate_cmd": ("validate",),
 }
 
 

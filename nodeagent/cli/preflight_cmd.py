@@ -31,6 +31,17 @@ def _fleet(args: argparse.Namespace) -> Any:
     return fleet_lookup(cfg.inventory.address, identity)
 
 
+def _configured_gpu_driver(args: argparse.Namespace) -> str:
+    """The agent's `[tuning] gpu_driver`, else host (the profile's is the agent's to add:
+    preflight does not discover and select a profile)."""
+    from nodeagent.agent import config as aconfig
+
+    try:
+        return aconfig.load(args.config).tuning.gpu_driver or "host"
+    except aconfig.ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _cmd_preflight(args: argparse.Namespace) -> int:
     from nodeagent.agent import preflight
     from nodeagent.cli import render
@@ -43,6 +54,7 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
         ports=args.port or (10250, 10256),
         registries=registries,
         fleet=_fleet(args),
+        gpu_driver=args.gpu_driver or _configured_gpu_driver(args),
     )
     with open_root(args.root) as root:
         report = preflight.run(root, opts)
@@ -85,4 +97,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--config", help="agent.toml, for the inventory's hostname check")
     p.add_argument("--no-fleet", action="store_true", help="skip the fleet hostname check")
+    p.add_argument(
+        "--gpu-driver",
+        choices=("host", "operator"),
+        help="who owns the NVIDIA driver (default: agent.toml's [tuning] gpu_driver, else "
+        "host); operator checks that no host NVIDIA module is loaded and nouveau is blacklisted",
+    )
     p.set_defaults(func=_cmd_preflight)

@@ -78,7 +78,18 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"# deviations from {profile.extends}: {len(profile.deviations) or 'none'}")
         for d in profile.deviations:
             print(f"#   {d.setting}: {d.base} -> {d.value}  ({d.reason})")
+    if args.output == "yaml":
+        for note in _left_to_operator(profile, args.gpu_driver):
+            print(f"# {note}")
     return EXIT_OK
+
+
+def _left_to_operator(profile: Any, node_mode: str | None) -> list[str]:
+    """What a node in operator mode does not get from this profile (the Operator runs it)."""
+    from nodeagent.tuning import gpu_driver
+
+    mode = gpu_driver.effective(node_mode or "", profile.gpu_driver)
+    return gpu_driver.notes(gpu_driver.for_mode(profile, mode).left_out)
 
 
 def _flat(profile: Any) -> dict[str, str]:
@@ -152,6 +163,15 @@ def _resolve(args: argparse.Namespace, root: Any) -> tuple[Any, Any]:
     return profile, inv
 
 
+def _for_mode(profile: Any, node_mode: str | None) -> Any:
+    """The profile as verify sees it on a node whose driver is `node_mode`'s (or the
+    profile's): the Operator's units and modules are not expected on the host."""
+    from nodeagent.tuning import gpu_driver
+
+    mode = gpu_driver.effective(node_mode or "", profile.gpu_driver)
+    return gpu_driver.for_mode(profile, mode).profile
+
+
 def print_report(report: Any, verbose: bool = False) -> None:
     from nodeagent.cli import render
 
@@ -182,6 +202,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     target = _bmc(args)
     with open_root(args.root) as root:
         profile, inv = _resolve(args, root)
+        profile = _for_mode(profile, args.gpu_driver)
         bios_results = []
         if target is not None:
             try:
@@ -265,6 +286,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
             commands=commands,
             bios=bios_step,
             keep_run=args.keep_run,
+            gpu_driver=args.gpu_driver or "",
         )
         result = None
         tty = sys.stdout.isatty() and args.output == "table"
@@ -296,6 +318,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--bmc-system", help="Redfish system id when the BMC has several")
     p.add_argument("--bmc-insecure", action="store_true", help="do not verify the BMC's TLS")
+    _gpu_driver_flag(p)
+
+
+def _gpu_driver_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gpu-driver",
+        choices=("host", "operator"),
+        help="who owns the NVIDIA driver (default: the profile's gpu_driver, else host); "
+        "operator leaves persistenced, fabric manager and nvidia-peermem to the GPU Operator",
+    )
 
 
 def register(sub: Any) -> None:
@@ -316,6 +348,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--resolved", action="store_true", help="the profile merged onto its bases (extends:)"
     )
+    _gpu_driver_flag(p)
     add_output(p, ["yaml", "json"], default="yaml")  # a profile is a document, not a table
     p.set_defaults(func=_cmd_show)
     p = tsub.add_parser("diff", help="settings two profiles set differently (merged)")

@@ -15,6 +15,7 @@ NODE = frozenset({auth.NODE})
 PERMISSIONS: auth.Permissions = {
     "Register": None,
     "Heartbeat": NODE,
+    "Session": NODE,  # heartbeats on a stream: the node's own, as Heartbeat
     "RenewCertificate": NODE,
     "ListNodes": VIEW,
     "GetNode": VIEW | NODE,
@@ -39,6 +40,7 @@ PERMISSIONS: auth.Permissions = {
     "GetCluster": VIEW,
     "ListClusters": VIEW,
     "ExportKubespray": VIEW,
+    "ExportGpuOperator": VIEW,
     "GetJob": VIEW,
     "ListJobs": VIEW,
     "WatchJob": VIEW,
@@ -46,6 +48,11 @@ PERMISSIONS: auth.Permissions = {
     "StartJoin": OPERATE,
     "CancelJob": OPERATE,
     "RetryJob": OPERATE,
+    "QuarantineNode": OPERATE,
+    # runs the node's acceptance checks: minutes of load on its GPUs, fabric and drives
+    "StartValidation": OPERATE,
+    # a kubeconfig is the cluster's admin credential, as a cluster spec names an SSH key
+    "SetKubeconfig": ADMIN,
 }
 # the enrolment port (no client certificate) serves these and health, nothing else
 ENROLMENT = frozenset({"Register"})

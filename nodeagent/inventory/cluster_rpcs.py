@@ -14,7 +14,7 @@ import grpc
 
 from nodeagent.api import auth
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import ansible_env, clusters, joins, pki
+from nodeagent.inventory import ansible_env, clusters, gpu_operator, joins, kube_state, pki
 from nodeagent.inventory.store import Conflict, Store
 
 EXPORT_PIECE = 1 << 20
@@ -59,12 +59,14 @@ class ClusterRpcs:
         self, request: ipb.GetClusterRequest, context: grpc.aio.ServicerContext
     ) -> ipb.Cluster:
         name = auth.validate_text(request.name, "name", 63)
-        return await self.store.run(clusters.get_cluster, self.store, name)
+        found = await self.store.run(clusters.get_cluster, self.store, name)
+        return await self.store.run(kube_state.describe_cluster, self.store, found)
 
     async def ListClusters(
         self, request: ipb.ListClustersRequest, context: grpc.aio.ServicerContext
     ) -> ipb.ListClustersResponse:
         found = await self.store.run(clusters.list_clusters, self.store)
+        found = await self.store.run(kube_state.describe_clusters, self.store, found)
         return ipb.ListClustersResponse(clusters=found)
 
     async def UpdateCluster(
@@ -105,6 +107,13 @@ class ClusterRpcs:
                 yield first
             else:
                 yield ipb.ExportKubesprayResponse(inventory_json=piece)
+
+    async def ExportGpuOperator(
+        self, request: ipb.ExportGpuOperatorRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.ExportGpuOperatorResponse:
+        auth.validate_text(request.cluster, "cluster", 63)
+        text, count = await self.store.run(gpu_operator.export, self.store, request.cluster)
+        return ipb.ExportGpuOperatorResponse(yaml=text, nodes=count)
 
     async def StartJoin(
         self, request: ipb.StartJoinRequest, context: grpc.aio.ServicerContext

@@ -14,6 +14,7 @@ cache, not ten thousand inventories.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import time
@@ -25,11 +26,12 @@ from google.protobuf import json_format
 from nodeagent import label_syntax as syntax
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import kubespray
+from nodeagent.inventory import kubespray, reports
 from nodeagent.inventory.store import Conflict, NotFound, Store, dumps
 from nodeagent.labels import config as lconfig
 from nodeagent.labels.derive import derive
 from nodeagent.labels.inputs import Assignment, LabelInputs
+from nodeagent.tuning import gpu_driver
 
 S = ipb.NodeState
 DEFAULT_BATCH = 10
@@ -46,6 +48,8 @@ CLUSTER_FIELDS = (
     "batch_size",
     "auto_join",
     "ansible_venv",
+    "gpu_driver",
+    "node_network",
 )
 # Read from the Kubespray tree and the environment by the service, never set by a caller.
 OUTPUT_FIELDS = (
@@ -96,12 +100,21 @@ def check_cluster(c: ipb.Cluster) -> None:
     bad = kubespray.labels_problems(p.labels, p.taints)
     if bad:
         raise ValueError(f"label policy: {bad[0]}")
+    gpu_driver.check(c.gpu_driver)  # "": a cluster stored before the setting, host
+    if c.node_network:
+        try:
+            ipaddress.ip_network(c.node_network, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"node_network {c.node_network[:80]!r} is not a network (e.g. 10.0.0.0/16)"
+            ) from None
 
 
 def with_defaults(c: ipb.Cluster) -> ipb.Cluster:
     out = ipb.Cluster()
     out.CopyFrom(c)
     out.batch_size = out.batch_size or DEFAULT_BATCH
+    out.gpu_driver = out.gpu_driver or gpu_driver.HOST
     p = out.label_policy
     p.domain = p.domain or lconfig.DEFAULT_DOMAIN
     if not p.families:
@@ -178,7 +191,7 @@ def merged(current: ipb.Cluster, change: ipb.Cluster, fields: Sequence[str]) -> 
     c = ipb.Cluster()
     c.CopyFrom(current)
     for f in fields or CLUSTER_FIELDS:
-        if f == "batch_size" and not change.batch_size:
+        if f in ("batch_size", "gpu_driver") and not getattr(change, f):
             continue
         if f in ("control_plane", "etcd"):
             c.ClearField(f)
@@ -296,14 +309,20 @@ def _derive_labels(
 def node_entries(
     store: Store, cur: Any, cluster: ipb.Cluster, where: str, args: Sequence[Any]
 ) -> list[kubespray.NodeEntry]:
-    """Inventory entries of the nodes matching `where` (over `nodes n`), labels from the
-    cache, derived (and cached) where the cache is stale."""
+    """Inventory entries of the nodes matching `where` (over `nodes n`).
+
+    Labels are the map the node's agent reported (the families the cluster puts in
+    node_labels); for a node whose agent reported none, or under another domain, they are
+    derived from its stored inventory and cached. Addresses: an admin's, else the one
+    chosen from what the agent reported (reports.export_address)."""
     policy = cluster.label_policy
     cur.execute(
         store.q(
             "SELECT n.id, n.hostname, n.pool, n.profile, n.labels, n.taints, n.inventory_hash, "
-            "length(n.inventory), c.fingerprint, c.labels, a.ansible_host, a.ip, a.access_ip "
+            "length(n.inventory), c.fingerprint, c.labels, r.labels, r.network, "
+            "a.ansible_host, a.ip, a.access_ip "
             "FROM nodes n LEFT JOIN node_label_cache c ON c.node_id = n.id "
+            "LEFT JOIN node_reports r ON r.node_id = n.id "
             f"LEFT JOIN node_addresses a ON a.node_id = n.id WHERE {where} "
             "ORDER BY n.hostname, n.id"
         ),
@@ -312,7 +331,11 @@ def node_entries(
     rows = cur.fetchall()
     derived: dict[str, dict[str, str]] = {}
     stale = []
-    for node_id, _h, pool, profile, _l, _t, inv_hash, size, fp, cached, *_ in rows:
+    for node_id, _h, pool, profile, _l, _t, inv_hash, size, fp, cached, reported, *_ in rows:
+        from_node = reports.labels_for_export(reported, policy.domain, policy.families)
+        if from_node is not None:
+            derived[node_id] = from_node
+            continue
         want = _fingerprint(policy, inv_hash, size or 0, pool, profile)
         if fp == want:
             derived[node_id] = json.loads(cached)
@@ -332,12 +355,25 @@ def node_entries(
             (node_id, want, dumps(labels)),
         )
     entries = []
-    for node_id, hostname, _p, _pr, labels, taints, *_rest, host, ip, access in rows:
+    for row in rows:
+        node_id, hostname, labels, taints = row[0], row[1], row[4], row[5]
+        network, host, ip, access = row[11], row[12], row[13], row[14]
         merged = derived[node_id] | dict(policy.labels) | json.loads(labels)
         node_taints = list(dict.fromkeys([*policy.taints, *json.loads(taints)]))
+        problem = ""
+        if not (host or ip):
+            ip, problem = reports.export_address(network, cluster.node_network)
+            access = ip
         entries.append(
             kubespray.NodeEntry(
-                node_id, hostname, merged, node_taints, host or "", ip or "", access or ""
+                node_id,
+                hostname,
+                merged,
+                node_taints,
+                host or "",
+                ip or "",
+                access or "",
+                address_problem=problem,
             )
         )
     return entries

@@ -34,10 +34,18 @@ class InventoryConfig:
     revocation_refresh_seconds: float = 2.0
     # Profiles a token or an assignment may name are those this host has (as `nodeagent tune`
     # finds them): this directory first, then $NODEAGENT_PROFILES_DIR, /etc/nodeagent/profiles
-    # and the shipped ones. (No metrics_listen: the service exports no metrics yet, and a key
-    # accepted and ignored would promise what it does not do.)
+    # and the shipped ones.
     profiles_dir: str = ""
     max_message_bytes: int = 8 * 1024 * 1024
+    # Prometheus metrics (plain HTTP, as the agent's; "" turns them off). The fleet gauges
+    # (nodes by state, join jobs, certificate expiries) are read from the database this
+    # often, never per scrape.
+    metrics_listen: str = "0.0.0.0:9746"
+    metrics_refresh_seconds: float = 15.0
+    # how often a replica reads the join hooks asked of nodes and the tiers regrouped
+    report_poll_seconds: float = 2.0
+    # how long a join job waits for its nodes' pre-join and post-join hooks
+    join_hook_timeout_seconds: float = 600.0
     log_format: str = "text"
     log_level: str = "info"
     # Join jobs: how often a replica looks for one, how long its cluster lease lasts
@@ -58,6 +66,27 @@ class InventoryConfig:
     # The environment for a Kubespray tree that declares no Ansible range (no
     # playbooks/ansible_version.yml) or has no requirements.txt. Default: the service's own.
     ansible_venv: str = ""
+    # The cluster side of a node's life (reconciler.py): how often a replica looks for
+    # nodes whose Node object needs a change, how long a joined node may take to be Ready
+    # before it is FAILED, one drain's time limit, one API call's, the longest backoff.
+    kube_reconcile_seconds: float = 2.0
+    kube_ready_timeout_seconds: float = 600.0
+    kube_drain_timeout_seconds: float = 300.0
+    kube_request_timeout_seconds: float = 10.0
+    kube_backoff_max_seconds: float = 300.0
+    # The health policy applied to every heartbeat (health.py): XIDs that quarantine,
+    # rails down or degraded tolerated, heartbeats a rail problem must last before a
+    # quarantine and a problem must be gone before an automatic release, the quarantine
+    # kinds released automatically (hardware, xid, rails, manual), and whether a mismatch
+    # against the profile's expected_hardware quarantines.
+    health_fatal_xids: list[int] = field(
+        default_factory=lambda: [48, 63, 64, 74, 79, 94, 95, 119, 120]
+    )
+    health_rails_limit: int = 0
+    health_quarantine_after: int = 3
+    health_release_after: int = 10
+    health_auto_release: list[str] = field(default_factory=lambda: ["rails"])
+    health_hardware_mismatch: bool = True
 
     @property
     def database_url(self) -> str:
@@ -97,10 +126,22 @@ def load(path: str | None) -> InventoryConfig:
         raise ConfigError(f"{path}: give both 'ca_cert' and 'ca_key', or neither")
     if config.heartbeat_interval_seconds < 1 or config.unreachable_after_missed < 1:
         raise ConfigError(f"{path}: heartbeat interval and missed count must be at least 1")
+    if config.report_poll_seconds <= 0:
+        raise ConfigError(f"{path}: 'report_poll_seconds' must be more than 0")
+    if config.metrics_refresh_seconds <= 0:
+        raise ConfigError(f"{path}: 'metrics_refresh_seconds' must be more than 0")
     if config.join_job_retention_days <= 0:
         raise ConfigError(f"{path}: 'join_job_retention_days' must be more than 0")
     if config.ansible_pip_timeout_seconds < 1:
         raise ConfigError(f"{path}: 'ansible_pip_timeout_seconds' must be at least 1")
+    if config.health_quarantine_after < 1 or config.health_release_after < 1:
+        raise ConfigError(f"{path}: health heartbeat counts must be at least 1")
+    unknown = set(config.health_auto_release) - {"hardware", "xid", "rails", "manual"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: 'health_auto_release' takes hardware, xid, rails, manual; not "
+            f"{', '.join(sorted(unknown))}"
+        )
     for key in ("ansible_envs_dir", "ansible_venv"):
         if getattr(config, key) and not getattr(config, key).startswith("/"):
             raise ConfigError(f"{path}: {key!r} must be an absolute path")

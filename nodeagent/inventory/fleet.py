@@ -135,11 +135,15 @@ def group(store: Store, cluster: str) -> tuple[fpb.FabricTopology, dict[str, str
         if tiers_json:
             previous[name] = json_format.Parse(tiers_json, fpb.FabricTiers())
     topology = group_fleet(observations, previous)
+    now = time.time()
     with store.tx() as cur:
         for name, tiers in topology.nodes.items():
+            text = json_format.MessageToJson(tiers, indent=None)
+            if text == (named[name][3] or ""):
+                continue  # unchanged: the replicas' poll for changed tiers skips it
             cur.execute(
-                store.q("UPDATE fabric SET tiers = ? WHERE node_id = ?"),
-                (json_format.MessageToJson(tiers, indent=None), ids[name]),
+                store.q("UPDATE fabric SET tiers = ?, tiers_at = ? WHERE node_id = ?"),
+                (text, now, ids[name]),
             )
     return topology, left_out
 

@@ -49,13 +49,17 @@ from pathlib import Path
 from typing import Any
 
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import ansible_env, clusters, joins, kubespray
+from nodeagent.inventory import ansible_env, clusters, joins, kube_state, kubespray, reports
 from nodeagent.inventory.config import InventoryConfig
 from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger("nodeagent.inventory.join")
 FACTS_PLAYBOOKS = ("playbooks/facts.yml", "facts.yml")
 SCALE_PLAYBOOK = "scale.yml"
+REMOVE_PLAYBOOK = "remove-node.yml"
+# Where Kubespray writes the cluster's admin kubeconfig (`kubeconfig_localhost: true`),
+# relative to the job's inventory directory: the cluster's kubeconfig when it has none yet.
+ADMIN_CONF = Path("artifacts") / "admin.conf"
 # All ansible-runner is given of the service's environment (besides PATH, with the bin
 # directory of the cluster's Ansible environment first): the home and temporary
 # directories, the locale (ansible-core refuses a locale that is not UTF-8), the time
@@ -172,6 +176,7 @@ class JobRun:
     def _finish(self, message: str = "", **kw: Any) -> None:
         job = self.call(joins.finish, self.job_id, self.scheduler.owner, message, **kw)
         log.info("job %s finished %s: %s", self.job_id, ipb.JobState.Name(job.state), job.message)
+        self.scheduler.on_finished(ipb.JobState.Name(job.state).removeprefix("JOB_").lower())
 
     def _run(self) -> None:
         killed = kill_leftovers(str(self.workdir))
@@ -206,6 +211,9 @@ class JobRun:
             return
         job = self.call(joins.get_job, self.job_id)
         attempt = job.attempts
+        if job.kind == joins.REMOVE and not (base / REMOVE_PLAYBOOK).is_file():
+            self._finish(abort=f"{base} has no {REMOVE_PLAYBOOK}")
+            return
         result = self._playbook(f"facts-a{attempt}", facts, "", inv_path)
         if self._stop_if_interrupted(result):
             return
@@ -220,6 +228,9 @@ class JobRun:
             self._finish(abort=why)
             return
         failed_facts = result.failed
+        if job.kind == joins.REMOVE:
+            self._remove(attempt, inv_path, failed_facts)
+            return
         while True:
             batch, nodes = self.call(joins.batch_nodes, self.job_id, self.scheduler.owner)
             if not batch:
@@ -230,17 +241,92 @@ class JobRun:
                     task, msg = failed_facts[hostname]
                     results.append((node_id, hostname, False, f"facts.yml: {task}", msg))
             todo = [(i, h) for i, h in nodes if h not in failed_facts]
+            results += self._join_hooks("pre-join", todo)
+            todo = [(i, h) for i, h in todo if not any(r[0] == i for r in results)]
             if todo:
                 limit = ",".join(h for _, h in todo)
                 self.event("playbook", f"scale.yml --limit={limit}", batch=batch)
                 result = self._playbook(
-                    f"scale-b{batch}-a{attempt}", SCALE_PLAYBOOK, limit, inv_path
+                    f"scale-b{batch}-a{attempt}",
+                    SCALE_PLAYBOOK,
+                    limit,
+                    inv_path,
+                    "-e kubeconfig_localhost=true",
                 )
                 if self._stop_if_interrupted(result):
                     return
-                results += [self._outcome(result, i, h) for i, h in todo]
+                outcomes = [self._outcome(result, i, h) for i, h in todo]
+                joined = [(o[0], o[1]) for o in outcomes if o[2]]
+                failed_post = {r[0]: r for r in self._join_hooks("post-join", joined)}
+                results += [failed_post.get(o[0], o) for o in outcomes]
+                if result.status == "successful":
+                    self._adopt_kubeconfig(inv_path.parent / ADMIN_CONF)
             self.call(joins.record_results, self.job_id, self.scheduler.owner, batch, results)
         self._finish()
+
+    def _join_hooks(self, phase: str, nodes: list[tuple[str, str]]) -> list[Any]:
+        """Run the nodes' pre-join or post-join hooks (on the nodes, through their agents);
+        the results of the nodes whose hooks failed, with the hook's stderr tail."""
+        if not nodes:
+            return []
+        outcome = reports.run_join_hooks(
+            self.call,
+            self.job_id,
+            phase,
+            [i for i, _ in nodes],
+            self.scheduler.hook_timeout,
+            self.interrupted,
+        )
+        failed = []
+        for node_id, hostname in nodes:
+            if outcome.get(node_id):
+                self.event("hook", f"{hostname}: {outcome[node_id]}"[:2000], node_id=node_id)
+                failed.append((node_id, hostname, False, phase, outcome[node_id]))
+        return failed
+
+    def _remove(self, attempt: int, inv_path: Path, failed_facts: dict[str, Any]) -> None:
+        """Kubespray's remove-node.yml for the job's (retired) nodes, named with `node=`
+        as Kubespray's documentation runs it (its plays pick the node and the first
+        control-plane host themselves; a --limit would cut the latter off)."""
+        nodes = self.call(joins.remove_nodes, self.job_id, self.scheduler.owner)
+        names = ",".join(h for _, h in nodes)
+        extra = f"-e node={names} -e skip_confirmation=true"
+        if any(h in failed_facts for _, h in nodes):
+            extra += " -e reset_nodes=false"  # Kubespray's way for a host SSH cannot reach
+        self.event("playbook", f"{REMOVE_PLAYBOOK} -e node={names}")
+        result = self._playbook(f"remove-a{attempt}", REMOVE_PLAYBOOK, "", inv_path, extra)
+        if self._stop_if_interrupted(result):
+            return
+        results = []
+        for node_id, host in nodes:
+            if host in result.failed:
+                task, msg = result.failed[host]
+                results.append((node_id, host, False, task, msg))
+            elif result.status == "successful":
+                results.append((node_id, host, True, "", ""))
+            else:
+                first = next(iter(result.failed.items()), None)
+                why = f"{REMOVE_PLAYBOOK} {result.status} (rc {result.rc})"
+                if first:
+                    why += f"; failure on {first[0]}: {first[1][0]}: {first[1][1]}"
+                results.append((node_id, host, False, "", why))
+        self.call(joins.record_removed, self.job_id, self.scheduler.owner, results)
+        self._finish()
+
+    def _adopt_kubeconfig(self, path: Path) -> None:
+        """Kubespray's admin.conf becomes the cluster's kubeconfig when it has none."""
+        try:
+            text = path.read_text()
+        except OSError:
+            return
+        source = f"kubespray artifacts/admin.conf of job {self.job_id}"
+        try:
+            if self.call(kube_state.adopt_kubeconfig, self.cluster.name, text, source):
+                self.event("kubeconfig", f"cluster {self.cluster.name}: kubeconfig from {source}")
+        except (ValueError, StoreError) as exc:
+            self.event("warning", f"{path.name} not used as the cluster's kubeconfig: {exc}")
+        finally:
+            path.unlink(missing_ok=True)  # a credential: the database keeps it, not the job
 
     def _resolve_env(self) -> bool:
         """Find (or make) the cluster's Ansible environment and record it on the job; False
@@ -299,7 +385,9 @@ class JobRun:
             return True
         return False
 
-    def _playbook(self, ident: str, playbook: str, limit: str, inv_path: Path) -> PlayResult:
+    def _playbook(
+        self, ident: str, playbook: str, limit: str, inv_path: Path, extra: str = ""
+    ) -> PlayResult:
         """Run one playbook through the `ansible-runner` command in a process of its own
         (a session of its own, so cancel and the leftover sweep reach the whole tree):
         pexpect's pty fork from this multi-threaded process can lose the child (as the
@@ -317,7 +405,7 @@ class JobRun:
             self.cluster.kubespray_dir,
             "--inventory",
             str(inv_path),
-            "--cmdline=--become",
+            f"--cmdline=--become{' ' + extra if extra else ''}",
             "--omit-env-files",
             "-q",
         ]
@@ -474,8 +562,10 @@ class JoinScheduler:
         retention_seconds: float = 14 * 86400,
         parallel: int = 4,
         envs: ansible_env.Envs | None = None,
+        hook_timeout: float = 600.0,
     ) -> None:
         self.store = store
+        self.hook_timeout = hook_timeout  # how long a job waits for its nodes' join hooks
         self.envs = envs or ansible_env.Envs(InventoryConfig(data_dir=data_dir))
         self.jobs_dir = str(Path(data_dir) / "jobs")
         self.poll_seconds = poll_seconds
@@ -488,6 +578,8 @@ class JoinScheduler:
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="join")
         self.running: dict[str, Future[None]] = {}
+        # told how each job this replica ran ended: succeeded, failed or cancelled (metrics)
+        self.on_finished: Callable[[str], None] = lambda result: None
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import clusters, kubespray, lifecycle
+from nodeagent.inventory import clusters, kube_state, kubespray, lifecycle
 from nodeagent.inventory.store import Conflict, NotFound, Store, message_from_row
 
 S = ipb.NodeState
@@ -27,9 +27,12 @@ J = ipb.JobState
 N = ipb.JobNodeState
 ACTIVE = (J.JOB_PENDING, J.JOB_RUNNING)
 FINISHED = (J.JOB_SUCCEEDED, J.JOB_FAILED, J.JOB_CANCELLED)
+DONE = (N.JOB_NODE_JOINED, N.JOB_NODE_REMOVED)  # a node's part of a job succeeded
+REMOVE = "remove"  # a job's kind: remove-node.yml for retired nodes (else scale.yml)
 JOB_COLUMNS = (
     "id, cluster, state, batch_size, current_batch, message, cancel_requested, owner, "
-    "attempts, retry_of, created_by, created_at, updated_at, ansible_env, ansible_core_version"
+    "attempts, retry_of, created_by, created_at, updated_at, ansible_env, ansible_core_version, "
+    "kind"
 )
 JOB_FIELDS = tuple(JOB_COLUMNS.replace(" ", "").split(","))  # named as ipb.Job's fields
 EVENT_COLUMNS = "seq, job_id, time, kind, node_id, hostname, batch, message, job_state"
@@ -143,15 +146,16 @@ def _insert_job(
     batch_size: int,
     actor: str,
     retry_of: str = "",
+    kind: str = "join",
 ) -> str:
     job_id = uuid.uuid4().hex[:12]
     now = time.time()
     cur.execute(
         store.q(
             "INSERT INTO join_jobs (id, cluster, state, batch_size, retry_of, "
-            "created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "created_by, created_at, updated_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ),
-        (job_id, cluster.name, J.JOB_PENDING, batch_size, retry_of, actor, now, now),
+        (job_id, cluster.name, J.JOB_PENDING, batch_size, retry_of, actor, now, now, kind),
     )
     for i, (node_id, hostname) in enumerate(sorted(nodes, key=lambda n: (n[1], n[0]))):
         cur.execute(
@@ -218,6 +222,68 @@ def create_job(store: Store, req: ipb.StartJoinRequest, actor: str) -> ipb.Job:
             store, cur, cluster, nodes, req.batch_size or cluster.batch_size, actor
         )
         return _job(store, cur, job_id)
+
+
+def create_remove_job(store: Store, cluster: str, node_id: str, hostname: str, actor: str) -> str:
+    """A job running Kubespray's remove-node.yml for one retired node (queued behind the
+    cluster's other jobs, under the same lease)."""
+    with store.tx() as cur:
+        c = clusters.load_cluster(store, cur, cluster)
+        return _insert_job(store, cur, c, [(node_id, hostname)], 1, actor, kind=REMOVE)
+
+
+def remove_nodes(store: Store, job_id: str, owner: str) -> list[tuple[str, str]]:
+    """(node id, hostname) of a remove job's unfinished nodes, marked running."""
+    with store.tx() as cur:
+        _own(store, cur, job_id, owner)
+        cur.execute(
+            store.q(
+                "SELECT node_id, hostname FROM join_job_nodes WHERE job_id = ? AND state IN "
+                "(?, ?) ORDER BY hostname"
+            ),
+            (job_id, N.JOB_NODE_PENDING, N.JOB_NODE_RUNNING),
+        )
+        out = [(r[0], r[1]) for r in cur.fetchall()]
+        _set_nodes(store, cur, job_id, N.JOB_NODE_PENDING, N.JOB_NODE_RUNNING, "")
+        cur.execute(
+            store.q("UPDATE join_jobs SET current_batch = 1, updated_at = ? WHERE id = ?"),
+            (time.time(), job_id),
+        )
+        return out
+
+
+def record_removed(
+    store: Store, job_id: str, owner: str, results: Sequence[tuple[str, str, bool, str, str]]
+) -> None:
+    """(node id, hostname, removed, failed task, message) of a remove job's nodes; the
+    nodes stay RETIRED either way (the reconciler decides what comes next)."""
+    with store.tx() as cur:
+        _own(store, cur, job_id, owner)
+        for node_id, hostname, ok, task, message in results:
+            cur.execute(
+                store.q(
+                    "UPDATE join_job_nodes SET state = ?, failed_task = ?, message = ? "
+                    "WHERE job_id = ? AND node_id = ?"
+                ),
+                (
+                    N.JOB_NODE_REMOVED if ok else N.JOB_NODE_FAILED,
+                    task[:500],
+                    message[:2000],
+                    job_id,
+                    node_id,
+                ),
+            )
+            add_event(
+                store,
+                cur,
+                job_id,
+                "node-removed" if ok else "node-failed",
+                "removed" if ok else f"{task}: {message}".strip(": "),
+                node_id=node_id,
+                hostname=hostname,
+                batch=1,
+                job_state=J.JOB_RUNNING,
+            )
 
 
 def auto_join_candidates(store: Store) -> list[str]:
@@ -493,7 +559,22 @@ def _node_result(
 ) -> None:
     actor = f"system:join/{job_id}"
     if joined:
-        _transition(store, cur, node_id, S.JOINED, actor, f"joined by job {job_id}")
+        # JOINED once the API server shows the Node Ready (reconciler.py); a cluster without
+        # a kubeconfig cannot be asked, and the node is JOINED on scale.yml's word
+        cur.execute(store.q("SELECT cluster FROM join_jobs WHERE id = ?"), (job_id,))
+        cluster = cur.fetchone()[0]
+        kube_state.joined(store, cur, node_id, cluster, hostname)
+        if kube_state.has_kubeconfig(store, cur, cluster):
+            store.add_event(
+                cur,
+                node_id,
+                actor,
+                S.JOINING,
+                S.JOINING,
+                f"scale.yml of job {job_id} succeeded: waiting for the Node to be Ready",
+            )
+        else:
+            _transition(store, cur, node_id, S.JOINED, actor, f"joined by job {job_id}")
     else:
         where = f"task {task!r}: " if task else ""
         _transition(store, cur, node_id, S.FAILED, actor, f"join job {job_id}: {where}{message}")
@@ -606,12 +687,13 @@ def finish(
         job = _job(store, cur, job_id)
         if cancelled:
             state = J.JOB_CANCELLED
-        elif abort or any(n.state != N.JOB_NODE_JOINED for n in job.nodes):
+        elif abort or any(n.state not in DONE for n in job.nodes):
             state = J.JOB_FAILED
         else:
             state = J.JOB_SUCCEEDED
-        joined = sum(n.state == N.JOB_NODE_JOINED for n in job.nodes)
-        summary = f"{joined}/{len(job.nodes)} joined" + (f"; {message}" if message else "")
+        joined = sum(n.state in DONE for n in job.nodes)
+        verb = "removed" if job.kind == REMOVE else "joined"
+        summary = f"{joined}/{len(job.nodes)} {verb}" + (f"; {message}" if message else "")
         _finish(store, cur, job_id, state, summary)
         return _job(store, cur, job_id)
 

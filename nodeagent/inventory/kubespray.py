@@ -8,9 +8,10 @@ checks after fact gathering, and overlapping pod and service subnets, which it d
 not check at all; Kubespray's roles/validate_inventory and kubernetes/preinstall).
 
 A node's name is the host name it reports, so it is never trusted as an address: a node
-without an address set by an admin is left out, as is a node whose name breaks the
-rules or is taken by another host. What is left out is one problem line per node, and
-the other nodes still make an inventory; only the cluster's own problems block it.
+with neither an address its agent reported (netlink) nor one set by an admin is left
+out, as is a node whose name breaks the rules or is taken by another host. What is left
+out is one problem line per node, and the other nodes still make an inventory; only the
+cluster's own problems block it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ IPV6_SUBNETS = {
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ANSIBLE_HOST = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?")
 NO_ADDRESS = (
-    "no address set by an admin (nodeagent admin node-address): "
+    "no address reported by its agent or set by an admin (nodeagent admin node-address): "
     "its host name is its own choice, never where Ansible connects"
 )
 
@@ -61,6 +62,8 @@ class NodeEntry:
     ansible_host: str = ""
     ip: str = ""
     access_ip: str = ""
+    # why the addresses the agent reported give none to use ("" when they do, or none came)
+    address_problem: str = ""
 
 
 def node_name_problem(name: str) -> str:
@@ -168,7 +171,9 @@ def node_problems(node: NodeEntry) -> list[str]:
     where = node.name if not node_name_problem(node.name) else f"node {node.node_id}"
     found = host_problems(node.name, node.ansible_host, node.ip, node.access_ip)
     if not (node.ansible_host or node.ip):
-        found.append(NO_ADDRESS)
+        found.append(
+            f"{node.address_problem}; {NO_ADDRESS}" if node.address_problem else NO_ADDRESS
+        )
     found += labels_problems(node.labels, node.taints)
     return [f"{where}: {p}" for p in found]
 

@@ -29,6 +29,8 @@ ALLOWED: dict[int, set[int]] = {
 }
 # An admin may hold any live node and retire any node that is not already retired.
 HOLDABLE = set(ALLOWED) - {S.MAINTENANCE, S.RETIRED}
+# States an admin's release leaves (to release_target's state, and only there).
+RELEASABLE = (S.MAINTENANCE, S.QUARANTINED)
 # Phases an agent may report, and the state each one asks for.
 AGENT_PHASES = {
     "DISCOVERED": S.DISCOVERED,
@@ -62,7 +64,7 @@ def check(current: int, target: int, release_to: int | None = None) -> None:
         if current == S.RETIRED:
             raise TransitionError("node is already RETIRED")
         return
-    if current == S.MAINTENANCE and release_to is not None:
+    if current in RELEASABLE and release_to is not None:
         if target != release_to:
             raise TransitionError(
                 f"a held node goes back to {name(release_to)}, not {name(target)}"
@@ -73,9 +75,15 @@ def check(current: int, target: int, release_to: int | None = None) -> None:
 
 
 def from_agent_phase(current: int, phase: str) -> int | None:
-    """The state an agent's reported phase leads to, or None to stay (held, retired, no-op)."""
+    """The state an agent's reported phase leads to, or None to stay (held, retired, no-op).
+
+    A quarantine is the cluster's verdict on the node (health policy, acceptance, an
+    operator): the agent's phase cannot end it, or a node still saying DISCOVERED would
+    leave it at its next heartbeat; a release does (lifecycle.release_target)."""
     target = AGENT_PHASES.get(phase)
     if target is None or target == current or current in (S.MAINTENANCE, S.RETIRED):
+        return None
+    if current == S.QUARANTINED and target != S.FAILED:
         return None
     return target if target in ALLOWED.get(current, set()) else None
 
@@ -105,24 +113,32 @@ def transition(
     current, held_from = row
     if unchanged_ok and current == target:
         return int(current)
-    check(current, target, (held_from or S.DISCOVERED) if release else None)
+    check(current, target, _back(current, held_from) if release else None)
     cur.execute(
         store.q(
             "UPDATE nodes SET state = ?, held_from = ?, state_reason = ?, updated_at = ? "
             "WHERE id = ?"
         ),
-        (target, current if target == S.MAINTENANCE else 0, reason[:1000], time.time(), node_id),
+        (target, current if target in RELEASABLE else 0, reason[:1000], time.time(), node_id),
     )
     store.add_event(cur, node_id, actor, current, target, reason)
     return int(current)
 
 
 def release_target(store: Store, cur: Any, node_id: str) -> int:
-    """The state a held node goes back to (the one it was held from)."""
+    """The state a held node goes back to (the one it was held from); a quarantined node
+    goes back to JOINED when it was quarantined in its cluster (it is still there, only
+    cordoned), and otherwise to DISCOVERED, to be checked again by its agent."""
     cur.execute(store.q("SELECT state, held_from FROM nodes WHERE id = ?"), (node_id,))
     row = cur.fetchone()
     if row is None:
         raise NotFound(node_id)
-    if row[0] != S.MAINTENANCE:
-        raise TransitionError(f"node is {name(row[0])}, not held")
-    return int(row[1] or S.DISCOVERED)
+    if row[0] not in RELEASABLE:
+        raise TransitionError(f"node is {name(row[0])}, not held or quarantined")
+    return _back(row[0], row[1])
+
+
+def _back(current: int, held_from: int) -> int:
+    if current == S.QUARANTINED:
+        return S.JOINED if held_from == S.JOINED else S.DISCOVERED
+    return int(held_from or S.DISCOVERED)

@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from nodeagent.api import auth
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import certificates, identity, kubespray, lifecycle, pki, tokens
+from nodeagent.inventory import certificates, identity, kubespray, lifecycle, pki, reports, tokens
 from nodeagent.inventory.store import Conflict, NotFound, Store, dumps, message_from_row
 
 S = ipb.NodeState
@@ -475,8 +475,9 @@ def renew(store: Store, node_id: str, issue: Any) -> bytes:
         if node.state == S.RETIRED:
             raise Conflict(f"node {node_id} is retired: its certificate is not renewed")
         cert_pem, not_after = _issue(store, cur, issue, node_id)
-        cur.execute(
-            store.q("UPDATE nodes SET cert_not_after = ? WHERE id = ?"), (not_after, node_id)
+        cur.execute(  # updated_at: other replicas' heartbeat caches re-read the node
+            store.q("UPDATE nodes SET cert_not_after = ?, updated_at = ? WHERE id = ?"),
+            (not_after, time.time(), node_id),
         )
         store.add_event(cur, node_id, f"node:{node_id}", 0, 0, "certificate renewed")
     return bytes(cert_pem)
@@ -504,6 +505,9 @@ def get_node(store: Store, node_id: str, events: int, deadline: float) -> ipb.No
         node = node_from_row(row[:-1], cur.fetchone(), deadline=deadline)
         if row[-1]:
             json_format.Parse(row[-1], node.inventory)
+        labels, network = reports.reported(store, cur, node_id)
+        node.labels.CopyFrom(labels)
+        node.network.CopyFrom(network)
     node.events.extend(event_from_row(r) for r in store.node_events(node_id, events))
     return node
 
@@ -609,6 +613,13 @@ def hold(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
         lifecycle.transition(
             store, cur, node_id, S.MAINTENANCE, actor, reason or "held for maintenance"
         )
+        return _load(store, cur, node_id)
+
+
+def quarantine(store: Store, node_id: str, actor: str, reason: str) -> ipb.Node:
+    """Quarantine a node (health policy or by hand); one already quarantined stays as it is."""
+    with store.tx() as cur:
+        lifecycle.transition(store, cur, node_id, S.QUARANTINED, actor, reason, unchanged_ok=True)
         return _load(store, cur, node_id)
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +31,36 @@ from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from nodeagent import __version__
+from nodeagent import label_syntax as syntax
 from nodeagent.api import auth
 from nodeagent.api.handlers import service_handler
 from nodeagent.api.v1 import fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import inventory_pb2 as ipb
-from nodeagent.inventory import certificates, lifecycle, nodes, pki, tokens
+from nodeagent.api.v1 import validate_pb2 as vpb
+from nodeagent.inventory import (
+    acceptance,
+    certificates,
+    kube_state,
+    kubespray,
+    lifecycle,
+    nodes,
+    pki,
+    reports,
+    sessions,
+    tokens,
+)
 from nodeagent.inventory.ansible_env import Envs
 from nodeagent.inventory.auth import ENROLMENT, PERMISSIONS
 from nodeagent.inventory.catalogue import ProfileCatalogue
 from nodeagent.inventory.cluster_rpcs import ClusterRpcs
 from nodeagent.inventory.config import InventoryConfig
 from nodeagent.inventory.fleet import FleetServicer
+from nodeagent.inventory.health_watch import HealthWatch
 from nodeagent.inventory.join_runner import JoinScheduler
+from nodeagent.inventory.metrics import FleetGauges, InventoryCollector, MetricsServer
+from nodeagent.inventory.reconciler import Reconciler
+from nodeagent.inventory.stats import ServiceStats
 from nodeagent.inventory.store import Conflict, NotFound, Store, StoreError
 from nodeagent.tlsutil import spki_hash
 
@@ -72,6 +90,16 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     async def Register(
         self, request: ipb.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> ipb.RegisterResponse:
+        """Counted for the metrics whatever refuses it: token, proof, CSR or database."""
+        try:
+            response = await self._register(request)
+        except Exception:
+            self.service.stats.enrolment(False)
+            raise
+        self.service.stats.enrolment(True)
+        return response
+
+    async def _register(self, request: ipb.RegisterRequest) -> ipb.RegisterResponse:
         s = self.service
         if not request.token:
             raise tokens.TokenError("a bootstrap token is required")
@@ -117,7 +145,55 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     async def Heartbeat(
         self, request: ipb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> ipb.HeartbeatResponse:
+        return await self._beat(request, context)
+
+    async def Session(
+        self, requests: AsyncIterator[ipb.SessionRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ipb.SessionResponse]:
+        """Heartbeats on one stream, each answered as the unary Heartbeat answers it (the
+        same code), plus pushes when the node's desired state changes (sessions.py).
+
+        One task reads and answers beats in order; pushes and answers meet in the session's
+        queue, which this generator alone writes to the stream. The certificate is checked
+        against the revocation list on every beat, as a new call would be."""
         s, me = self.service, auth.caller()
+        session = sessions.Session(me.name)
+        failed: list[BaseException] = []
+
+        async def read() -> None:
+            try:
+                async for req in requests:
+                    if s.revocations.is_revoked(me.serial):
+                        raise tokens.TokenError(
+                            f"certificate {me.serial:x} of {me.actor} has been revoked"
+                        )
+                    resp = await self._beat(req.heartbeat, context)
+                    session.answered(resp, req.heartbeat.fleet_tiers_hash)
+                    session.out.put_nowait(
+                        ipb.SessionResponse(acknowledged=req.sequence, heartbeat=resp)
+                    )
+            except Exception as exc:  # raised in the stream's own task, below
+                failed.append(exc)
+            finally:
+                session.out.put_nowait(None)
+
+        s.sessions.attach(session)
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while (item := await session.out.get()) is not None:
+                yield item
+            if failed:
+                raise failed[0]
+        finally:
+            s.sessions.detach(session)
+            reader.cancel()
+
+    async def _beat(
+        self, request: ipb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.HeartbeatResponse:
+        """One heartbeat, unary or on a stream: every field is handled here, once."""
+        s, me = self.service, auth.caller()
+        s.stats.heartbeat()
         if request.node_id and request.node_id != me.name:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -130,6 +206,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                 raise ValueError(f"blocking: at most {MAX_BLOCKING} checks")
             for entry in blocking:
                 auth.validate_text(entry, "blocking", 1000)
+        await self._store_reports(request, me.name)
         cached = s.cached(me.name)
         inv = request.inventory if request.HasField("inventory") else None
         if cached is None or inv is not None or cached[1] != request.phase or blocking is not None:
@@ -145,6 +222,13 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             s.nodes[me.name] = (node, request.phase, time.monotonic())
         else:
             node = cached[0]  # nothing but liveness changed: no transaction
+        node = await self._store_acceptance(request, node)
+        moved = await s.health.on_heartbeat(node, request, inv)  # the health policy
+        if moved is not None:
+            node = moved
+            # no phase cached: the next heartbeat applies the agent's phase again (a node
+            # released to DISCOVERED goes on to the READY its agent reports)
+            s.nodes[me.name] = (node, "", time.monotonic())
         wants = bool(request.inventory_hash) and request.inventory_hash != node.inventory_hash
         s.seen(me.name, request.phase)
         actions = ["send-inventory"] if wants else []
@@ -152,12 +236,76 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             s.config.node_cert_days * 86400 / 3
         ):
             actions.append("renew-certificate")
-        return ipb.HeartbeatResponse(
+        resp = ipb.HeartbeatResponse(
             desired=node.assignment,
             state=node.state,
             actions=actions,
             next_interval_seconds=s.config.heartbeat_interval_seconds,
         )
+        s.reports.fill(resp, me.name, request.fleet_tiers_hash)
+        resp.validations.extend(s.validations.get(me.name, []))
+        return resp
+
+    async def _store_acceptance(self, request: ipb.HeartbeatRequest, node: ipb.Node) -> ipb.Node:
+        """The acceptance report a heartbeat carries (only when it changed): checked,
+        stored, and the node moved when a finished run failed its required level."""
+        if not request.HasField("acceptance"):
+            return node
+        s, asked = self.service, request.acceptance_request_id
+        acceptance.check_report(request.acceptance, asked)
+        if asked:  # answered: stop asking before the next poll
+            s.validations = acceptance.answered(s.validations, node.id, asked)
+        if not await s.store.run(
+            acceptance.store_report, s.store, node.id, request.acceptance, asked
+        ):
+            return node
+        moved: ipb.Node = await s.store.run(nodes.get_node, s.store, node.id, 0, s.deadline())
+        moved.ClearField("inventory")
+        moved.ClearField("events")
+        # no phase cached: the next heartbeat applies the agent's phase to the new state
+        s.nodes[node.id] = (moved, "", time.monotonic())
+        return moved
+
+    async def StartValidation(
+        self, request: ipb.StartValidationRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.ValidationAsk:
+        s = self.service
+        auth.validate_text(request.node_id, "node_id", 64)
+        ask: ipb.ValidationAsk = await s.store.run(
+            acceptance.ask, s.store, request.node_id, request.level, auth.caller().name
+        )
+        s.validations.setdefault(ask.node_id, []).append(ask)  # this replica asks at once
+        return ask
+
+    async def _store_reports(self, request: ipb.HeartbeatRequest, node_id: str) -> None:
+        """The label map, addresses and hook results a heartbeat carries (each only sent
+        when it changed), checked before anything is stored."""
+        labels = request.labels if request.HasField("labels") else None
+        network = request.network if request.HasField("network") else None
+        if labels is not None:
+            reports.check_labels(labels)
+        if network is not None:
+            reports.check_network(network)
+        reports.check_hook_results(request.hook_results)
+        phases = list(request.hook_phases) if request.hook_phases_set else None
+        if phases is not None:
+            reports.check_hook_phases(phases)
+        if labels is not None or network is not None or request.hook_results or phases is not None:
+            s = self.service
+            await s.store.run(
+                reports.store_reports,
+                s.store,
+                node_id,
+                labels,
+                network,
+                request.hook_results,
+                phases,
+            )
+            for r in request.hook_results:  # answered: stop asking before the next poll
+                asked = s.reports.hooks.get(node_id, [])
+                s.reports.hooks[node_id] = [
+                    h for h in asked if (h.phase, h.request_id) != (r.phase, r.request_id)
+                ]
 
     async def RenewCertificate(
         self,
@@ -195,13 +343,22 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, "a node may read only its own record"
             )
-        return await self.service.store.run(
+        node: ipb.Node = await self.service.store.run(
             nodes.get_node,
             self.service.store,
             request.node_id,
             min(request.events or 50, 1000),
             self.service.deadline(),
         )
+        status = await self.service.store.run(self.service.kube_status, node.id)
+        if status is not None:  # the node in its cluster, as the reconciler left it
+            node.kube.CopyFrom(status)
+        report, ask = await self.service.store.run(self.service.acceptance, node.id)
+        if report is not None:  # the latest acceptance report, and the latest remote run
+            node.acceptance.CopyFrom(report)
+        if ask is not None:
+            node.validation.CopyFrom(ask)
+        return node
 
     async def _check_assignment(self, a: ipb.Assignment, fields: list[str], what: str) -> None:
         """Text fit to store, and a profile this inventory knows (a name no node can find
@@ -218,6 +375,10 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             auth.validate_text(value, f"{what}label value", 63)
         for taint in a.taints:
             auth.validate_text(taint, f"{what}taint")
+        # refused here, naming the rule: the node would write it where NFD drops the file
+        bad = syntax.problems_with_rules(dict(a.labels)) + kubespray.labels_problems({}, a.taints)
+        if bad:
+            raise ValueError(f"{what}{bad[0]}")
         if a.profile and "profile" in fields:  # a re-read of the files is not the loop's work
             await asyncio.to_thread(self.service.profiles.get, a.profile)
 
@@ -247,6 +408,29 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         )
         self.service.nodes.pop(request.node_id, None)
         return node
+
+    async def QuarantineNode(self, request: ipb.NodeActionRequest, context: Any) -> ipb.Node:
+        if not request.reason.strip():
+            raise ValueError("a quarantine needs a reason (--reason TEXT)")
+        request.reason = f"manual: {request.reason}"
+        return await self._action(nodes.quarantine, request)
+
+    async def SetKubeconfig(
+        self, request: ipb.SetKubeconfigRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Cluster:
+        auth.validate_text(request.cluster, "cluster", 63)
+        if len(request.kubeconfig) > 256 * 1024:
+            raise ValueError("kubeconfig: at most 256 KiB")
+        actor = auth.caller().actor
+        cluster = await self.service.store.run(
+            kube_state.set_kubeconfig,
+            self.service.store,
+            request.cluster,
+            request.kubeconfig,
+            f"set by {actor}",
+        )
+        log.info("cluster %s: kubeconfig set by %s", request.cluster, actor)
+        return cluster
 
     async def HoldNode(self, request: ipb.NodeActionRequest, context: Any) -> ipb.Node:
         return await self._action(nodes.hold, request)
@@ -375,6 +559,7 @@ class InventoryService:
         self.config = config
         _refuse_busy(config.listen, "listen")
         _refuse_busy(config.bootstrap_address, "bootstrap_listen")
+        _refuse_busy(config.metrics_listen, "metrics_listen")
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         if data.stat().st_uid == os.getuid():  # the CA key and join job files live here
@@ -385,13 +570,23 @@ class InventoryService:
             cert_path, key_path, create=not (config.ca_cert and config.ca_key)
         )
         self.store = Store.open(config.database_url)
+        self.stats = ServiceStats()  # what metrics.py exports; the reconciler counts here too
+        self.store.on_tx = self.stats.transaction
+        self.fleet = FleetGauges(self.store, self.deadline, config.metrics_refresh_seconds)
+        self.metrics: MetricsServer | None = None
         self.envs = Envs(config)  # each cluster's Ansible (ansible_env.py)
+        self.reports = reports.ReportCache()  # hooks asked and tiers changed, polled
+        self.validations: dict[str, list[ipb.ValidationAsk]] = {}  # acceptance runs asked
         # id -> (node, last reported phase, when loaded): heartbeats that change nothing but
         # liveness are answered from here without a transaction
         self.nodes: dict[str, tuple[ipb.Node, str, float]] = {}
-        # Other replicas and the join jobs change nodes too: an entry is re-read after this
-        # long (a heartbeat a minute per node reads the database; the rest do not).
-        self.cache_seconds = 60.0
+        # Other replicas and the join jobs change nodes too: the poll of changed nodes
+        # (poll_changes) brings their writes in, so an entry is re-read only after this long,
+        # a safety net. (It was 60 s without the poll: a sixth of all heartbeats were a
+        # transaction through the pool, the bulk of PostgreSQL's wait; issue 20.)
+        self.cache_seconds = 3600.0
+        self.sessions = sessions.Sessions()  # heartbeat streams held here (sessions.py)
+        self.changes_since = 0.0  # the mark of the last poll of changed nodes
         self._liveness: dict[str, tuple[float, str]] = {}
         self._stop = asyncio.Event()
         self.server: grpc.aio.Server | None = None
@@ -399,8 +594,27 @@ class InventoryService:
         self.revocations = certificates.RevocationList(config.revocation_refresh_seconds)
         self._tasks: list[asyncio.Task[None]] = []
         self.joins: JoinScheduler | None = None
+        self.health = HealthWatch(self.store, config, self.profiles)
+        self.reconciler: Reconciler | None = None
         self.port = 0
         self.bootstrap_port = 0
+
+    def kube_status(self, node_id: str) -> ipb.KubeStatus | None:
+        with self.store.tx() as cur:
+            return kube_state.status(self.store, cur, node_id)
+
+    def acceptance(
+        self, node_id: str
+    ) -> tuple[vpb.ValidationReport | None, ipb.ValidationAsk | None]:
+        with self.store.tx() as cur:
+            return acceptance.latest(self.store, cur, node_id)
+
+    async def _poll_validations(self) -> None:
+        """Remote acceptance runs asked on any replica, handed down in heartbeat replies."""
+        while True:
+            with contextlib.suppress(StoreError):
+                self.validations = await self.store.run(acceptance.poll, self.store)
+            await asyncio.sleep(self.config.report_poll_seconds)
 
     def cached(self, node_id: str) -> tuple[ipb.Node, str, float] | None:
         entry = self.nodes.get(node_id)
@@ -414,6 +628,50 @@ class InventoryService:
         now = time.monotonic()
         rows = await self.store.run(nodes.all_nodes, self.store)
         self.nodes = {node.id: (node, phase, now) for node, phase in rows}
+
+    async def _poll_reports(self) -> None:
+        """Hooks a join job (on any replica) asks of its nodes, tiers an admin regrouped."""
+        while True:
+            with contextlib.suppress(StoreError):
+                hooks, rows, mark = await self.store.run(
+                    reports.poll, self.store, self.reports.tiers_since
+                )
+                reports.apply_poll(self.reports, hooks, rows)
+                self.reports.tiers_since = mark
+            await asyncio.sleep(self.config.report_poll_seconds)
+
+    async def _poll_changes(self) -> None:
+        """Nodes changed on any replica since the last look: into the heartbeat cache, and
+        down the streams held here (with the hooks and acceptance runs asked meanwhile)."""
+        while True:
+            await asyncio.sleep(self.config.report_poll_seconds)
+            with contextlib.suppress(StoreError):
+                await self.poll_changes()
+
+    async def poll_changes(self) -> None:
+        changed, self.changes_since = await self.store.run(
+            sessions.changed_since, self.store, self.changes_since or time.time()
+        )
+        now = time.monotonic()
+        for node in changed:
+            cached = self.nodes.get(node.id)
+            self.nodes[node.id] = (node, cached[1] if cached else "", now)
+        wanted = {n.id for n in changed} | set(self.reports.hooks) | set(self.validations)
+        for session in self.sessions.held(wanted):
+            entry = self.nodes.get(session.node_id)
+            if entry is not None:
+                session.push(self.pushed(entry[0], session))
+
+    def pushed(self, node: ipb.Node, session: sessions.Session) -> ipb.HeartbeatResponse:
+        """What a heartbeat would answer now, less the actions that answer a beat."""
+        resp = ipb.HeartbeatResponse(
+            desired=node.assignment,
+            state=node.state,
+            next_interval_seconds=self.config.heartbeat_interval_seconds,
+        )
+        self.reports.fill(resp, node.id, session.tiers_hash)
+        resp.validations.extend(self.validations.get(node.id, []))
+        return resp
 
     def seen(self, node_id: str, phase: str) -> None:
         self._liveness[node_id] = (time.time(), phase)
@@ -533,6 +791,7 @@ class InventoryService:
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
         self.server, self.enrol_server = server, enrol_server
+        self.changes_since = time.time() - sessions.OVERLAP_SECONDS  # the cache is as new
         await self.warm_cache()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -548,8 +807,17 @@ class InventoryService:
             playbook_timeout=c.join_playbook_timeout_seconds,
             retention_seconds=c.join_job_retention_days * 86400,
             envs=self.envs,
+            hook_timeout=c.join_hook_timeout_seconds,
         )
+        self.joins.on_finished = self.stats.join_finished
         self._tasks.append(loop.create_task(self.joins.run()))
+        self.reconciler = Reconciler(self.store, c, self.joins.owner, self.stats)
+        self._tasks.append(loop.create_task(self.reconciler.run()))
+        self._tasks.append(loop.create_task(self._poll_reports()))
+        self._tasks.append(loop.create_task(self._poll_validations()))
+        self._tasks.append(loop.create_task(self._poll_changes()))
+        if c.metrics_listen:
+            await self._start_metrics()
         log.info(
             "inventory serving on %s (CA %s, database %s)",
             c.listen,
@@ -558,9 +826,26 @@ class InventoryService:
         )
         return self.port
 
+    async def _start_metrics(self) -> None:
+        """The fleet gauges are read once before the first scrape can come, then by a task."""
+        await self.fleet.refresh()
+        collector = InventoryCollector(
+            __version__,
+            self.stats,
+            self.fleet,
+            self.ca.cert.not_valid_after_utc.timestamp(),
+            self.config.node_cert_days * 86400 / 3,  # as Heartbeat asks for a renewal
+        )
+        self.metrics = MetricsServer(self.config.metrics_listen, collector)
+        self._tasks.append(asyncio.get_running_loop().create_task(self.fleet.run()))
+
     async def stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         for task in self._tasks:
             task.cancel()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
         if self.joins is not None:
             await self.joins.stop()
         for server in (self.enrol_server, self.server):

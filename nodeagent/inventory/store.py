@@ -203,6 +203,83 @@ def _migrations(serial: str) -> list[str]:
         ALTER TABLE join_jobs ADD COLUMN ansible_env TEXT NOT NULL DEFAULT '';
         ALTER TABLE join_jobs ADD COLUMN ansible_core_version TEXT NOT NULL DEFAULT ''
         """,
+        # issue 16, the cluster side of a node's life: each cluster's kubeconfig (a secret,
+        # never returned), what the reconciler did to each node's Node object, remove jobs,
+        # the count of settings that drifted from each node's profile (health_watch.py)
+        """
+        CREATE TABLE cluster_kubeconfigs (
+            cluster TEXT PRIMARY KEY,
+            kubeconfig TEXT NOT NULL,
+            source TEXT NOT NULL DEFAULT '',
+            api_server TEXT NOT NULL DEFAULT '',
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE node_kube (
+            node_id TEXT PRIMARY KEY,
+            cluster TEXT NOT NULL,
+            node_name TEXT NOT NULL DEFAULT '',
+            joined_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+            ready INTEGER NOT NULL DEFAULT 0,
+            validated INTEGER NOT NULL DEFAULT 0,
+            devices_ok INTEGER NOT NULL DEFAULT 0,
+            cordoned INTEGER NOT NULL DEFAULT 0,
+            taint TEXT NOT NULL DEFAULT '',
+            retire_step TEXT NOT NULL DEFAULT '',
+            remove_job TEXT NOT NULL DEFAULT '',
+            settled_state INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_try DOUBLE PRECISION NOT NULL DEFAULT 0,
+            last_error TEXT NOT NULL DEFAULT ''
+        );
+        ALTER TABLE join_jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'join';
+        ALTER TABLE nodes ADD COLUMN drift_count INTEGER NOT NULL DEFAULT 0
+        """,
+        # issue 15, the node side: the label map and addresses each agent reports, and the
+        # join hooks (pre-join, post-join) a job asks of its nodes and how they ended
+        """
+        CREATE TABLE node_reports (
+            node_id TEXT PRIMARY KEY,
+            labels TEXT NOT NULL DEFAULT '',
+            network TEXT NOT NULL DEFAULT '',
+            hook_phases TEXT NOT NULL DEFAULT '[]',
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE node_hooks (
+            node_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'asked',
+            message TEXT NOT NULL DEFAULT '',
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (node_id, request_id, phase)
+        );
+        ALTER TABLE fabric ADD COLUMN tiers_at DOUBLE PRECISION NOT NULL DEFAULT 0
+        """,
+        # issue 17, acceptance tests: a report per run each node's agent sent (the whole
+        # ValidationReport as JSON), and the remote runs operators asked for
+        # (nodeagent/inventory/acceptance.py)
+        """
+        CREATE TABLE acceptance_reports (
+            node_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            level TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            report TEXT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (node_id, run_id)
+        );
+        CREATE TABLE acceptance_requests (
+            request_id TEXT PRIMARY KEY,
+            node_id TEXT NOT NULL,
+            level TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL DEFAULT 'asked',
+            run_id TEXT NOT NULL DEFAULT '',
+            actor TEXT NOT NULL DEFAULT '',
+            asked_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )
+        """,
     ]
 
 
@@ -247,6 +324,9 @@ class Store:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
         self._conns: list[Any] = []
         self._lock = threading.Lock()
+        # told every transaction's duration and whether the database failed it (the
+        # service's metrics); called in the worker thread
+        self.on_tx: Callable[[float, bool], None] = lambda seconds, failed: None
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -295,7 +375,20 @@ class Store:
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[Any]:
-        """A transaction in this worker thread; errors roll back and surface as StoreError."""
+        """A transaction in this worker thread; errors roll back and surface as StoreError.
+        Timed for `on_tx`, a refusal of ours (NotFound, ...) counting as no failure."""
+        started, failed = time.monotonic(), False
+        try:
+            with self._tx() as cur:
+                yield cur
+        except StoreError:
+            failed = True
+            raise
+        finally:
+            self.on_tx(time.monotonic() - started, failed)
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Any]:
         try:
             conn = self._conn()
             cur = conn.cursor()
@@ -392,7 +485,19 @@ class Store:
             return
         with self.tx() as cur:
             if self.dialect is POSTGRES:
+                # one statement for the batch: executemany adapts and pipelines row by row in
+                # Python, in a pool thread that holds the GIL the event loop needs (issue 20)
                 cur.execute("SET LOCAL synchronous_commit = off")
+                ids, seen, phases = (list(c) for c in zip(*rows, strict=True))
+                cur.execute(
+                    "INSERT INTO liveness (node_id, last_seen, phase, reachable) "
+                    "SELECT n, s, p, 1 FROM unnest(%s::text[], %s::float8[], %s::text[]) "
+                    "AS b (n, s, p) "
+                    "ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen, "
+                    "phase = excluded.phase",
+                    (ids, seen, phases),
+                )
+                return
             cur.executemany(
                 self.q(
                     "INSERT INTO liveness (node_id, last_seen, phase, reachable) "

@@ -7,6 +7,11 @@
     profile = ""
     expiry_seconds = 600                       # NFD feature file horizon
     taints = ["{domain}/validating=true:NoSchedule"]   # Kubespray node_taints; [] for none
+    feature_file = ""                          # "": <root>/etc/kubernetes/node-feature-
+                                               # discovery/features.d/nodeagent
+
+The same `[labels]` and `[fabric]` tables sit in the agent's own configuration: the daemon
+keeps `feature_file` current from them.
 
 Validated before use, as the fabric table is: unknown keys and bad values stop with a
 line naming the key.
@@ -27,6 +32,7 @@ DEFAULT_PATH = "/etc/nodeagent/labels.toml"
 DEFAULT_DOMAIN = "nodeagent.io"
 FAMILIES = ("own", "nfd", "gfd", "oci", "platform")
 DEFAULT_FAMILIES = ("own", "nfd", "gfd", "oci")
+FEATURES_PATH = "etc/kubernetes/node-feature-discovery/features.d/nodeagent"
 DEFAULT_TAINT = "{domain}/validating=true:NoSchedule"
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _TAINT_RE = re.compile(r"(?P<key>[^=:]+)(?:=(?P<value>[^:]*))?:(?P<effect>[A-Za-z]+)")
@@ -40,6 +46,7 @@ class LabelConfig:
     profile: str = ""
     expiry_seconds: int = 600
     taints: tuple[str, ...] = (DEFAULT_TAINT,)
+    feature_file: str = ""  # "": FEATURES_PATH under the root (/ on a live node)
 
     def resolved_taints(self) -> list[str]:
         return [t.replace("{domain}", self.domain) for t in self.taints]
@@ -68,6 +75,8 @@ def check(config: LabelConfig, where: str = "labels") -> LabelConfig:
             f"{where}: 'labels.expiry_seconds' must be at least 60 "
             "(NFD re-reads feature files every 60 s)"
         )
+    if config.feature_file and not config.feature_file.startswith("/"):
+        raise ConfigError(f"{where}: 'labels.feature_file' must be an absolute path")
     for taint in config.resolved_taints():
         problem = taint_problem(taint)
         if problem:

@@ -40,7 +40,7 @@ from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import tuning_pb2 as tpb
 from nodeagent.host import HostRoot
 from nodeagent.tuning import commands as commands_mod
-from nodeagent.tuning import plan
+from nodeagent.tuning import gpu_driver, plan
 from nodeagent.tuning.verify import PENDING, verify
 
 PLAYBOOKS = resources.files("nodeagent.tuning") / "assets" / "playbooks"
@@ -75,6 +75,7 @@ class ApplyOptions:
     playbook_dir: Path | None = None  # None: the playbooks shipped in the package
     bios: BiosStep | None = None  # (check) -> (verify results, progress); None: no BMC
     keep_run: bool = False  # keep ansible-runner's private data directory, and name it
+    gpu_driver: str = ""  # the node's own setting; "" = the profile's, else host
 
 
 def _now() -> Timestamp:
@@ -256,9 +257,14 @@ def apply(opts: ApplyOptions) -> Iterator[tpb.TuningEvent]:
         raise ValueError(f"reboot policy {opts.reboot_policy!r}: use one of {REBOOT_POLICIES}")
     commands = commands_mod.check(opts.commands)
     bios_before: list[tpb.SettingResult] = []
-    before = verify(opts.root, opts.profile, opts.inventory, bios_before)
+    mode = gpu_driver.for_mode(
+        opts.profile, gpu_driver.effective(opts.gpu_driver, opts.profile.gpu_driver)
+    )
+    profile = mode.profile
+    before = verify(opts.root, profile, opts.inventory, bios_before)
     target = "" if opts.root.is_live else opts.root.path
-    extravars, notes = plan.build(opts.profile, opts.inventory, opts.root, before, commands, target)
+    extravars, notes = plan.build(profile, opts.inventory, opts.root, before, commands, target)
+    notes += gpu_driver.notes(mode.left_out)
     private = Path(tempfile.mkdtemp(prefix="nodeagent-tune-"))
     thread: threading.Thread | None = None
     try:
@@ -310,7 +316,7 @@ def apply(opts: ApplyOptions) -> Iterator[tpb.TuningEvent]:
                 result.error += f" (run kept in {private})"
         if opts.keep_run:
             notes.append(f"ansible-runner's run kept in {private}")
-        after = verify(opts.root, opts.profile, opts.inventory, bios_results)
+        after = verify(opts.root, profile, opts.inventory, bios_results)
         result.report.CopyFrom(after)
         pending = [s.setting for s in after.settings if s.status == PENDING]
         result.reboot_needed = bool(pending) and not opts.check

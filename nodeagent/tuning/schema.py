@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodeagent.tuning.gpu_driver import MODES as GPU_DRIVER_MODES
 from nodeagent.tuning.validators import KINDS
 
 
@@ -142,6 +143,59 @@ SUPPORT = _obj(
     }
 )
 
+# The acceptance checks a profile may name (nodeagent.acceptance.registry has the same names;
+# tests/acceptance checks that the two agree): this layer sits below the checks.
+ACCEPTANCE_CHECKS = (
+    "gpu-state",
+    "dcgm-diag",
+    "nccl-allreduce",
+    "rdma-bandwidth",
+    "nvme-health",
+    "nvme-read",
+    "rdma-link",
+    "memory-edac",
+)
+ACCEPTANCE_LEVELS = ("quick", "standard", "long")
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9}
+_FIO_SIZE = {"type": "string", "pattern": "^[1-9][0-9]{0,5}[KMG]?$"}
+
+ACCEPTANCE = _obj(
+    {
+        "required_level": {"enum": list(ACCEPTANCE_LEVELS)},
+        "on_failure": {"enum": ["quarantine", "fail"]},
+        "required_checks": _list({"enum": list(ACCEPTANCE_CHECKS)}),
+        "gpu": _obj(
+            {
+                "max_temperature_celsius": {"type": "number", "minimum": 1, "maximum": 125},
+                "max_idle_power_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "persistence_mode": {"type": "boolean"},
+            }
+        ),
+        "nccl": _obj({"min_busbw_gbytes": _POSITIVE, "max_bytes": _FIO_SIZE}),
+        "rdma": _obj(
+            {
+                "min_rate_gbps": {"type": "number", "exclusiveMinimum": 0, "maximum": 3200},
+                "min_bw_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "max_error_growth": _UINT,
+            }
+        ),
+        "nvme": _obj(
+            {
+                "min_seq_read_mbytes": _POSITIVE,
+                "min_rand_read_iops": _POSITIVE,
+                "runtime_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},
+                "size": _FIO_SIZE,
+            }
+        ),
+        "memory": _obj({"max_corrected_growth": _UINT}),
+        "timeouts": {
+            "type": "object",
+            "propertyNames": {"enum": list(ACCEPTANCE_CHECKS)},
+            "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+        },
+    }
+)
+
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 500}
 # A deviation's values are compared with the settings they name, so any YAML value may stand
 # there; null is the value of a setting the profile removes.
@@ -170,6 +224,9 @@ PROFILE_SCHEMA: dict[str, Any] = {
             "reference": _TEXT,
             "sources": _map("setting_path", _TEXT),
             "deviations": _list(DEVIATION, unique=False),
+            "acceptance": ACCEPTANCE,
+            "gpu_driver": {"enum": list(GPU_DRIVER_MODES)},
+            "on_drift": {"enum": ["report", "apply"]},
         },
         required=("name", "os"),
     ),

@@ -24,17 +24,12 @@ def test_blocking_preflight_checks_reach_the_inventory_and_clear(
 ) -> None:
     svc = service_factory(f"sqlite:///{scratch / 'inv.db'}")
     admin = svc.admin()
-    token = scratch / "token"
-    token.write_text(admin.CreateToken(ipb.CreateTokenRequest()).secret)
-    token.chmod(0o600)
     root = make_ready(root_copy("cpu-node"))
     rewrite(root, "proc/sys/net/ipv4/ip_forward", "0\n")  # the kubelet's node is not ready
     agent = AgentProcess(
         scratch / "agent",
         root,
-        watch=f'rdma_poll_seconds = 5\n[inventory]\naddress = "{svc.address}"\n'
-        f'bootstrap_address = "{svc.bootstrap}"\nca_hash = "{svc.svc.ca.pin}"\n'
-        f'token_file = "{token}"\nheartbeat_seconds = 0.3\n',
+        watch=svc.agent_settings(scratch),
     )
     agent.start()
     try:

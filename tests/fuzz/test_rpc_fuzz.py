@@ -164,3 +164,54 @@ def test_fuzz_reenrol_and_certificate_rpcs(live_inventory: ServiceThread) -> Non
     assert all(c.serial for c in listed.certificates)
     assert admin.ListNodes(inventory_pb2.ListNodesRequest()).total >= 0
     admin.close()
+
+
+NODE_LIFE_RPCS = ("QuarantineNode", "ReleaseNode", "SetKubeconfig", "ExportGpuOperator")
+
+
+def _node_life_payloads() -> st.SearchStrategy[bytes]:
+    """Hostile reasons, cluster names and kubeconfigs (YAML that is not one, or one naming
+    no server), beside the raw bytes every RPC gets."""
+    text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=300)
+    kubeconfig = st.one_of(
+        text,
+        st.just("apiVersion: v1\nclusters: [{name: c, cluster: {server: file:///etc}}]\n"),
+        st.just("users: [{name: u}]\ncontexts: {}\ncurrent-context: 7\n"),
+        st.just("[" * 5000),
+    )
+    return st.one_of(
+        st.binary(max_size=512),
+        st.builds(
+            lambda n, r: inventory_pb2.NodeActionRequest(node_id=n, reason=r).SerializeToString(),
+            text,
+            text,
+        ),
+        st.builds(
+            lambda c, k: inventory_pb2.SetKubeconfigRequest(
+                cluster=c, kubeconfig=k
+            ).SerializeToString(),
+            text,
+            kubeconfig,
+        ),
+        st.builds(
+            lambda c: inventory_pb2.ExportGpuOperatorRequest(cluster=c).SerializeToString(), text
+        ),
+    )
+
+
+def test_fuzz_node_life_rpcs(live_inventory: ServiceThread) -> None:
+    """Quarantine, release, the cluster's kubeconfig and the GPU Operator export each get
+    their own share of inputs (issue 16)."""
+    admin = live_inventory.admin()
+    methods = [m for m in INVENTORY.methods if m.name in NODE_LIFE_RPCS]
+    assert len(methods) == len(NODE_LIFE_RPCS)
+
+    @settings(max_examples=60, deadline=None)
+    @given(method=st.sampled_from(methods), payload=_node_life_payloads())
+    def run(method: object, payload: bytes) -> None:
+        STATS["inputs"] += 1
+        _call(admin.channel, INVENTORY, method, payload)
+
+    run()
+    assert admin.ListClusters(inventory_pb2.ListClustersRequest()).clusters == []
+    admin.close()

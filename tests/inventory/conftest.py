@@ -83,6 +83,18 @@ class ServiceThread:
     def bootstrap_client(self) -> Client:
         return Client(channels.secure_channel(self.bootstrap, self.ca_pem))
 
+    def agent_settings(self, scratch: Path, heartbeat: float = 0.3) -> str:
+        """The [watch] tail and [inventory] table of an agent that enrols here: a fresh
+        bootstrap token in `scratch`, the pin, a fast heartbeat."""
+        token = scratch / "token"
+        token.write_text(self.admin().CreateToken(ipb.CreateTokenRequest()).secret)
+        token.chmod(0o600)
+        return (
+            f'rdma_poll_seconds = 5\n[inventory]\naddress = "{self.address}"\n'
+            f'bootstrap_address = "{self.bootstrap}"\nca_hash = "{self.svc.ca.pin}"\n'
+            f'token_file = "{token}"\nheartbeat_seconds = {heartbeat}\n'
+        )
+
 
 class Client:
     def __init__(self, channel: grpc.Channel) -> None:
@@ -133,7 +145,10 @@ def service_factory(scratch: Path) -> Iterator[Callable[..., ServiceThread]]:
 
     def make(database: str, **overrides: Any) -> ServiceThread:
         cfg = InventoryConfig(
-            listen="127.0.0.1:0", data_dir=str(scratch / "inv"), database=database, **overrides
+            listen="127.0.0.1:0",
+            data_dir=str(scratch / "inv"),
+            database=database,
+            **{"metrics_listen": "", **overrides},  # not 9746: tests run side by side
         )
         svc = ServiceThread(cfg)
         started.append(svc)

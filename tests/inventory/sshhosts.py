@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,6 +38,21 @@ def available() -> str:
     return ""
 
 
+def remove_stale() -> None:
+    """Namespaces and links a killed test run left behind (its pid is gone): their
+    addresses are the ones the next run takes, and two routes to one subnet break both."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.fullmatch(r"nj(\d+)-\d+", name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    for m in re.finditer(r"^\d+: (nj(\d+)h\d+)[@:]", links, re.MULTILINE):
+        if not os.path.exists(f"/proc/{m.group(2)}"):
+            subprocess.run(["ip", "link", "del", m.group(1)], capture_output=True)
+
+
 class SshHosts:
     def __init__(self, workdir: Path, names: list[str]) -> None:
         self.workdir = workdir
@@ -53,6 +69,7 @@ class SshHosts:
         return f"{self.tag}-{k}"
 
     def start(self) -> SshHosts:
+        remove_stale()
         self.workdir.mkdir(parents=True, exist_ok=True)
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.workdir / "host_key"))

@@ -1,5 +1,5 @@
 """First-day paper cuts of the inventory service (issue 14), each against the real service:
-a taken port, a key it would ignore, the database's mode, tokens and assignments that name
+a taken port, the database's mode, tokens and assignments that name
 profiles, TTLs, and a second enrolment of the same hardware."""
 
 from __future__ import annotations
@@ -108,22 +108,6 @@ def test_a_second_inventory_on_a_taken_port_exits_with_one_line(
     assert not (scratch / "second" / "data").exists() and not (scratch / "second.db").exists()
     # and the first one still answers alone
     assert running.admin().ListNodes(ipb.ListNodesRequest(), timeout=10).total == 0
-
-
-# --- 2. metrics_listen is refused ----------------------------------------------------------
-
-
-def test_metrics_listen_is_refused_naming_the_key(scratch: Path, sqlite: str) -> None:
-    config = scratch / "inventory.toml"
-    config.write_text(
-        f'listen = "127.0.0.1:0"\ndata_dir = "{scratch / "data"}"\ndatabase = "{sqlite}"\n'
-        'metrics_listen = "0.0.0.0:9746"\n'
-    )
-    proc = serve(config)
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == (
-        f"nodeagent: error: {config}: unknown key 'metrics_listen' (from --config {config})"
-    )
 
 
 # --- 3. the database is private whatever the umask -----------------------------------------

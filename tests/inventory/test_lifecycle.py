@@ -111,7 +111,8 @@ def test_every_pair_of_states_is_allowed_exactly_when_the_table_says(store: Stor
         assert left == current
         state, held, reason = _row(store, node_id)
         assert (state, reason) == (target, "why")
-        assert held == (current if target == S.MAINTENANCE else 0)
+        # a hold and a quarantine remember where they came from (release goes back there)
+        assert held == (current if target in (S.MAINTENANCE, S.QUARANTINED) else 0)
         assert _events(store, node_id) == [("admin:t", current, target, "why")]
 
 
@@ -178,6 +179,8 @@ def test_an_agent_phase_moves_only_along_allowed_edges(phase: str) -> None:
         got = lifecycle.from_agent_phase(current, phase)
         if current in (S.MAINTENANCE, S.RETIRED) or current == target:
             assert got is None
+        elif current == S.QUARANTINED:  # only a release ends a quarantine; FAILED is news
+            assert got == (S.FAILED if target == S.FAILED else None)
         else:
             assert got == (target if target in EXPECTED[current] else None)
     # an agent cannot quarantine, hold, retire or enrol itself, nor name a state it made up
@@ -221,3 +224,30 @@ def test_long_reasons_are_cut_and_missing_nodes_named(store: Store) -> None:
         store.tx() as cur,
     ):
         lifecycle.release_target(store, cur, "r")
+
+
+@pytest.mark.parametrize(
+    ("before", "back"), [(S.JOINED, S.JOINED), (S.READY, S.DISCOVERED), (S.TUNING, S.DISCOVERED)]
+)
+def test_release_of_a_quarantined_node_goes_back_to_joined_or_discovered(
+    store: Store, before: int, back: int
+) -> None:
+    _node(store, "q", before)
+    with store.tx() as cur:
+        lifecycle.transition(store, cur, "q", S.QUARANTINED, "system:health", "xid: XID 79")
+    assert _row(store, "q") == (S.QUARANTINED, before, "xid: XID 79")
+    with store.tx() as cur:
+        assert lifecycle.release_target(store, cur, "q") == back
+        with pytest.raises(lifecycle.TransitionError, match="goes back to"):
+            lifecycle.transition(
+                store,
+                cur,
+                "q",
+                S.FAILED if back != S.FAILED else S.READY,
+                "admin:a",
+                "r",
+                release=True,
+            )
+    with store.tx() as cur:
+        lifecycle.transition(store, cur, "q", back, "admin:a", "released", release=True)
+    assert _row(store, "q") == (back, 0, "released")

@@ -281,12 +281,25 @@ def test_hostile_input(
     assert admin.ListNodes(ipb.ListNodesRequest(pool=evil)).total == 0
     updated = admin.UpdateAssignment(
         ipb.UpdateAssignmentRequest(
-            node_id=node.id,
-            assignment=ipb.Assignment(pool=evil[:63], labels={"note": evil[:63]}),
-            fields=["pool", "labels"],
+            node_id=node.id, assignment=ipb.Assignment(pool=evil[:63]), fields=["pool"]
         )
     )
     assert updated.assignment.pool == evil[:63], "stored verbatim"
+    # a label override is written on the node where NFD reads it: refused, naming the rule
+    code, details = _code(
+        lambda: admin.UpdateAssignment(
+            ipb.UpdateAssignmentRequest(
+                node_id=node.id,
+                assignment=ipb.Assignment(labels={"note": evil[:63]}),
+                fields=["labels"],
+            )
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == (
+        f"invalid value {evil[:63]!r} for note: a value is empty or <= 63 of A-Z a-z 0-9 - _ . "
+        "beginning and ending alphanumeric"
+    )
     assert admin.ListNodes(ipb.ListNodesRequest(pool=evil[:63])).total == 1
     assert admin.ListNodes(ipb.ListNodesRequest()).total == 1, "the table is still there"
     code, _ = _code(lambda: admin.ListNodes(ipb.ListNodesRequest(pool="x\x00y")))

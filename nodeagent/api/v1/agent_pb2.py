@@ -26,9 +26,10 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from nodeagent.api.v1 import hardware_pb2 as nodeagent_dot_v1_dot_hardware__pb2
 from nodeagent.api.v1 import tuning_pb2 as nodeagent_dot_v1_dot_tuning__pb2
+from nodeagent.api.v1 import validate_pb2 as nodeagent_dot_v1_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nodeagent/v1/agent.proto\x12\x0cnodeagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnodeagent/v1/hardware.proto\x1a\x19nodeagent/v1/tuning.proto\"&\n\x13GetInventoryRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"\x95\x01\n\x14GetInventoryResponse\x12\x32\n\tinventory\x18\x01 \x01(\x0b\x32\x1f.nodeagent.v1.HardwareInventory\x12\x31\n\rdiscovered_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einventory_hash\x18\x03 \x01(\t\"\x12\n\x10GetStatusRequest\"\xc0\x03\n\x0b\x41gentStatus\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x12\x32\n\x0elast_discovery\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16last_discovery_seconds\x18\x05 \x01(\x01\x12\x31\n\ncollectors\x18\x06 \x03(\x0b\x32\x1d.nodeagent.v1.CollectorResult\x12\x35\n\x06\x63onfig\x18\x07 \x03(\x0b\x32%.nodeagent.v1.AgentStatus.ConfigEntry\x12\x0c\n\x04root\x18\x08 \x01(\t\x12\x16\n\x0e\x65vents_emitted\x18\t \x01(\x04\x12\x10\n\x08watchers\x18\n \x01(\r\x12\x16\n\x0einventory_hash\x18\x0b \x01(\t\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x0f\n\x07node_id\x18\r \x01(\t\x12\x17\n\x0finventory_state\x18\x0e \x01(\t\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x12WatchEventsRequest\x12\r\n\x05kinds\x18\x01 \x03(\t\"\xe5\x01\n\nAgentEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12<\n\nattributes\x18\x05 \x03(\x0b\x32(.nodeagent.v1.AgentEvent.AttributesEntry\x12\r\n\x05\x63ount\x18\x06 \x01(\r\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x94\x03\n\tNodeAgent\x12U\n\x0cGetInventory\x12!.nodeagent.v1.GetInventoryRequest\x1a\".nodeagent.v1.GetInventoryResponse\x12\x46\n\tGetStatus\x12\x1e.nodeagent.v1.GetStatusRequest\x1a\x19.nodeagent.v1.AgentStatus\x12K\n\x0bWatchEvents\x12 .nodeagent.v1.WatchEventsRequest\x1a\x18.nodeagent.v1.AgentEvent0\x01\x12L\n\x0b\x41pplyTuning\x12 .nodeagent.v1.ApplyTuningRequest\x1a\x19.nodeagent.v1.TuningEvent0\x01\x12M\n\x0cVerifyTuning\x12!.nodeagent.v1.VerifyTuningRequest\x1a\x1a.nodeagent.v1.TuningReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nodeagent/v1/agent.proto\x12\x0cnodeagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnodeagent/v1/hardware.proto\x1a\x19nodeagent/v1/tuning.proto\x1a\x1bnodeagent/v1/validate.proto\"&\n\x13GetInventoryRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"\x95\x01\n\x14GetInventoryResponse\x12\x32\n\tinventory\x18\x01 \x01(\x0b\x32\x1f.nodeagent.v1.HardwareInventory\x12\x31\n\rdiscovered_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einventory_hash\x18\x03 \x01(\t\"\x12\n\x10GetStatusRequest\"\xc0\x03\n\x0b\x41gentStatus\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x12\x32\n\x0elast_discovery\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16last_discovery_seconds\x18\x05 \x01(\x01\x12\x31\n\ncollectors\x18\x06 \x03(\x0b\x32\x1d.nodeagent.v1.CollectorResult\x12\x35\n\x06\x63onfig\x18\x07 \x03(\x0b\x32%.nodeagent.v1.AgentStatus.ConfigEntry\x12\x0c\n\x04root\x18\x08 \x01(\t\x12\x16\n\x0e\x65vents_emitted\x18\t \x01(\x04\x12\x10\n\x08watchers\x18\n \x01(\r\x12\x16\n\x0einventory_hash\x18\x0b \x01(\t\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x0f\n\x07node_id\x18\r \x01(\t\x12\x17\n\x0finventory_state\x18\x0e \x01(\t\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x12WatchEventsRequest\x12\r\n\x05kinds\x18\x01 \x03(\t\"\xe5\x01\n\nAgentEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12<\n\nattributes\x18\x05 \x03(\x0b\x32(.nodeagent.v1.AgentEvent.AttributesEntry\x12\r\n\x05\x63ount\x18\x06 \x01(\r\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe8\x03\n\tNodeAgent\x12U\n\x0cGetInventory\x12!.nodeagent.v1.GetInventoryRequest\x1a\".nodeagent.v1.GetInventoryResponse\x12\x46\n\tGetStatus\x12\x1e.nodeagent.v1.GetStatusRequest\x1a\x19.nodeagent.v1.AgentStatus\x12K\n\x0bWatchEvents\x12 .nodeagent.v1.WatchEventsRequest\x1a\x18.nodeagent.v1.AgentEvent0\x01\x12L\n\x0b\x41pplyTuning\x12 .nodeagent.v1.ApplyTuningRequest\x1a\x19.nodeagent.v1.TuningEvent0\x01\x12M\n\x0cVerifyTuning\x12!.nodeagent.v1.VerifyTuningRequest\x1a\x1a.nodeagent.v1.TuningReport\x12R\n\x0cValidateNode\x12!.nodeagent.v1.ValidateNodeRequest\x1a\x1d.nodeagent.v1.ValidationEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,22 +40,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTSTATUS_CONFIGENTRY']._serialized_options = b'8\001'
   _globals['_AGENTEVENT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_AGENTEVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_GETINVENTORYREQUEST']._serialized_start=131
-  _globals['_GETINVENTORYREQUEST']._serialized_end=169
-  _globals['_GETINVENTORYRESPONSE']._serialized_start=172
-  _globals['_GETINVENTORYRESPONSE']._serialized_end=321
-  _globals['_GETSTATUSREQUEST']._serialized_start=323
-  _globals['_GETSTATUSREQUEST']._serialized_end=341
-  _globals['_AGENTSTATUS']._serialized_start=344
-  _globals['_AGENTSTATUS']._serialized_end=792
-  _globals['_AGENTSTATUS_CONFIGENTRY']._serialized_start=747
-  _globals['_AGENTSTATUS_CONFIGENTRY']._serialized_end=792
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=794
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=829
-  _globals['_AGENTEVENT']._serialized_start=832
-  _globals['_AGENTEVENT']._serialized_end=1061
-  _globals['_AGENTEVENT_ATTRIBUTESENTRY']._serialized_start=1012
-  _globals['_AGENTEVENT_ATTRIBUTESENTRY']._serialized_end=1061
-  _globals['_NODEAGENT']._serialized_start=1064
-  _globals['_NODEAGENT']._serialized_end=1468
+  _globals['_GETINVENTORYREQUEST']._serialized_start=160
+  _globals['_GETINVENTORYREQUEST']._serialized_end=198
+  _globals['_GETINVENTORYRESPONSE']._serialized_start=201
+  _globals['_GETINVENTORYRESPONSE']._serialized_end=350
+  _globals['_GETSTATUSREQUEST']._serialized_start=352
+  _globals['_GETSTATUSREQUEST']._serialized_end=370
+  _globals['_AGENTSTATUS']._serialized_start=373
+  _globals['_AGENTSTATUS']._serialized_end=821
+  _globals['_AGENTSTATUS_CONFIGENTRY']._serialized_start=776
+  _globals['_AGENTSTATUS_CONFIGENTRY']._serialized_end=821
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=823
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=858
+  _globals['_AGENTEVENT']._serialized_start=861
+  _globals['_AGENTEVENT']._serialized_end=1090
+  _globals['_AGENTEVENT_ATTRIBUTESENTRY']._serialized_start=1041
+  _globals['_AGENTEVENT_ATTRIBUTESENTRY']._serialized_end=1090
+  _globals['_NODEAGENT']._serialized_start=1093
+  _globals['_NODEAGENT']._serialized_end=1581
 # @@protoc_insertion_point(module_scope)

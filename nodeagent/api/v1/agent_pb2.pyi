@@ -4,6 +4,7 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from nodeagent.api.v1 import hardware_pb2 as _hardware_pb2
 from nodeagent.api.v1 import tuning_pb2 as _tuning_pb2
+from nodeagent.api.v1 import validate_pb2 as _validate_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

@@ -6,6 +6,7 @@ import warnings
 
 from nodeagent.api.v1 import agent_pb2 as nodeagent_dot_v1_dot_agent__pb2
 from nodeagent.api.v1 import tuning_pb2 as nodeagent_dot_v1_dot_tuning__pb2
+from nodeagent.api.v1 import validate_pb2 as nodeagent_dot_v1_dot_validate__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -61,6 +62,11 @@ class NodeAgentStub:
                 request_serializer=nodeagent_dot_v1_dot_tuning__pb2.VerifyTuningRequest.SerializeToString,
                 response_deserializer=nodeagent_dot_v1_dot_tuning__pb2.TuningReport.FromString,
                 _registered_method=True)
+        self.ValidateNode = channel.unary_stream(
+                '/nodeagent.v1.NodeAgent/ValidateNode',
+                request_serializer=nodeagent_dot_v1_dot_validate__pb2.ValidateNodeRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_validate__pb2.ValidationEvent.FromString,
+                _registered_method=True)
 
 
 class NodeAgentServicer:
@@ -102,6 +108,13 @@ class NodeAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateNode(self, request, context):
+        """Acceptance tests (docs/acceptance.md): progress per check, then the report. One run at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +142,11 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     servicer.VerifyTuning,
                     request_deserializer=nodeagent_dot_v1_dot_tuning__pb2.VerifyTuningRequest.FromString,
                     response_serializer=nodeagent_dot_v1_dot_tuning__pb2.TuningReport.SerializeToString,
+            ),
+            'ValidateNode': grpc.unary_stream_rpc_method_handler(
+                    servicer.ValidateNode,
+                    request_deserializer=nodeagent_dot_v1_dot_validate__pb2.ValidateNodeRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_validate__pb2.ValidationEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class NodeAgent:
             '/nodeagent.v1.NodeAgent/VerifyTuning',
             nodeagent_dot_v1_dot_tuning__pb2.VerifyTuningRequest.SerializeToString,
             nodeagent_dot_v1_dot_tuning__pb2.TuningReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nodeagent.v1.NodeAgent/ValidateNode',
+            nodeagent_dot_v1_dot_validate__pb2.ValidateNodeRequest.SerializeToString,
+            nodeagent_dot_v1_dot_validate__pb2.ValidationEvent.FromString,
             options,
             channel_credentials,
             insecure,

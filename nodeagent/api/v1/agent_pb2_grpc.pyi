@@ -10,6 +10,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from nodeagent.api.v1 import agent_pb2 as _agent_pb2
 from nodeagent.api.v1 import tuning_pb2 as _tuning_pb2
+from nodeagent.api.v1 import validate_pb2 as _validate_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -47,6 +48,8 @@ class NodeAgentStub:
     """
     VerifyTuning: _grpc.UnaryUnaryMultiCallable[_tuning_pb2.VerifyTuningRequest, _tuning_pb2.TuningReport]
     """Compare the node with its profile; refreshes nodeagent_tuning_drift."""
+    ValidateNode: _grpc.UnaryStreamMultiCallable[_validate_pb2.ValidateNodeRequest, _validate_pb2.ValidationEvent]
+    """Acceptance tests (docs/acceptance.md): progress per check, then the report. One run at a time."""
 
 @_typing.type_check_only
 class NodeAgentAsyncStub(NodeAgentStub):
@@ -63,6 +66,8 @@ class NodeAgentAsyncStub(NodeAgentStub):
     """
     VerifyTuning: _aio.UnaryUnaryMultiCallable[_tuning_pb2.VerifyTuningRequest, _tuning_pb2.TuningReport]  # type: ignore[assignment]
     """Compare the node with its profile; refreshes nodeagent_tuning_drift."""
+    ValidateNode: _aio.UnaryStreamMultiCallable[_validate_pb2.ValidateNodeRequest, _validate_pb2.ValidationEvent]  # type: ignore[assignment]
+    """Acceptance tests (docs/acceptance.md): progress per check, then the report. One run at a time."""
 
 class NodeAgentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -106,5 +111,13 @@ class NodeAgentServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tuning_pb2.TuningReport, _abc.Awaitable[_tuning_pb2.TuningReport]]:
         """Compare the node with its profile; refreshes nodeagent_tuning_drift."""
+
+    @_abc_1.abstractmethod
+    def ValidateNode(
+        self,
+        request: _validate_pb2.ValidateNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_validate_pb2.ValidationEvent], _abc.AsyncIterator[_validate_pb2.ValidationEvent]]:
+        """Acceptance tests (docs/acceptance.md): progress per check, then the report. One run at a time."""
 
 def add_NodeAgentServicer_to_server(servicer: NodeAgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

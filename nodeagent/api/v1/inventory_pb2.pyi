@@ -3,7 +3,9 @@ import datetime
 
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from nodeagent.api.v1 import fabric_pb2 as _fabric_pb2
 from nodeagent.api.v1 import hardware_pb2 as _hardware_pb2
+from nodeagent.api.v1 import validate_pb2 as _validate_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -45,6 +47,7 @@ class JobNodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_NODE_JOINED: _ClassVar[JobNodeState]
     JOB_NODE_FAILED: _ClassVar[JobNodeState]
     JOB_NODE_CANCELLED: _ClassVar[JobNodeState]
+    JOB_NODE_REMOVED: _ClassVar[JobNodeState]
 NODE_STATE_UNSPECIFIED: NodeState
 ENROLLED: NodeState
 DISCOVERED: NodeState
@@ -69,6 +72,7 @@ JOB_NODE_RUNNING: JobNodeState
 JOB_NODE_JOINED: JobNodeState
 JOB_NODE_FAILED: JobNodeState
 JOB_NODE_CANCELLED: JobNodeState
+JOB_NODE_REMOVED: JobNodeState
 
 class Assignment(_message.Message):
     __slots__ = ("pool", "role", "cluster", "profile", "labels", "taints")
@@ -112,7 +116,7 @@ class NodeEvent(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., from_state: _Optional[_Union[NodeState, str]] = ..., to_state: _Optional[_Union[NodeState, str]] = ..., reason: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "hostname", "state", "assignment", "gpu_model", "gpu_count", "reachable", "last_seen", "created_at", "inventory_hash", "inventory", "events", "reported_phase", "state_reason", "certificate_expires", "blocking")
+    __slots__ = ("id", "hostname", "state", "assignment", "gpu_model", "gpu_count", "reachable", "last_seen", "created_at", "inventory_hash", "inventory", "events", "reported_phase", "state_reason", "certificate_expires", "blocking", "kube", "network", "labels", "acceptance", "validation")
     ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +133,11 @@ class Node(_message.Message):
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_EXPIRES_FIELD_NUMBER: _ClassVar[int]
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
+    KUBE_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     hostname: str
     state: NodeState
@@ -145,7 +154,12 @@ class Node(_message.Message):
     state_reason: str
     certificate_expires: _timestamp_pb2.Timestamp
     blocking: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., reachable: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory_hash: _Optional[str] = ..., inventory: _Optional[_Union[_hardware_pb2.HardwareInventory, _Mapping]] = ..., events: _Optional[_Iterable[_Union[NodeEvent, _Mapping]]] = ..., reported_phase: _Optional[str] = ..., state_reason: _Optional[str] = ..., certificate_expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., blocking: _Optional[_Iterable[str]] = ...) -> None: ...
+    kube: KubeStatus
+    network: NodeNetwork
+    labels: ReportedLabels
+    acceptance: _validate_pb2.ValidationReport
+    validation: ValidationAsk
+    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., reachable: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory_hash: _Optional[str] = ..., inventory: _Optional[_Union[_hardware_pb2.HardwareInventory, _Mapping]] = ..., events: _Optional[_Iterable[_Union[NodeEvent, _Mapping]]] = ..., reported_phase: _Optional[str] = ..., state_reason: _Optional[str] = ..., certificate_expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., blocking: _Optional[_Iterable[str]] = ..., kube: _Optional[_Union[KubeStatus, _Mapping]] = ..., network: _Optional[_Union[NodeNetwork, _Mapping]] = ..., labels: _Optional[_Union[ReportedLabels, _Mapping]] = ..., acceptance: _Optional[_Union[_validate_pb2.ValidationReport, _Mapping]] = ..., validation: _Optional[_Union[ValidationAsk, _Mapping]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("token", "csr_pem", "inventory")
@@ -174,7 +188,7 @@ class RegisterResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., certificate_pem: _Optional[str] = ..., ca_bundle_pem: _Optional[str] = ..., heartbeat_interval_seconds: _Optional[int] = ..., desired: _Optional[_Union[Assignment, _Mapping]] = ..., state: _Optional[_Union[NodeState, str]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "phase", "drift_count", "health", "inventory_hash", "inventory", "blocking", "blocking_set")
+    __slots__ = ("node_id", "phase", "drift_count", "health", "inventory_hash", "inventory", "blocking", "blocking_set", "labels", "fleet_tiers_hash", "network", "hook_results", "hook_phases", "hook_phases_set", "xids", "row_remap_failure", "rails_down", "rails_degraded", "devices_ok", "devices_set", "acceptance", "acceptance_request_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     DRIFT_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +197,20 @@ class HeartbeatRequest(_message.Message):
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
     BLOCKING_SET_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    FLEET_TIERS_HASH_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    HOOK_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    HOOK_PHASES_FIELD_NUMBER: _ClassVar[int]
+    HOOK_PHASES_SET_FIELD_NUMBER: _ClassVar[int]
+    XIDS_FIELD_NUMBER: _ClassVar[int]
+    ROW_REMAP_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    RAILS_DOWN_FIELD_NUMBER: _ClassVar[int]
+    RAILS_DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_OK_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_SET_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     phase: str
     drift_count: int
@@ -191,19 +219,173 @@ class HeartbeatRequest(_message.Message):
     inventory: _hardware_pb2.HardwareInventory
     blocking: _containers.RepeatedScalarFieldContainer[str]
     blocking_set: bool
-    def __init__(self, node_id: _Optional[str] = ..., phase: _Optional[str] = ..., drift_count: _Optional[int] = ..., health: _Optional[_Iterable[str]] = ..., inventory_hash: _Optional[str] = ..., inventory: _Optional[_Union[_hardware_pb2.HardwareInventory, _Mapping]] = ..., blocking: _Optional[_Iterable[str]] = ..., blocking_set: _Optional[bool] = ...) -> None: ...
+    labels: ReportedLabels
+    fleet_tiers_hash: str
+    network: NodeNetwork
+    hook_results: _containers.RepeatedCompositeFieldContainer[HookResult]
+    hook_phases: _containers.RepeatedScalarFieldContainer[str]
+    hook_phases_set: bool
+    xids: _containers.RepeatedCompositeFieldContainer[XidCount]
+    row_remap_failure: bool
+    rails_down: int
+    rails_degraded: int
+    devices_ok: bool
+    devices_set: bool
+    acceptance: _validate_pb2.ValidationReport
+    acceptance_request_id: str
+    def __init__(self, node_id: _Optional[str] = ..., phase: _Optional[str] = ..., drift_count: _Optional[int] = ..., health: _Optional[_Iterable[str]] = ..., inventory_hash: _Optional[str] = ..., inventory: _Optional[_Union[_hardware_pb2.HardwareInventory, _Mapping]] = ..., blocking: _Optional[_Iterable[str]] = ..., blocking_set: _Optional[bool] = ..., labels: _Optional[_Union[ReportedLabels, _Mapping]] = ..., fleet_tiers_hash: _Optional[str] = ..., network: _Optional[_Union[NodeNetwork, _Mapping]] = ..., hook_results: _Optional[_Iterable[_Union[HookResult, _Mapping]]] = ..., hook_phases: _Optional[_Iterable[str]] = ..., hook_phases_set: _Optional[bool] = ..., xids: _Optional[_Iterable[_Union[XidCount, _Mapping]]] = ..., row_remap_failure: _Optional[bool] = ..., rails_down: _Optional[int] = ..., rails_degraded: _Optional[int] = ..., devices_ok: _Optional[bool] = ..., devices_set: _Optional[bool] = ..., acceptance: _Optional[_Union[_validate_pb2.ValidationReport, _Mapping]] = ..., acceptance_request_id: _Optional[str] = ...) -> None: ...
+
+class LabelMap(_message.Message):
+    __slots__ = ("labels",)
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReportedLabels(_message.Message):
+    __slots__ = ("domain", "families")
+    class FamiliesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: LabelMap
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[LabelMap, _Mapping]] = ...) -> None: ...
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    FAMILIES_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    families: _containers.MessageMap[str, LabelMap]
+    def __init__(self, domain: _Optional[str] = ..., families: _Optional[_Mapping[str, LabelMap]] = ...) -> None: ...
+
+class InterfaceAddresses(_message.Message):
+    __slots__ = ("name", "addresses", "mtu", "up")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    mtu: int
+    up: bool
+    def __init__(self, name: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., mtu: _Optional[int] = ..., up: _Optional[bool] = ...) -> None: ...
+
+class NodeNetwork(_message.Message):
+    __slots__ = ("interfaces", "default_route_interface", "default_route_address")
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_ROUTE_INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_ROUTE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    interfaces: _containers.RepeatedCompositeFieldContainer[InterfaceAddresses]
+    default_route_interface: str
+    default_route_address: str
+    def __init__(self, interfaces: _Optional[_Iterable[_Union[InterfaceAddresses, _Mapping]]] = ..., default_route_interface: _Optional[str] = ..., default_route_address: _Optional[str] = ...) -> None: ...
+
+class HookResult(_message.Message):
+    __slots__ = ("phase", "request_id", "ok", "message")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    request_id: str
+    ok: bool
+    message: str
+    def __init__(self, phase: _Optional[str] = ..., request_id: _Optional[str] = ..., ok: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class XidCount(_message.Message):
+    __slots__ = ("gpu", "code", "count")
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    gpu: str
+    code: int
+    count: int
+    def __init__(self, gpu: _Optional[str] = ..., code: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class KubeStatus(_message.Message):
+    __slots__ = ("cluster", "node_name", "ready", "validated", "cordoned", "quarantine_taint", "retire_step", "last_error", "attempts")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    VALIDATED_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_TAINT_FIELD_NUMBER: _ClassVar[int]
+    RETIRE_STEP_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    node_name: str
+    ready: bool
+    validated: bool
+    cordoned: bool
+    quarantine_taint: str
+    retire_step: str
+    last_error: str
+    attempts: int
+    def __init__(self, cluster: _Optional[str] = ..., node_name: _Optional[str] = ..., ready: _Optional[bool] = ..., validated: _Optional[bool] = ..., cordoned: _Optional[bool] = ..., quarantine_taint: _Optional[str] = ..., retire_step: _Optional[str] = ..., last_error: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class SetKubeconfigRequest(_message.Message):
+    __slots__ = ("cluster", "kubeconfig")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    KUBECONFIG_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    kubeconfig: str
+    def __init__(self, cluster: _Optional[str] = ..., kubeconfig: _Optional[str] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("desired", "state", "next_interval_seconds", "actions")
+    __slots__ = ("desired", "state", "next_interval_seconds", "actions", "fleet_tiers", "hooks", "validations")
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NEXT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    FLEET_TIERS_FIELD_NUMBER: _ClassVar[int]
+    HOOKS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATIONS_FIELD_NUMBER: _ClassVar[int]
     desired: Assignment
     state: NodeState
     next_interval_seconds: int
     actions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, desired: _Optional[_Union[Assignment, _Mapping]] = ..., state: _Optional[_Union[NodeState, str]] = ..., next_interval_seconds: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ...) -> None: ...
+    fleet_tiers: _fabric_pb2.FabricTiers
+    hooks: _containers.RepeatedCompositeFieldContainer[HookRequest]
+    validations: _containers.RepeatedCompositeFieldContainer[ValidationAsk]
+    def __init__(self, desired: _Optional[_Union[Assignment, _Mapping]] = ..., state: _Optional[_Union[NodeState, str]] = ..., next_interval_seconds: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., fleet_tiers: _Optional[_Union[_fabric_pb2.FabricTiers, _Mapping]] = ..., hooks: _Optional[_Iterable[_Union[HookRequest, _Mapping]]] = ..., validations: _Optional[_Iterable[_Union[ValidationAsk, _Mapping]]] = ...) -> None: ...
+
+class StartValidationRequest(_message.Message):
+    __slots__ = ("node_id", "level")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    level: str
+    def __init__(self, node_id: _Optional[str] = ..., level: _Optional[str] = ...) -> None: ...
+
+class ValidationAsk(_message.Message):
+    __slots__ = ("request_id", "level", "state", "run_id", "asked_at", "node_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ASKED_AT_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    level: str
+    state: str
+    run_id: str
+    asked_at: _timestamp_pb2.Timestamp
+    node_id: str
+    def __init__(self, request_id: _Optional[str] = ..., level: _Optional[str] = ..., state: _Optional[str] = ..., run_id: _Optional[str] = ..., asked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class HookRequest(_message.Message):
+    __slots__ = ("phase", "request_id")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    request_id: str
+    def __init__(self, phase: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RenewCertificateRequest(_message.Message):
     __slots__ = ("csr_pem",)
@@ -387,7 +569,7 @@ class LabelPolicy(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., families: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., taints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("name", "kubespray_dir", "control_plane", "etcd", "ssh_user", "ssh_key_path", "group_vars", "label_policy", "batch_size", "auto_join", "created_at", "updated_at", "ansible_venv", "kubespray_release", "ansible_min_version", "ansible_max_version", "ansible_env", "ansible_core_version", "ansible_env_error")
+    __slots__ = ("name", "kubespray_dir", "control_plane", "etcd", "ssh_user", "ssh_key_path", "group_vars", "label_policy", "batch_size", "auto_join", "created_at", "updated_at", "ansible_venv", "kubespray_release", "ansible_min_version", "ansible_max_version", "ansible_env", "ansible_core_version", "ansible_env_error", "node_network", "gpu_driver", "kubeconfig_set", "kubeconfig_source", "api_server")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KUBESPRAY_DIR_FIELD_NUMBER: _ClassVar[int]
     CONTROL_PLANE_FIELD_NUMBER: _ClassVar[int]
@@ -407,6 +589,11 @@ class Cluster(_message.Message):
     ANSIBLE_ENV_FIELD_NUMBER: _ClassVar[int]
     ANSIBLE_CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
     ANSIBLE_ENV_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NODE_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    GPU_DRIVER_FIELD_NUMBER: _ClassVar[int]
+    KUBECONFIG_SET_FIELD_NUMBER: _ClassVar[int]
+    KUBECONFIG_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    API_SERVER_FIELD_NUMBER: _ClassVar[int]
     name: str
     kubespray_dir: str
     control_plane: _containers.RepeatedCompositeFieldContainer[KubesprayHost]
@@ -426,7 +613,12 @@ class Cluster(_message.Message):
     ansible_env: str
     ansible_core_version: str
     ansible_env_error: str
-    def __init__(self, name: _Optional[str] = ..., kubespray_dir: _Optional[str] = ..., control_plane: _Optional[_Iterable[_Union[KubesprayHost, _Mapping]]] = ..., etcd: _Optional[_Iterable[_Union[KubesprayHost, _Mapping]]] = ..., ssh_user: _Optional[str] = ..., ssh_key_path: _Optional[str] = ..., group_vars: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., label_policy: _Optional[_Union[LabelPolicy, _Mapping]] = ..., batch_size: _Optional[int] = ..., auto_join: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ansible_venv: _Optional[str] = ..., kubespray_release: _Optional[str] = ..., ansible_min_version: _Optional[str] = ..., ansible_max_version: _Optional[str] = ..., ansible_env: _Optional[str] = ..., ansible_core_version: _Optional[str] = ..., ansible_env_error: _Optional[str] = ...) -> None: ...
+    node_network: str
+    gpu_driver: str
+    kubeconfig_set: bool
+    kubeconfig_source: str
+    api_server: str
+    def __init__(self, name: _Optional[str] = ..., kubespray_dir: _Optional[str] = ..., control_plane: _Optional[_Iterable[_Union[KubesprayHost, _Mapping]]] = ..., etcd: _Optional[_Iterable[_Union[KubesprayHost, _Mapping]]] = ..., ssh_user: _Optional[str] = ..., ssh_key_path: _Optional[str] = ..., group_vars: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., label_policy: _Optional[_Union[LabelPolicy, _Mapping]] = ..., batch_size: _Optional[int] = ..., auto_join: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ansible_venv: _Optional[str] = ..., kubespray_release: _Optional[str] = ..., ansible_min_version: _Optional[str] = ..., ansible_max_version: _Optional[str] = ..., ansible_env: _Optional[str] = ..., ansible_core_version: _Optional[str] = ..., ansible_env_error: _Optional[str] = ..., node_network: _Optional[str] = ..., gpu_driver: _Optional[str] = ..., kubeconfig_set: _Optional[bool] = ..., kubeconfig_source: _Optional[str] = ..., api_server: _Optional[str] = ...) -> None: ...
 
 class GetClusterRequest(_message.Message):
     __slots__ = ("name",)
@@ -470,6 +662,20 @@ class ExportKubesprayRequest(_message.Message):
     cluster: str
     def __init__(self, cluster: _Optional[str] = ...) -> None: ...
 
+class ExportGpuOperatorRequest(_message.Message):
+    __slots__ = ("cluster",)
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    def __init__(self, cluster: _Optional[str] = ...) -> None: ...
+
+class ExportGpuOperatorResponse(_message.Message):
+    __slots__ = ("yaml", "nodes")
+    YAML_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    yaml: str
+    nodes: int
+    def __init__(self, yaml: _Optional[str] = ..., nodes: _Optional[int] = ...) -> None: ...
+
 class ExportKubesprayResponse(_message.Message):
     __slots__ = ("inventory_json", "nodes", "warnings")
     INVENTORY_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -497,7 +703,7 @@ class JobNode(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., batch: _Optional[int] = ..., state: _Optional[_Union[JobNodeState, str]] = ..., failed_task: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "cluster", "state", "batch_size", "batches", "current_batch", "nodes", "created_by", "created_at", "updated_at", "message", "cancel_requested", "owner", "attempts", "retry_of", "ansible_env", "ansible_core_version")
+    __slots__ = ("id", "cluster", "state", "batch_size", "batches", "current_batch", "nodes", "created_by", "created_at", "updated_at", "message", "cancel_requested", "owner", "attempts", "retry_of", "ansible_env", "ansible_core_version", "kind")
     ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -515,6 +721,7 @@ class Job(_message.Message):
     RETRY_OF_FIELD_NUMBER: _ClassVar[int]
     ANSIBLE_ENV_FIELD_NUMBER: _ClassVar[int]
     ANSIBLE_CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     id: str
     cluster: str
     state: JobState
@@ -532,7 +739,8 @@ class Job(_message.Message):
     retry_of: str
     ansible_env: str
     ansible_core_version: str
-    def __init__(self, id: _Optional[str] = ..., cluster: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., batch_size: _Optional[int] = ..., batches: _Optional[int] = ..., current_batch: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[JobNode, _Mapping]]] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., owner: _Optional[str] = ..., attempts: _Optional[int] = ..., retry_of: _Optional[str] = ..., ansible_env: _Optional[str] = ..., ansible_core_version: _Optional[str] = ...) -> None: ...
+    kind: str
+    def __init__(self, id: _Optional[str] = ..., cluster: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., batch_size: _Optional[int] = ..., batches: _Optional[int] = ..., current_batch: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[JobNode, _Mapping]]] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., owner: _Optional[str] = ..., attempts: _Optional[int] = ..., retry_of: _Optional[str] = ..., ansible_env: _Optional[str] = ..., ansible_core_version: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class StartJoinRequest(_message.Message):
     __slots__ = ("cluster", "node_ids", "batch_size")
@@ -647,3 +855,19 @@ class RevokeCertificateRequest(_message.Message):
     serial: str
     reason: str
     def __init__(self, serial: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("sequence", "heartbeat")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    heartbeat: HeartbeatRequest
+    def __init__(self, sequence: _Optional[int] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("acknowledged", "heartbeat")
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    acknowledged: int
+    heartbeat: HeartbeatResponse
+    def __init__(self, acknowledged: _Optional[int] = ..., heartbeat: _Optional[_Union[HeartbeatResponse, _Mapping]] = ...) -> None: ...

@@ -180,6 +180,31 @@ class InventoryServiceStub:
                 request_serializer=nodeagent_dot_v1_dot_inventory__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.QuarantineNode = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/QuarantineNode',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.NodeActionRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Node.FromString,
+                _registered_method=True)
+        self.SetKubeconfig = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/SetKubeconfig',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.SetKubeconfigRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.FromString,
+                _registered_method=True)
+        self.ExportGpuOperator = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/ExportGpuOperator',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.ExportGpuOperatorRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ExportGpuOperatorResponse.FromString,
+                _registered_method=True)
+        self.StartValidation = channel.unary_unary(
+                '/nodeagent.v1.InventoryService/StartValidation',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.StartValidationRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ValidationAsk.FromString,
+                _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/nodeagent.v1.InventoryService/Session',
+                request_serializer=nodeagent_dot_v1_dot_inventory__pb2.SessionRequest.SerializeToString,
+                response_deserializer=nodeagent_dot_v1_dot_inventory__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -370,6 +395,47 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QuarantineNode(self, request, context):
+        """--- the cluster side of a node's life (nodeagent/inventory/reconciler.py, health.py) ---
+        Quarantine a node by hand (operator): cordoned and tainted in its cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetKubeconfig(self, request, context):
+        """The cluster's kubeconfig (admin); stored like the CA key and never returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportGpuOperator(self, request, context):
+        """What the GPU Operator needs from us for a cluster's nodes (viewer): Kubernetes YAML.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartValidation(self, request, context):
+        """--- acceptance tests (issue 17, nodeagent/inventory/acceptance.py) ---
+        Ask a node's agent to run its acceptance checks (operator); the ask goes down in the
+        node's next heartbeat reply and the report comes back in a later heartbeat (GetNode).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Session(self, request_iterator, context):
+        """--- fleet scale (issue 20): heartbeats over one long-lived stream per node ---
+        Heartbeats go up, each answered with its sequence; the desired state (assignment,
+        lifecycle state, label overrides, actions) comes down as soon as it changes, without
+        waiting for the next beat. Handled as Heartbeat is, field for field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -517,6 +583,31 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.WatchJobRequest.FromString,
                     response_serializer=nodeagent_dot_v1_dot_inventory__pb2.JobEvent.SerializeToString,
+            ),
+            'QuarantineNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuarantineNode,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.NodeActionRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Node.SerializeToString,
+            ),
+            'SetKubeconfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetKubeconfig,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.SetKubeconfigRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.Cluster.SerializeToString,
+            ),
+            'ExportGpuOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportGpuOperator,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.ExportGpuOperatorRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.ExportGpuOperatorResponse.SerializeToString,
+            ),
+            'StartValidation': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartValidation,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.StartValidationRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.ValidationAsk.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=nodeagent_dot_v1_dot_inventory__pb2.SessionRequest.FromString,
+                    response_serializer=nodeagent_dot_v1_dot_inventory__pb2.SessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1302,6 +1393,141 @@ class InventoryService:
             '/nodeagent.v1.InventoryService/WatchJob',
             nodeagent_dot_v1_dot_inventory__pb2.WatchJobRequest.SerializeToString,
             nodeagent_dot_v1_dot_inventory__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuarantineNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/QuarantineNode',
+            nodeagent_dot_v1_dot_inventory__pb2.NodeActionRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetKubeconfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/SetKubeconfig',
+            nodeagent_dot_v1_dot_inventory__pb2.SetKubeconfigRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportGpuOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/ExportGpuOperator',
+            nodeagent_dot_v1_dot_inventory__pb2.ExportGpuOperatorRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.ExportGpuOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartValidation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nodeagent.v1.InventoryService/StartValidation',
+            nodeagent_dot_v1_dot_inventory__pb2.StartValidationRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.ValidationAsk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nodeagent.v1.InventoryService/Session',
+            nodeagent_dot_v1_dot_inventory__pb2.SessionRequest.SerializeToString,
+            nodeagent_dot_v1_dot_inventory__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

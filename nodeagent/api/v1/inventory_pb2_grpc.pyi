@@ -76,6 +76,25 @@ class InventoryServiceStub:
     """A new job for the nodes of a finished job that did not join."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_inventory_pb2.WatchJobRequest, _inventory_pb2.JobEvent]
     """Progress of a job; the stream ends after the job's final event."""
+    QuarantineNode: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.NodeActionRequest, _inventory_pb2.Node]
+    """--- the cluster side of a node's life (nodeagent/inventory/reconciler.py, health.py) ---
+    Quarantine a node by hand (operator): cordoned and tainted in its cluster.
+    """
+    SetKubeconfig: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.SetKubeconfigRequest, _inventory_pb2.Cluster]
+    """The cluster's kubeconfig (admin); stored like the CA key and never returned."""
+    ExportGpuOperator: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ExportGpuOperatorRequest, _inventory_pb2.ExportGpuOperatorResponse]
+    """What the GPU Operator needs from us for a cluster's nodes (viewer): Kubernetes YAML."""
+    StartValidation: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.StartValidationRequest, _inventory_pb2.ValidationAsk]
+    """--- acceptance tests (issue 17, nodeagent/inventory/acceptance.py) ---
+    Ask a node's agent to run its acceptance checks (operator); the ask goes down in the
+    node's next heartbeat reply and the report comes back in a later heartbeat (GetNode).
+    """
+    Session: _grpc.StreamStreamMultiCallable[_inventory_pb2.SessionRequest, _inventory_pb2.SessionResponse]
+    """--- fleet scale (issue 20): heartbeats over one long-lived stream per node ---
+    Heartbeats go up, each answered with its sequence; the desired state (assignment,
+    lifecycle state, label overrides, actions) comes down as soon as it changes, without
+    waiting for the next beat. Handled as Heartbeat is, field for field.
+    """
 
 @_typing.type_check_only
 class InventoryServiceAsyncStub(InventoryServiceStub):
@@ -122,6 +141,25 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """A new job for the nodes of a finished job that did not join."""
     WatchJob: _aio.UnaryStreamMultiCallable[_inventory_pb2.WatchJobRequest, _inventory_pb2.JobEvent]  # type: ignore[assignment]
     """Progress of a job; the stream ends after the job's final event."""
+    QuarantineNode: _aio.UnaryUnaryMultiCallable[_inventory_pb2.NodeActionRequest, _inventory_pb2.Node]  # type: ignore[assignment]
+    """--- the cluster side of a node's life (nodeagent/inventory/reconciler.py, health.py) ---
+    Quarantine a node by hand (operator): cordoned and tainted in its cluster.
+    """
+    SetKubeconfig: _aio.UnaryUnaryMultiCallable[_inventory_pb2.SetKubeconfigRequest, _inventory_pb2.Cluster]  # type: ignore[assignment]
+    """The cluster's kubeconfig (admin); stored like the CA key and never returned."""
+    ExportGpuOperator: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ExportGpuOperatorRequest, _inventory_pb2.ExportGpuOperatorResponse]  # type: ignore[assignment]
+    """What the GPU Operator needs from us for a cluster's nodes (viewer): Kubernetes YAML."""
+    StartValidation: _aio.UnaryUnaryMultiCallable[_inventory_pb2.StartValidationRequest, _inventory_pb2.ValidationAsk]  # type: ignore[assignment]
+    """--- acceptance tests (issue 17, nodeagent/inventory/acceptance.py) ---
+    Ask a node's agent to run its acceptance checks (operator); the ask goes down in the
+    node's next heartbeat reply and the report comes back in a later heartbeat (GetNode).
+    """
+    Session: _aio.StreamStreamMultiCallable[_inventory_pb2.SessionRequest, _inventory_pb2.SessionResponse]  # type: ignore[assignment]
+    """--- fleet scale (issue 20): heartbeats over one long-lived stream per node ---
+    Heartbeats go up, each answered with its sequence; the desired state (assignment,
+    lifecycle state, label overrides, actions) comes down as soon as it changes, without
+    waiting for the next beat. Handled as Heartbeat is, field for field.
+    """
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -339,5 +377,54 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inventory_pb2.JobEvent], _abc.AsyncIterator[_inventory_pb2.JobEvent]]:
         """Progress of a job; the stream ends after the job's final event."""
+
+    @_abc_1.abstractmethod
+    def QuarantineNode(
+        self,
+        request: _inventory_pb2.NodeActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Node, _abc.Awaitable[_inventory_pb2.Node]]:
+        """--- the cluster side of a node's life (nodeagent/inventory/reconciler.py, health.py) ---
+        Quarantine a node by hand (operator): cordoned and tainted in its cluster.
+        """
+
+    @_abc_1.abstractmethod
+    def SetKubeconfig(
+        self,
+        request: _inventory_pb2.SetKubeconfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.Cluster, _abc.Awaitable[_inventory_pb2.Cluster]]:
+        """The cluster's kubeconfig (admin); stored like the CA key and never returned."""
+
+    @_abc_1.abstractmethod
+    def ExportGpuOperator(
+        self,
+        request: _inventory_pb2.ExportGpuOperatorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ExportGpuOperatorResponse, _abc.Awaitable[_inventory_pb2.ExportGpuOperatorResponse]]:
+        """What the GPU Operator needs from us for a cluster's nodes (viewer): Kubernetes YAML."""
+
+    @_abc_1.abstractmethod
+    def StartValidation(
+        self,
+        request: _inventory_pb2.StartValidationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ValidationAsk, _abc.Awaitable[_inventory_pb2.ValidationAsk]]:
+        """--- acceptance tests (issue 17, nodeagent/inventory/acceptance.py) ---
+        Ask a node's agent to run its acceptance checks (operator); the ask goes down in the
+        node's next heartbeat reply and the report comes back in a later heartbeat (GetNode).
+        """
+
+    @_abc_1.abstractmethod
+    def Session(
+        self,
+        request_iterator: _MaybeAsyncIterator[_inventory_pb2.SessionRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_inventory_pb2.SessionResponse], _abc.AsyncIterator[_inventory_pb2.SessionResponse]]:
+        """--- fleet scale (issue 20): heartbeats over one long-lived stream per node ---
+        Heartbeats go up, each answered with its sequence; the desired state (assignment,
+        lifecycle state, label overrides, actions) comes down as soon as it changes, without
+        waiting for the next beat. Handled as Heartbeat is, field for field.
+        """
 
 def add_InventoryServiceServicer_to_server(servicer: InventoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,6 +2,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from nodeagent.api.v1 import validate_pb2 as _validate_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -40,7 +41,7 @@ TASK_SKIPPED: TaskStatus
 TASK_FAILED: TaskStatus
 
 class TuningProfile(_message.Message):
-    __slots__ = ("name", "description", "selector", "expected_hardware", "bios", "os", "support", "source", "extends", "deviations", "sources", "reference", "abstract")
+    __slots__ = ("name", "description", "selector", "expected_hardware", "bios", "os", "support", "source", "extends", "deviations", "sources", "reference", "abstract", "acceptance", "gpu_driver", "on_drift")
     class SourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +62,9 @@ class TuningProfile(_message.Message):
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     ABSTRACT_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    GPU_DRIVER_FIELD_NUMBER: _ClassVar[int]
+    ON_DRIFT_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     selector: ProfileSelector
@@ -74,7 +78,10 @@ class TuningProfile(_message.Message):
     sources: _containers.ScalarMap[str, str]
     reference: str
     abstract: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., selector: _Optional[_Union[ProfileSelector, _Mapping]] = ..., expected_hardware: _Optional[_Union[ExpectedHardware, _Mapping]] = ..., bios: _Optional[_Union[BiosSettings, _Mapping]] = ..., os: _Optional[_Union[OsSettings, _Mapping]] = ..., support: _Optional[_Union[SupportMatrix, _Mapping]] = ..., source: _Optional[str] = ..., extends: _Optional[str] = ..., deviations: _Optional[_Iterable[_Union[Deviation, _Mapping]]] = ..., sources: _Optional[_Mapping[str, str]] = ..., reference: _Optional[str] = ..., abstract: _Optional[bool] = ...) -> None: ...
+    acceptance: _validate_pb2.AcceptanceSpec
+    gpu_driver: str
+    on_drift: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., selector: _Optional[_Union[ProfileSelector, _Mapping]] = ..., expected_hardware: _Optional[_Union[ExpectedHardware, _Mapping]] = ..., bios: _Optional[_Union[BiosSettings, _Mapping]] = ..., os: _Optional[_Union[OsSettings, _Mapping]] = ..., support: _Optional[_Union[SupportMatrix, _Mapping]] = ..., source: _Optional[str] = ..., extends: _Optional[str] = ..., deviations: _Optional[_Iterable[_Union[Deviation, _Mapping]]] = ..., sources: _Optional[_Mapping[str, str]] = ..., reference: _Optional[str] = ..., abstract: _Optional[bool] = ..., acceptance: _Optional[_Union[_validate_pb2.AcceptanceSpec, _Mapping]] = ..., gpu_driver: _Optional[str] = ..., on_drift: _Optional[str] = ...) -> None: ...
 
 class Deviation(_message.Message):
     __slots__ = ("setting", "base", "value", "reason")

@@ -1,0 +1,105 @@
+"""Heartbeat streams (`Session`): one long-lived stream per node, pushes when things change.
+
+A unary heartbeat learns of a new assignment only at the node's next interval, and costs a
+call (HTTP/2 stream, headers, authorisation) per beat. On a stream the authorisation is
+paid once, each beat is one small message each way, and the inventory writes down to the
+node as soon as its desired state changes: an admin's change on any replica reaches the
+node's stream within one `report_poll_seconds`, because every replica polls the nodes
+changed since its last look (`changed_since`) into its heartbeat cache and pushes to the
+streams it holds. The poll replaces the per-node re-read of the cache as well: with it the
+cache stays fresh across replicas, and a heartbeat that changes nothing never waits on
+the database.
+
+A closed stream means nothing by itself: reachability stays a matter of `last_seen`
+against the deadline (the sweep), so an agent that reconnects to another replica after a
+replica died is never marked unreachable in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.inventory import nodes
+from nodeagent.inventory.store import Store
+
+# how far back a poll looks beyond its last mark: replicas' clocks (updated_at is the
+# writer's time.time()) and transactions committing after the mark was read
+OVERLAP_SECONDS = 2.0
+
+
+@dataclass(eq=False)
+class Session:
+    """One node's stream on this replica: responses are queued for the stream's writer."""
+
+    node_id: str
+    out: asyncio.Queue[ipb.SessionResponse | None] = field(default_factory=asyncio.Queue)
+    tiers_hash: str = ""  # of the fleet tiers the node last said it holds
+    last: bytes = b""  # the last desired state the node was told (heartbeat reply or push)
+    pushes: int = 0
+
+    def answered(self, resp: ipb.HeartbeatResponse, tiers_hash: str) -> None:
+        self.tiers_hash = tiers_hash
+        self.last = fingerprint(resp)
+
+    def push(self, resp: ipb.HeartbeatResponse) -> bool:
+        """Queue `resp` unless the node was already told exactly this."""
+        seen = fingerprint(resp)
+        if seen == self.last:
+            return False
+        self.last = seen
+        self.pushes += 1
+        self.out.put_nowait(ipb.SessionResponse(acknowledged=0, heartbeat=resp))
+        return True
+
+
+def fingerprint(resp: ipb.HeartbeatResponse) -> bytes:
+    """What a push would tell the node: actions answer one heartbeat and are left out."""
+    told = ipb.HeartbeatResponse()
+    told.CopyFrom(resp)
+    told.ClearField("actions")
+    return told.SerializeToString(deterministic=True)
+
+
+class Sessions:
+    """The streams this replica holds, by node; a node reconnecting replaces its old one."""
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, Session] = {}
+        self.opened = 0
+
+    def attach(self, session: Session) -> None:
+        old = self.by_node.get(session.node_id)
+        self.by_node[session.node_id] = session
+        self.opened += 1
+        if old is not None:  # the old stream's writer ends; its reader goes with it
+            old.out.put_nowait(None)
+
+    def detach(self, session: Session) -> None:
+        if self.by_node.get(session.node_id) is session:
+            del self.by_node[session.node_id]
+
+    def held(self, node_ids: Iterable[str]) -> list[Session]:
+        return [s for n in node_ids if (s := self.by_node.get(n)) is not None]
+
+    def __len__(self) -> int:
+        return len(self.by_node)
+
+
+def changed_since(store: Store, since: float) -> tuple[list[ipb.Node], float]:
+    """Nodes whose record changed after `since` (any replica's write), and the next mark.
+
+    The mark is this read's start less OVERLAP_SECONDS, so a change committed while the
+    query ran, or stamped by a replica whose clock is a little behind, is read again next
+    time rather than missed; a push is sent only when the node was not told it already.
+    """
+    started = time.time()
+    with store.tx() as cur:
+        cur.execute(
+            store.q(f"SELECT {nodes.NODE_COLUMNS} FROM nodes WHERE updated_at > ?"), (since,)
+        )
+        changed = [nodes.node_from_row(row) for row in cur.fetchall()]
+    return changed, started - OVERLAP_SECONDS

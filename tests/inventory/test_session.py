@@ -1,0 +1,313 @@
+"""Heartbeats on a `Session` stream: acknowledged in order, handled as unary heartbeats are,
+pushes when an admin changes the node on any replica, the agent's own client (stream,
+replica list, fallback to unary), and what a stream may not do."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from nodeagent import tlsutil
+from nodeagent.agent.config import InventoryClientConfig
+from nodeagent.agent.enrol import InventoryClient, Snapshot, replica_targets
+from nodeagent.api import channels
+from nodeagent.api.v1 import hardware_pb2 as pb
+from nodeagent.api.v1 import inventory_pb2 as ipb
+from nodeagent.api.v1 import inventory_pb2_grpc
+from testbed.agent_process import free_port
+from testbed.variants import variant
+from testbed.wait import wait_for
+from tests.inventory.conftest import EnrolledNode, ServiceThread, enrol
+
+Factory = Callable[..., ServiceThread]
+
+
+class Stream:
+    """A node's Session stream driven from a test: send a beat, read what comes."""
+
+    def __init__(self, address: str, ca: bytes, node: EnrolledNode) -> None:
+        self.channel = channels.secure_channel(address, ca, node.cert, node.key)
+        self.requests: queue.Queue[ipb.SessionRequest | None] = queue.Queue()
+        self.responses = inventory_pb2_grpc.InventoryServiceStub(self.channel).Session(
+            iter(self.requests.get, None)
+        )
+
+    def send(self, seq: int, req: ipb.HeartbeatRequest) -> None:
+        self.requests.put(ipb.SessionRequest(sequence=seq, heartbeat=req))
+
+    def read(self) -> ipb.SessionResponse:
+        return next(self.responses)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.channel.close()
+
+
+@pytest.fixture
+def streams() -> Iterator[Callable[[str, bytes, EnrolledNode], Stream]]:
+    opened: list[Stream] = []
+
+    def open_stream(address: str, ca: bytes, node: EnrolledNode) -> Stream:
+        opened.append(Stream(address, ca, node))
+        return opened[-1]
+
+    yield open_stream
+    for s in opened:
+        s.close()
+
+
+def test_beats_are_acknowledged_in_order_and_answered_as_unary_ones(
+    service_factory: Factory,
+    dgx_inventory: pb.HardwareInventory,
+    streams: Callable[[str, bytes, EnrolledNode], Stream],
+    scratch: Path,
+) -> None:
+    svc = service_factory(f"sqlite:///{scratch / 's.db'}")
+    admin = svc.admin()
+    node = enrol(svc, admin, variant(dgx_inventory, 1))
+    stream = streams(svc.address, svc.ca_pem, node)
+    beats = [
+        ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED", inventory_hash="x"),
+        ipb.HeartbeatRequest(node_id=node.id, phase="READY", drift_count=2),
+        ipb.HeartbeatRequest(node_id=node.id, phase="READY", blocking=["a: b"], blocking_set=True),
+    ]
+    for seq, beat in enumerate(beats, start=1):
+        stream.send(seq, beat)
+    answers = [stream.read() for _ in beats]
+    assert [a.acknowledged for a in answers] == [1, 2, 3]
+    # the first beat's hash differs from the stored one: the same action as unary
+    assert list(answers[0].heartbeat.actions) == ["send-inventory"]
+    assert answers[1].heartbeat.state == ipb.READY
+    unary = node.client.Heartbeat(beats[2])
+    assert answers[2].heartbeat == unary
+    svc._do(svc.svc.flush())  # liveness (the reported phase) is written in batches
+    stored = admin.GetNode(ipb.GetNodeRequest(node_id=node.id))
+    assert (stored.state, list(stored.blocking), stored.reported_phase) == (
+        ipb.READY,
+        ["a: b"],
+        "READY",
+    )
+    assert svc.svc.sessions.by_node.keys() == {node.id}
+
+
+def test_a_stream_may_speak_only_for_its_own_node_and_only_while_not_revoked(
+    service_factory: Factory,
+    dgx_inventory: pb.HardwareInventory,
+    streams: Callable[[str, bytes, EnrolledNode], Stream],
+    scratch: Path,
+) -> None:
+    svc = service_factory(f"sqlite:///{scratch / 's.db'}")
+    admin = svc.admin()
+    a = enrol(svc, admin, variant(dgx_inventory, 2))
+    b = enrol(svc, admin, variant(dgx_inventory, 3))
+    stream = streams(svc.address, svc.ca_pem, a)
+    stream.send(1, ipb.HeartbeatRequest(node_id=b.id, phase="READY"))
+    with pytest.raises(grpc.RpcError) as err:
+        stream.read()
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.value.details() == f"certificate is for node {a.id}, not {b.id}"
+    # an admin certificate has no stream
+    cert, key = svc.svc.ca.issue_client("alice", "admin")
+    as_admin = EnrolledNode(svc, "alice", key, cert)
+    stream = streams(svc.address, svc.ca_pem, as_admin)
+    stream.send(1, ipb.HeartbeatRequest(phase="READY"))
+    with pytest.raises(grpc.RpcError) as err:
+        stream.read()
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.value.details() == "admin 'alice' may not call Session"
+    # revoked while its stream is open: the next beat ends the stream
+    stream = streams(svc.address, svc.ca_pem, b)
+    stream.send(1, ipb.HeartbeatRequest(node_id=b.id, phase="DISCOVERED"))
+    assert stream.read().acknowledged == 1
+    admin.RetireNode(ipb.NodeActionRequest(node_id=b.id))
+    svc._do(svc.svc.revocations.refresh(svc.svc.store))
+    stream.send(2, ipb.HeartbeatRequest(node_id=b.id, phase="DISCOVERED"))
+    with pytest.raises(grpc.RpcError) as err:
+        stream.read()
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "has been revoked" in (err.value.details() or "")
+
+
+def test_a_closed_stream_leaves_reachability_to_time(
+    service_factory: Factory,
+    dgx_inventory: pb.HardwareInventory,
+    streams: Callable[[str, bytes, EnrolledNode], Stream],
+    scratch: Path,
+) -> None:
+    svc = service_factory(
+        f"sqlite:///{scratch / 's.db'}",
+        heartbeat_interval_seconds=1,
+        unreachable_after_missed=2,
+        liveness_flush_seconds=0.1,
+    )
+    admin = svc.admin()
+    node = enrol(svc, admin, variant(dgx_inventory, 4))
+    stream = streams(svc.address, svc.ca_pem, node)
+    stream.send(1, ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED"))
+    assert stream.read().acknowledged == 1
+    closed = time.monotonic()
+    stream.close()
+    wait_for(lambda: not svc.svc.sessions.by_node, 5, "the stream to end")
+    assert admin.GetNode(ipb.GetNodeRequest(node_id=node.id)).reachable
+    wait_for(
+        lambda: not admin.GetNode(ipb.GetNodeRequest(node_id=node.id)).reachable,
+        10,
+        "the node to become unreachable",
+    )
+    assert time.monotonic() - closed >= 1.5  # two intervals of 1 s, less the beat's age
+
+
+class AgentClient:
+    """The agent's own InventoryClient on its event loop in a thread, with a fixed snapshot."""
+
+    def __init__(self, state: Path, cfg: InventoryClientConfig, node: EnrolledNode, ca: bytes):
+        ident = state / "identity"
+        ident.mkdir(parents=True)
+        for name, data in (
+            ("node.key", node.key),
+            ("node.crt", node.cert),
+            ("ca.crt", ca),
+            ("node_id", node.id.encode()),
+        ):
+            tlsutil.write_private(ident / name, data)
+        self.desired: list[ipb.Assignment] = []
+        self.snapshot = Snapshot(
+            phase="DISCOVERED",
+            inventory=pb.HardwareInventory(),
+            inventory_hash="",
+            drift_count=0,
+            health=[],
+        )
+        self.client = InventoryClient(
+            cfg, str(state), lambda: self.snapshot, on_desired=self.desired.append
+        )
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self._run(),), daemon=True
+        )
+        self.thread.start()
+
+    async def _run(self) -> None:
+        self.stop = asyncio.Event()
+        await self.client.run(self.stop)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(15)
+
+
+def test_an_admin_change_on_one_replica_reaches_the_stream_on_another_at_once(
+    service_factory: Factory, database: str, dgx_inventory: pb.HardwareInventory, scratch: Path
+) -> None:
+    """Heartbeats every 60 s: what arrives within seconds was pushed, not answered."""
+    a = service_factory(database, report_poll_seconds=0.2, heartbeat_interval_seconds=60)
+    b = service_factory(database, report_poll_seconds=0.2, heartbeat_interval_seconds=60)
+    admin = a.admin()
+    node = enrol(a, admin, variant(dgx_inventory, 7))
+    agent = AgentClient(
+        scratch / "agent", InventoryClientConfig(addresses=[b.address]), node, b.ca_pem
+    )
+    try:
+        wait_for(lambda: agent.client.state == "connected", 10, "the agent's first beat")
+        assert agent.client.target == b.address
+        assert b.svc.sessions.by_node.keys() == {node.id}
+        assert agent.client.interval == 60.0
+        admin.UpdateAssignment(
+            ipb.UpdateAssignmentRequest(
+                node_id=node.id,
+                assignment=ipb.Assignment(pool="train", labels={"team": "x"}),
+                fields=["pool", "labels"],
+            )
+        )
+        changed = time.monotonic()
+        wait_for(lambda: agent.client.desired.pool == "train", 5, "the push")
+        assert time.monotonic() - changed < 2.0
+        assert dict(agent.client.desired.labels) == {"team": "x"}
+        assert agent.client._session.pushes == 1
+        assert agent.desired[-1].pool == "train"
+        # held on replica a: the state comes down too
+        admin.HoldNode(ipb.NodeActionRequest(node_id=node.id))
+        wait_for(lambda: agent.client.node_state == ipb.MAINTENANCE, 5, "the second push")
+        assert agent.client._session.pushes == 2
+    finally:
+        agent.close()
+
+
+def test_the_agent_falls_back_to_unary_where_the_server_has_no_stream(
+    dgx_inventory: pb.HardwareInventory, scratch: Path, service_factory: Factory
+) -> None:
+    """An older inventory: Heartbeat only; the agent's stream gets UNIMPLEMENTED."""
+    svc = service_factory(f"sqlite:///{scratch / 's.db'}")
+    node = enrol(svc, svc.admin(), variant(dgx_inventory, 8))
+    ca = svc.svc.ca
+    beats: list[ipb.HeartbeatRequest] = []
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def heartbeat(req: ipb.HeartbeatRequest, _: Any) -> ipb.HeartbeatResponse:
+        beats.append(req)
+        return ipb.HeartbeatResponse(next_interval_seconds=1, desired=ipb.Assignment(pool="old"))
+
+    async def serve() -> grpc.aio.Server:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "nodeagent.v1.InventoryService",
+                    {
+                        "Heartbeat": grpc.unary_unary_rpc_method_handler(
+                            heartbeat,
+                            request_deserializer=ipb.HeartbeatRequest.FromString,
+                            response_serializer=ipb.HeartbeatResponse.SerializeToString,
+                        )
+                    },
+                ),
+            )
+        )
+        cert, key = ca.issue_server(["127.0.0.1"])
+        server.add_secure_port(
+            f"127.0.0.1:{port}",
+            grpc.ssl_server_credentials([(key, cert)], ca.pem, require_client_auth=True),
+        )
+        await server.start()
+        return server
+
+    old = asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+    agent = AgentClient(
+        scratch / "agent",
+        InventoryClientConfig(address=f"127.0.0.1:{port}", stream=True),
+        node,
+        ca.pem,
+    )
+    try:
+        wait_for(lambda: len(beats) >= 2, 10, "two unary heartbeats")
+        assert agent.client._session.unimplemented
+        assert agent.client.state == "connected"
+        assert agent.client.desired.pool == "old"
+        assert {b.node_id for b in beats} == {node.id}
+    finally:
+        agent.close()
+        asyncio.run_coroutine_threadsafe(old.stop(0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def test_replica_targets_come_from_the_list_or_from_every_address_of_the_name() -> None:
+    listed = InventoryClientConfig(addresses=["a:7444", "b:7444"])
+    assert replica_targets(listed) == [("a:7444", ""), ("b:7444", "")]
+    assert replica_targets(InventoryClientConfig(address="127.0.0.1:7444")) == [
+        ("127.0.0.1:7444", "")
+    ]
+    # localhost resolves to one IPv4 and (where configured) one IPv6 address: each is a
+    # replica, checked against the name
+    found = replica_targets(InventoryClientConfig(address="localhost:7444"))
+    assert found == [("localhost:7444", "")] or {name for _, name in found} == {"localhost"}
