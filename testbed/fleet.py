@@ -42,7 +42,7 @@ def remove_stale_namespaces() -> None:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     for line in listed.splitlines():
         name = line.split()[0] if line.split() else ""
-        m = re.fullmatch(r"na-(\d+)-\d+", name)
+        m = re.fullmatch(r"na-(\d+)-\d+-\d+", name)
         if m and not os.path.exists(f"/proc/{m.group(1)}"):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
@@ -78,8 +78,18 @@ class Agent:
         return str(self.workdir / "run" / "agent.sock")
 
 
+_slots = iter(range(1_000_000))
+
+
+def _next_slot() -> int:
+    """Each fleet of this process takes its own 100.127.x subnets and names: two fleets may
+    be up at once (a session-wide one for the dashboard tests, another for a test)."""
+    return next(_slots) % 31
+
+
 @dataclass
 class Fleet:
+    slot: int = field(default_factory=_next_slot)
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nodeagent-fleet-")))
     namespaces: bool = field(default_factory=_use_namespaces)
     agents: list[Agent] = field(default_factory=list)
@@ -90,7 +100,11 @@ class Fleet:
 
     # --- the inventory ---------------------------------------------------------------
     def _host_addresses(self) -> list[str]:
-        return [f"100.127.{i + 1}.1" for i in range(len(FLEET))] if self.namespaces else []
+        return [f"100.127.{self.subnet(i)}.1" for i in range(len(FLEET))] if self.namespaces else []
+
+    def subnet(self, i: int) -> int:
+        """The third octet of agent i's 100.127.x.0/30."""
+        return self.slot * 8 + i + 1
 
     def start_inventory(self) -> None:
         data = self.base / "inventory"
@@ -168,9 +182,9 @@ class Fleet:
             agent = Agent(machine, pool, root, workdir)
             host = "127.0.0.1"
             if self.namespaces:
-                agent.netns = f"na-{os.getpid() % 100000}-{i}"
-                host, agent.host_if = self._make_netns(agent.netns, i + 1)
-                agent.ip = f"100.127.{i + 1}.2"
+                agent.netns = f"na-{os.getpid() % 100000}-{self.slot}-{i}"
+                host, agent.host_if = self._make_netns(agent.netns, self.subnet(i))
+                agent.ip = f"100.127.{self.subnet(i)}.2"
             token = self.run(
                 "admin", "tokens", "create", "--pool", pool, "--description", f"demo {machine}"
             ).strip()

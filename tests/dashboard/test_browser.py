@@ -83,7 +83,14 @@ def test_the_table_filters_and_sorts_in_place(live: Live, driver: Any) -> None:
     driver.execute_script("window.__marker = 7")
     _type(driver, "#filter input[name=q]", "h100")
     wait_for(lambda: _texts(driver, "#shown") == ["nodes 1–2 of 2"], 10, "filter")
-    assert _texts(driver, "#nodes tbody tr td:first-child") == ["dgx-h100-01", "gpu-h100-0017"]
+    # the body is replaced after the count (and again by a live update): wait for it too
+    wait_for(
+        lambda: (
+            _texts(driver, "#nodes tbody tr td:first-child") == ["dgx-h100-01", "gpu-h100-0017"]
+        ),
+        10,
+        "the filtered rows",
+    )
     _click(driver, "a[data-sort=hostname]")
     wait_for(lambda: "sort=hostname" in driver.current_url, 10, "ascending order")
     _click(driver, "a[data-sort=hostname]")  # now descending
