@@ -50,12 +50,21 @@ key, cert, ca = (open(p, "rb").read() for p in sys.argv[1:4])
 port = sys.argv[4]
 async def beat(request, context):
     return ipb.HeartbeatResponse(next_interval_seconds=10)
+async def session(requests, context):  # each beat acknowledged, bare (as the service's)
+    while (req := await context.read()) is not grpc.aio.EOF:
+        await context.write(ipb.SessionResponse(acknowledged=req.sequence))
 async def main():
-    server = grpc.aio.server()
+    # the service's own transport settings: no BDP probing, a deep queue of new calls
+    server = grpc.aio.server(options=[("grpc.http2.bdp_probe", 0),
+        ("grpc.server.max_pending_requests", 100000),
+        ("grpc.server.max_pending_requests_hard_limit", 100000)])
     handler = grpc.method_handlers_generic_handler("nodeagent.v1.InventoryService", {
         "Heartbeat": grpc.unary_unary_rpc_method_handler(
             beat, request_deserializer=ipb.HeartbeatRequest.FromString,
-            response_serializer=ipb.HeartbeatResponse.SerializeToString)})
+            response_serializer=ipb.HeartbeatResponse.SerializeToString),
+        "Session": grpc.stream_stream_rpc_method_handler(
+            session, request_deserializer=ipb.SessionRequest.FromString,
+            response_serializer=ipb.SessionResponse.SerializeToString)})
     server.add_generic_rpc_handlers((handler,))
     creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
                                         require_client_auth=True)
@@ -67,8 +76,25 @@ asyncio.run(main())
 """
 
 
+def many_files() -> None:
+    """One descriptor per agent connection: 50,000 streams need more than the usual 1,024
+    or 20,000 (a packaged inventory's unit sets LimitNOFILE for the same reason)."""
+    import resource
+
+    want = 262144
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+    except (ValueError, OSError):  # not root: what the hard limit allows
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def pinned(cpus: set[int]) -> Any:
-    return lambda: os.sched_setaffinity(0, cpus)
+    def pin() -> None:
+        os.sched_setaffinity(0, cpus)
+        many_files()
+
+    return pin
 
 
 def cpu_seconds(pid: int) -> float:

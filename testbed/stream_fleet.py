@@ -43,6 +43,9 @@ class StreamStats:
     moved_at: dict[str, float] = field(default_factory=dict)  # node -> when it last moved
     phase: str = "DISCOVERED"  # what every node reports from its next beat on (tests set it)
     acked_phase: dict[str, str] = field(default_factory=dict)  # node -> phase acknowledged
+    acked_times: list[float] = field(default_factory=list)  # wall time of every ack
+    steady_from: float = 0.0  # wall time every node had its stream open (connect_first)
+    replica_before: dict[str, int] = field(default_factory=dict)  # node -> replica at READY
 
     def per_replica(self) -> Counter[int]:
         return Counter(self.replica.values())
@@ -56,16 +59,21 @@ async def stream_node(
     end: float,
     stats: StreamStats,
     first_beat: float | None = None,
+    opened: tuple[int, Any, Any, int] | None = None,
 ) -> None:
-    """Heartbeat `node` every `interval` (+-20 %) until `end` (monotonic) on a stream."""
-    index = random.randrange(len(targets))
+    """Heartbeat `node` every `interval` (+-20 %) until `end` (monotonic) on a stream;
+    `opened`: (replica index, channel, call, last sequence) of a stream opened already."""
+    index = random.randrange(len(targets)) if opened is None else opened[0]
     failures = 0
-    seq = 0
+    seq = 0 if opened is None else opened[3]
     beat_at = time.monotonic() + (random.uniform(0, interval) if first_beat is None else first_beat)
     req = ipb.HeartbeatRequest(node_id=node.node_id, inventory_hash="h")
     while time.monotonic() < end:
-        channel = channels.secure_aio_channel(targets[index], ca, node.cert, node.key)
-        call: Any = inventory_pb2_grpc.InventoryServiceStub(channel).Session()
+        if opened is not None:
+            channel, call, opened = opened[1], opened[2], None
+        else:
+            channel = channels.secure_aio_channel(targets[index], ca, node.cert, node.key)
+            call = inventory_pb2_grpc.InventoryServiceStub(channel).Session()
         try:
             # the TLS handshake is the connection's cost, not a heartbeat's latency
             await asyncio.wait_for(channel.channel_ready(), ACK_SECONDS)
@@ -86,7 +94,8 @@ async def stream_node(
                     if not msg.acknowledged:
                         stats.pushes += 1
                 stats.latencies.append((time.perf_counter() - started) * 1000)
-                stats.acked_at[node.node_id] = time.time()
+                stats.acked_at[node.node_id] = now = time.time()
+                stats.acked_times.append(now)
                 stats.acked_phase[node.node_id] = req.phase
                 if stats.replica.get(node.node_id, index) != index:
                     stats.moved_at[node.node_id] = time.time()
@@ -106,6 +115,23 @@ async def stream_node(
             await channel.close()
 
 
+async def open_stream(
+    node: SimNode, targets: list[str], ca: bytes, gate: asyncio.Semaphore
+) -> tuple[int, Any, Any, int]:
+    """Connect `node` and open its stream with a first beat (fleet start-up: at most
+    `gate` handshakes at a time, as agents starting together would be spread)."""
+    index = random.randrange(len(targets))
+    async with gate:
+        channel = channels.secure_aio_channel(targets[index], ca, node.cert, node.key)
+        await asyncio.wait_for(channel.channel_ready(), 300)
+        call: Any = inventory_pb2_grpc.InventoryServiceStub(channel).Session()
+        req = ipb.HeartbeatRequest(node_id=node.node_id, inventory_hash="h", phase="DISCOVERED")
+        await call.write(ipb.SessionRequest(sequence=1, heartbeat=req))
+        while (await call.read()).acknowledged != 1:
+            pass
+    return index, channel, call, 1
+
+
 async def stream_fleet(
     nodes: list[SimNode],
     targets: list[str],
@@ -113,9 +139,25 @@ async def stream_fleet(
     interval: float,
     seconds: float,
     stats: StreamStats,
+    connect_first: bool = False,
 ) -> None:
+    """Every node on its stream for `seconds`; with `connect_first`, every stream is open
+    (and `stats.steady_from` set) before the first timed beat, so a benchmark's window
+    holds beats alone, not the fleet's handshakes."""
+    if not connect_first:
+        end = time.monotonic() + seconds
+        await asyncio.gather(*(stream_node(n, targets, ca, interval, end, stats) for n in nodes))
+        return
+    gate = asyncio.Semaphore(256)
+    opened = await asyncio.gather(*(open_stream(n, targets, ca, gate) for n in nodes))
+    stats.steady_from = time.time()
     end = time.monotonic() + seconds
-    await asyncio.gather(*(stream_node(n, targets, ca, interval, end, stats) for n in nodes))
+    await asyncio.gather(
+        *(
+            stream_node(n, targets, ca, interval, end, stats, opened=o)
+            for n, o in zip(nodes, opened, strict=True)
+        )
+    )
 
 
 async def enrol_nodes(
@@ -148,3 +190,114 @@ async def enrol_nodes(
 
     await asyncio.gather(*(worker() for _ in range(16)))
     return out
+
+
+def _fleet_process(
+    nodes: list[SimNode],
+    targets: list[str],
+    ca: bytes,
+    interval: float,
+    seconds: float,
+    opened: Any,
+    ready: Any,
+    results: Any,
+) -> None:
+    """One process's share of a StreamProcesses fleet."""
+    stats = StreamStats()
+
+    async def run() -> None:
+        async def watch() -> None:
+            while stats.steady_from == 0.0:
+                await asyncio.sleep(0.1)
+            opened.set()
+            while not ready.is_set():
+                await asyncio.sleep(0.1)
+            stats.replica_before = dict(stats.replica)
+            stats.phase = "READY"
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        await stream_fleet(nodes, targets, ca, interval, seconds, stats, connect_first=True)
+        watcher.cancel()
+
+    asyncio.run(run())
+    results.put(
+        {
+            "latencies": len(stats.latencies),
+            "missed": stats.missed,
+            "reconnects": stats.reconnects,
+            "acked_at": stats.acked_at,
+            "replica": stats.replica,
+            "moved_at": stats.moved_at,
+            "acked_phase": stats.acked_phase,
+            "replica_before": stats.replica_before,
+        }
+    )
+
+
+class StreamProcesses:
+    """A fleet too large for one event loop (10,000 streams with their handshakes): the
+    nodes split over `procs` processes, started fresh (spawn: the test process holds gRPC
+    threads a fork would copy mid-flight). `wait_open()` returns once every stream is
+    open; `set_ready()` makes every node report READY from its next beat; `join()`
+    gathers the StreamStats of the whole fleet."""
+
+    def __init__(
+        self,
+        nodes: list[SimNode],
+        targets: list[str],
+        ca: bytes,
+        interval: float,
+        seconds: float,
+        procs: int = 2,
+    ) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.ready = ctx.Event()
+        self.results = ctx.Queue()
+        self.opened = [ctx.Event() for _ in range(procs)]
+        self.procs = [
+            ctx.Process(
+                target=_fleet_process,
+                args=(
+                    nodes[p::procs],
+                    targets,
+                    ca,
+                    interval,
+                    seconds,
+                    self.opened[p],
+                    self.ready,
+                    self.results,
+                ),
+                daemon=True,
+            )
+            for p in range(procs)
+        ]
+        for proc in self.procs:
+            proc.start()
+
+    def wait_open(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for event in self.opened:
+            if not event.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"the fleet's streams were not all open in {timeout:.0f} s")
+
+    def set_ready(self) -> None:
+        self.ready.set()
+
+    def join(self, timeout: float) -> StreamStats:
+        stats = StreamStats(phase="READY")
+        for _ in self.procs:
+            part = self.results.get(timeout=timeout)
+            stats.missed += part["missed"]
+            stats.reconnects += part["reconnects"]
+            for name in ("acked_at", "replica", "moved_at", "acked_phase", "replica_before"):
+                getattr(stats, name).update(part[name])
+        for proc in self.procs:
+            proc.join(10)
+        return stats
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.kill()

@@ -497,6 +497,9 @@ class StreamSession:
         self.waiting: dict[int, asyncio.Future[ipb.HeartbeatResponse]] = {}
         self.unimplemented = False  # an inventory without Session: unary from now on
         self.pushes = 0
+        # what the inventory last told this node (an answer or a push): a bare
+        # acknowledgement means "unchanged", and is answered from it, less its actions
+        self.told = ipb.HeartbeatResponse()
 
     async def beat(self, req: ipb.HeartbeatRequest) -> ipb.HeartbeatResponse | None:
         """The acknowledged answer, or None when the inventory has no stream (unary then)."""
@@ -534,10 +537,14 @@ class StreamSession:
                 msg = await call.read()
                 if msg is grpc.aio.EOF:
                     break
+                if msg.HasField("heartbeat"):
+                    self.told = ipb.HeartbeatResponse()
+                    self.told.CopyFrom(msg.heartbeat)
+                    self.told.ClearField("actions")  # they answer that beat alone
                 if msg.acknowledged:
                     waiter = self.waiting.get(msg.acknowledged)
                     if waiter is not None and not waiter.done():
-                        waiter.set_result(msg.heartbeat)
+                        waiter.set_result(msg.heartbeat if msg.HasField("heartbeat") else self.told)
                 else:
                     self.pushes += 1
                     self.client.pushed(msg.heartbeat)

@@ -7,6 +7,9 @@ from typing import Any
 import grpc
 
 KEEPALIVE = [
+    # heartbeats are a few hundred bytes: bandwidth-delay probing (a ping after each read
+    # of data) only doubles the frames, and the inventory's CPU, on every beat
+    ("grpc.http2.bdp_probe", 0),
     ("grpc.keepalive_time_ms", 60000),
     ("grpc.keepalive_timeout_ms", 20000),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),

@@ -40,6 +40,24 @@ def _message(request: Malformed) -> str:
     return f"malformed request: not a valid {request.type_name} ({request.error})"
 
 
+class StreamReader:
+    """A bidirectional stream's requests, one `read()` at a time, parsed strictly."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+
+    async def read(self) -> Any:
+        """The next request, or None once the client has closed its side."""
+        request = await self._context.read()
+        if request is grpc.aio.EOF:
+            return None
+        if isinstance(request, Malformed):
+            await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(request))
+        return request
+
+
 Authorize = Callable[[str, grpc.aio.ServicerContext], Awaitable[None]]
 ErrorMap = Sequence[tuple[type[BaseException], grpc.StatusCode]]
 
@@ -72,21 +90,16 @@ def _guard(
     if bidi:
 
         @functools.wraps(method)
-        async def session(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            """Authorised once, at the stream's start; each message parsed strictly, and a
-            malformed one ends the stream as INVALID_ARGUMENT, as it would end a unary call."""
+        async def session(requests: Any, context: grpc.aio.ServicerContext) -> None:
+            """Authorised once, at the stream's start. The servicer reads and writes on the
+            context itself (grpc.aio's read/write API: no generator between it and the
+            wire, which a heartbeat stream pays for on every message), reading through
+            a StreamReader, so a malformed message ends the stream as INVALID_ARGUMENT, as
+            it would end a unary call."""
             if authorize is not None:
                 await authorize(name, context)
-
-            async def checked() -> Any:
-                async for request in requests:
-                    if isinstance(request, Malformed):
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(request))
-                    yield request
-
             try:
-                async for item in method(checked(), context):
-                    yield item
+                await method(StreamReader(context), context)
             except Exception as exc:
                 await _fail(context, exc, errors)
 

@@ -61,12 +61,17 @@ def api_server(kubeconfig: str) -> str:
         data = yaml.safe_load(kubeconfig)
     except yaml.YAMLError as exc:
         raise ValueError(f"kubeconfig is not YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # "[[[[..." thousands deep: PyYAML's composer recurses
+        raise ValueError("kubeconfig is nested too deeply to be a kubeconfig") from None
     if not isinstance(data, dict):
         raise ValueError("kubeconfig is not a mapping")
-    contexts = {c.get("name"): c.get("context") or {} for c in data.get("contexts") or []}
-    current = contexts.get(data.get("current-context")) or next(iter(contexts.values()), {})
-    clusters = {c.get("name"): c.get("cluster") or {} for c in data.get("clusters") or []}
-    server = (clusters.get(current.get("cluster")) or {}).get("server", "")
+    try:
+        contexts = {c.get("name"): c.get("context") or {} for c in data.get("contexts") or []}
+        current = contexts.get(data.get("current-context")) or next(iter(contexts.values()), {})
+        clusters = {c.get("name"): c.get("cluster") or {} for c in data.get("clusters") or []}
+        server = (clusters.get(current.get("cluster")) or {}).get("server", "")
+    except (AttributeError, TypeError):  # a context or cluster that is not a mapping
+        raise ValueError("kubeconfig's contexts and clusters must be lists of mappings") from None
     if not isinstance(server, str) or not server.startswith(("https://", "http://")):
         raise ValueError("kubeconfig names no API server (clusters[].cluster.server)")
     if not data.get("users"):

@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from nodeagent import __version__
 from nodeagent import label_syntax as syntax
 from nodeagent.api import auth
-from nodeagent.api.handlers import service_handler
+from nodeagent.api.handlers import StreamReader, service_handler
 from nodeagent.api.v1 import fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.api.v1 import validate_pb2 as vpb
@@ -66,6 +66,8 @@ from nodeagent.tlsutil import spki_hash
 
 log = logging.getLogger("nodeagent.inventory")
 MAX_BLOCKING = 50  # failing preflight checks a heartbeat may carry
+PUSH_SECONDS = 5.0  # a push not written by then is given up (the next beat answers it)
+MAX_PENDING_CALLS = 100_000  # calls core queues for the event loop before refusing more
 ERRORS = [
     (tokens.TokenError, grpc.StatusCode.UNAUTHENTICATED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -147,46 +149,29 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
     ) -> ipb.HeartbeatResponse:
         return await self._beat(request, context)
 
-    async def Session(
-        self, requests: AsyncIterator[ipb.SessionRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ipb.SessionResponse]:
+    async def Session(  # type: ignore[override]  # grpc.aio's read/write API, not a generator
+        self, requests: StreamReader, context: grpc.aio.ServicerContext
+    ) -> None:
         """Heartbeats on one stream, each answered as the unary Heartbeat answers it (the
         same code), plus pushes when the node's desired state changes (sessions.py).
 
-        One task reads and answers beats in order; pushes and answers meet in the session's
-        queue, which this generator alone writes to the stream. The certificate is checked
-        against the revocation list on every beat, as a new call would be."""
+        This task reads and answers beats in order; a push is written from the poll's
+        task, and the session's lock keeps the two writes apart. An answer that is exactly
+        what the node was last told goes as a bare acknowledgement. The certificate is
+        checked against the revocation list on every beat, as a new call would be."""
         s, me = self.service, auth.caller()
-        session = sessions.Session(me.name)
-        failed: list[BaseException] = []
-
-        async def read() -> None:
-            try:
-                async for req in requests:
-                    if s.revocations.is_revoked(me.serial):
-                        raise tokens.TokenError(
-                            f"certificate {me.serial:x} of {me.actor} has been revoked"
-                        )
-                    resp = await self._beat(req.heartbeat, context)
-                    session.answered(resp, req.heartbeat.fleet_tiers_hash)
-                    session.out.put_nowait(
-                        ipb.SessionResponse(acknowledged=req.sequence, heartbeat=resp)
-                    )
-            except Exception as exc:  # raised in the stream's own task, below
-                failed.append(exc)
-            finally:
-                session.out.put_nowait(None)
-
+        session = sessions.Session(me.name, context)
         s.sessions.attach(session)
-        reader = asyncio.get_running_loop().create_task(read())
         try:
-            while (item := await session.out.get()) is not None:
-                yield item
-            if failed:
-                raise failed[0]
+            while (req := await requests.read()) is not None:
+                if s.revocations.is_revoked(me.serial):
+                    raise tokens.TokenError(
+                        f"certificate {me.serial:x} of {me.actor} has been revoked"
+                    )
+                resp = await self._beat(req.heartbeat, context)
+                await session.answer(req.sequence, resp, req.heartbeat.fleet_tiers_hash)
         finally:
             s.sessions.detach(session)
-            reader.cancel()
 
     async def _beat(
         self, request: ipb.HeartbeatRequest, context: grpc.aio.ServicerContext
@@ -657,10 +642,17 @@ class InventoryService:
             cached = self.nodes.get(node.id)
             self.nodes[node.id] = (node, cached[1] if cached else "", now)
         wanted = {n.id for n in changed} | set(self.reports.hooks) | set(self.validations)
+        writes = []
         for session in self.sessions.held(wanted):
             entry = self.nodes.get(session.node_id)
             if entry is not None:
-                session.push(self.pushed(entry[0], session))
+                push = session.push(self.pushed(entry[0], session))
+                writes.append(asyncio.wait_for(push, PUSH_SECONDS))
+        # each on its own: a stream that ended meanwhile, or one whose node stopped
+        # reading, delays no other push and holds the next poll back at most PUSH_SECONDS
+        for failed in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(failed, Exception):
+                log.debug("push not delivered: %s", failed)
 
     def pushed(self, node: ipb.Node, session: sessions.Session) -> ipb.HeartbeatResponse:
         """What a heartbeat would answer now, less the actions that answer a beat."""
@@ -730,9 +722,17 @@ class InventoryService:
                 ("grpc.max_receive_message_length", c.max_message_bytes),
                 ("grpc.max_send_message_length", c.max_message_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # no bandwidth-delay probing: a ping after each heartbeat's few hundred
+                # bytes would cost the server as much again as the beat (bench/fleet.py)
+                ("grpc.http2.bdp_probe", 0),
                 ("grpc.http2.min_ping_interval_without_data_ms", 20000),
                 # a second service on a taken port must fail, not share its connections
                 ("grpc.so_reuseport", 0),
+                # a replica's agents reconnecting at once open thousands of streams faster
+                # than the event loop accepts them: queue them (core's defaults, 1,000 and
+                # 3,000, refuse the rest) rather than turn a failover into a retry storm
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
             ]
         )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from typing import Any
 
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import nodes
@@ -31,33 +31,51 @@ from nodeagent.inventory.store import Store
 OVERLAP_SECONDS = 2.0
 
 
-@dataclass(eq=False)
 class Session:
-    """One node's stream on this replica: responses are queued for the stream's writer."""
+    """One node's stream on this replica. Answers and pushes are written from different
+    tasks (the stream's, the poll's); grpc allows one write at a time, hence the lock."""
 
-    node_id: str
-    out: asyncio.Queue[ipb.SessionResponse | None] = field(default_factory=asyncio.Queue)
-    tiers_hash: str = ""  # of the fleet tiers the node last said it holds
-    last: bytes = b""  # the last desired state the node was told (heartbeat reply or push)
-    pushes: int = 0
+    __slots__ = ("context", "last", "lock", "node_id", "pushes", "task", "tiers_hash")
 
-    def answered(self, resp: ipb.HeartbeatResponse, tiers_hash: str) -> None:
+    def __init__(self, node_id: str, context: Any) -> None:
+        self.node_id = node_id
+        self.context = context
+        self.task = asyncio.current_task()  # cancelled when the node opens another stream
+        self.lock = asyncio.Lock()
+        self.tiers_hash = ""  # of the fleet tiers the node last said it holds
+        self.last = b""  # the last desired state the node was told (answer or push)
+        self.pushes = 0
+
+    async def answer(self, sequence: int, resp: ipb.HeartbeatResponse, tiers_hash: str) -> None:
+        """Acknowledge beat `sequence`: with the answer, or bare when the answer is
+        exactly what the node was last told and carries no actions (the node keeps what it
+        has; most beats on a quiet fleet are these, a few bytes each)."""
         self.tiers_hash = tiers_hash
-        self.last = fingerprint(resp)
+        seen = fingerprint(resp)
+        if seen == self.last and not resp.actions:
+            out = ipb.SessionResponse(acknowledged=sequence)
+        else:
+            self.last = seen
+            out = ipb.SessionResponse(acknowledged=sequence, heartbeat=resp)
+        async with self.lock:
+            await self.context.write(out)
 
-    def push(self, resp: ipb.HeartbeatResponse) -> bool:
-        """Queue `resp` unless the node was already told exactly this."""
+    async def push(self, resp: ipb.HeartbeatResponse) -> bool:
+        """Write `resp` down the stream unless the node was already told exactly this."""
         seen = fingerprint(resp)
         if seen == self.last:
             return False
         self.last = seen
         self.pushes += 1
-        self.out.put_nowait(ipb.SessionResponse(acknowledged=0, heartbeat=resp))
+        async with self.lock:
+            await self.context.write(ipb.SessionResponse(acknowledged=0, heartbeat=resp))
         return True
 
 
 def fingerprint(resp: ipb.HeartbeatResponse) -> bytes:
     """What a push would tell the node: actions answer one heartbeat and are left out."""
+    if not resp.actions:
+        return resp.SerializeToString(deterministic=True)
     told = ipb.HeartbeatResponse()
     told.CopyFrom(resp)
     told.ClearField("actions")
@@ -75,8 +93,8 @@ class Sessions:
         old = self.by_node.get(session.node_id)
         self.by_node[session.node_id] = session
         self.opened += 1
-        if old is not None:  # the old stream's writer ends; its reader goes with it
-            old.out.put_nowait(None)
+        if old is not None and old.task is not None:  # the old stream ends (CANCELLED)
+            old.task.cancel()
 
     def detach(self, session: Session) -> None:
         if self.by_node.get(session.node_id) is session:

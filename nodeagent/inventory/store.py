@@ -280,6 +280,12 @@ def _migrations(serial: str) -> list[str]:
             updated_at DOUBLE PRECISION NOT NULL
         )
         """,
+        # issue 20, fleet scale: every replica asks for the nodes changed since its last
+        # look every report_poll_seconds (sessions.changed_since); without the index that
+        # read walks every row, and SQLite every row's inventory to reach updated_at
+        """
+        CREATE INDEX nodes_updated_at ON nodes (updated_at)
+        """,
     ]
 
 

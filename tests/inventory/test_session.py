@@ -86,8 +86,15 @@ def test_beats_are_acknowledged_in_order_and_answered_as_unary_ones(
     # the first beat's hash differs from the stored one: the same action as unary
     assert list(answers[0].heartbeat.actions) == ["send-inventory"]
     assert answers[1].heartbeat.state == ipb.READY
+    # the third answer is what the second told the node: a bare acknowledgement
+    assert not answers[2].HasField("heartbeat")
     unary = node.client.Heartbeat(beats[2])
-    assert answers[2].heartbeat == unary
+    assert answers[1].heartbeat == unary
+    # an answer with an action is never bare, though the rest is unchanged
+    stream.send(4, ipb.HeartbeatRequest(node_id=node.id, phase="READY", inventory_hash="y"))
+    fourth = stream.read()
+    assert (fourth.acknowledged, list(fourth.heartbeat.actions)) == (4, ["send-inventory"])
+    assert fourth.heartbeat.state == ipb.READY
     svc._do(svc.svc.flush())  # liveness (the reported phase) is written in batches
     stored = admin.GetNode(ipb.GetNodeRequest(node_id=node.id))
     assert (stored.state, list(stored.blocking), stored.reported_phase) == (
@@ -238,6 +245,13 @@ def test_an_admin_change_on_one_replica_reaches_the_stream_on_another_at_once(
         admin.HoldNode(ipb.NodeActionRequest(node_id=node.id))
         wait_for(lambda: agent.client.node_state == ipb.MAINTENANCE, 5, "the second push")
         assert agent.client._session.pushes == 2
+        # a beat now is answered bare (nothing changed since the push): the agent keeps
+        # what it was told, rather than reading an empty answer as "no assignment"
+        before = len(agent.desired)
+        asyncio.run_coroutine_threadsafe(agent.client.heartbeat(), agent.loop).result(10)
+        assert len(agent.desired) == before and agent.client.desired.pool == "train"
+        assert agent.client.node_state == ipb.MAINTENANCE
+        assert b.svc.sessions.by_node[node.id].pushes == 2
     finally:
         agent.close()
 
