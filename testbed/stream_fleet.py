@@ -123,7 +123,7 @@ async def open_stream(
     index = random.randrange(len(targets))
     async with gate:
         channel = channels.secure_aio_channel(targets[index], ca, node.cert, node.key)
-        await asyncio.wait_for(channel.channel_ready(), 300)
+        await asyncio.wait_for(channel.channel_ready(), 900)
         call: Any = inventory_pb2_grpc.InventoryServiceStub(channel).Session()
         req = ipb.HeartbeatRequest(node_id=node.node_id, inventory_hash="h", phase="DISCOVERED")
         await call.write(ipb.SessionRequest(sequence=1, heartbeat=req))
@@ -148,7 +148,7 @@ async def stream_fleet(
         end = time.monotonic() + seconds
         await asyncio.gather(*(stream_node(n, targets, ca, interval, end, stats) for n in nodes))
         return
-    gate = asyncio.Semaphore(256)
+    gate = asyncio.Semaphore(64)  # per process: a benchmark runs four
     opened = await asyncio.gather(*(open_stream(n, targets, ca, gate) for n in nodes))
     stats.steady_from = time.time()
     end = time.monotonic() + seconds

@@ -81,14 +81,6 @@ def feature_path(root_path: str, config: LabelConfig) -> Path:
     return Path(config.feature_file or Path(root_path) / FEATURES_PATH)
 
 
-def read_previous(path: Path) -> dict[str, str]:
-    """The labels the file holds now: the last-good tiers and OCI values come from it."""
-    try:
-        return sinks.parse_feature_file(path.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return {}
-
-
 class LabelFile:
     def __init__(
         self,
@@ -101,6 +93,7 @@ class LabelFile:
         self.on_error = on_error
         self.current: NodeLabels | None = None
         self.written_text = ""
+        self.written_labels: dict[str, str] = {}
         self.written_at = 0.0  # monotonic
         self.writes = 0
         self.error = ""
@@ -120,16 +113,17 @@ class LabelFile:
         to its expiry. Returns the map (also when the file could not be written)."""
         config = self.config()
         path = self.path
-        previous = read_previous(path)
-        labels = compute(inv, obs, features, decided, config, previous)
-        self.current = labels
+        # one read: the labels the file holds now (the last-good tiers and OCI values come
+        # from them), and the text that shows a hand edit
         on_disk = self._on_disk(path)
+        labels = compute(inv, obs, features, decided, config, self._labels_of(on_disk))
+        self.current = labels
         due = time.monotonic() - self.written_at >= config.expiry_seconds / 2
         if (
             self.error
             or due
             or on_disk != self.written_text
-            or self._labels_of(self.written_text) != labels.labels
+            or self.written_labels != labels.labels
         ):
             self._write(path, labels.labels, config)
         return labels
@@ -160,5 +154,6 @@ class LabelFile:
             log.info("feature file %s written again", path)
         self.error = ""
         self.written_text = text
+        self.written_labels = dict(labels)
         self.written_at = time.monotonic()
         self.writes += 1
