@@ -57,8 +57,7 @@ class Session:
         else:
             self.last = seen
             out = ipb.SessionResponse(acknowledged=sequence, heartbeat=resp)
-        async with self.lock:
-            await self.context.write(out)
+        await self._write(out)
 
     async def push(self, resp: ipb.HeartbeatResponse) -> bool:
         """Write `resp` down the stream unless the node was already told exactly this."""
@@ -67,9 +66,17 @@ class Session:
             return False
         self.last = seen
         self.pushes += 1
-        async with self.lock:
-            await self.context.write(ipb.SessionResponse(acknowledged=0, heartbeat=resp))
+        await self._write(ipb.SessionResponse(acknowledged=0, heartbeat=resp))
         return True
+
+    async def _write(self, out: ipb.SessionResponse) -> None:
+        """One message down the stream, in the order `last` was set (the lock is FIFO)."""
+        try:
+            async with self.lock:
+                await self.context.write(out)
+        except BaseException:  # given up or failed: not known to be told, so the next
+            self.last = b""  # answer goes in full rather than as a bare acknowledgement
+            raise
 
 
 def fingerprint(resp: ipb.HeartbeatResponse) -> bytes:
