@@ -36,6 +36,17 @@ def postgres() -> Iterator[Postgres | None]:
     pg.stop()
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[Postgres]:
+    """A PostgreSQL of the test's own, for tests that stop and restart it."""
+    if os.geteuid() != 0:
+        pytest.fail("starting PostgreSQL as the postgres user needs root (CI runs as root)")
+    pg = Postgres().start()
+    yield pg
+    with contextlib.suppress(Exception):
+        pg.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, postgres: Postgres | None, scratch: Path) -> str:
     if request.param == "sqlite":

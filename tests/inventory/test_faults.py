@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -30,16 +29,6 @@ def _code(fn: Callable[[], object]) -> grpc.StatusCode | None:
     except grpc.RpcError as exc:
         return exc.code()
     return None
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[Postgres]:
-    if os.geteuid() != 0:
-        pytest.fail("starting PostgreSQL as the postgres user needs root (CI runs as root)")
-    pg = Postgres().start()
-    yield pg
-    with contextlib.suppress(Exception):
-        pg.stop()
 
 
 def test_postgresql_restart_under_heartbeat_load(

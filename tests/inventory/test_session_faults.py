@@ -6,18 +6,14 @@ dead replica's nodes are on the other within two intervals."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
 import signal
 import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from nodeagent.api.v1 import agent_pb2
 from nodeagent.api.v1 import hardware_pb2 as pb
@@ -36,16 +32,6 @@ FLEET = 10_000  # nodes on streams when a replica is killed
 # seconds: 667 beats/s over both replicas, and room for 5,000 handshakes after the kill,
 # on a 2-core machine that also runs PostgreSQL and the 10,000 simulated agents
 FLEET_INTERVAL = 15
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[Postgres]:
-    if os.geteuid() != 0:
-        pytest.fail("starting PostgreSQL as the postgres user needs root (CI runs as root)")
-    pg = Postgres().start()
-    yield pg
-    with contextlib.suppress(Exception):
-        pg.stop()
 
 
 class Streams:
