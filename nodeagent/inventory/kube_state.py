@@ -46,6 +46,7 @@ class Row:
     retire_step: str
     remove_job: str
     attempts: int
+    touched: int = 0  # node_kube.touched when read: record() settles only if unchanged
 
 
 def set_kubeconfig(store: Store, cluster: str, text: str, source: str) -> ipb.Cluster:
@@ -62,7 +63,12 @@ def set_kubeconfig(store: Store, cluster: str, text: str, source: str) -> ipb.Cl
             ),
             (cluster, text, source[:300], server, time.time()),
         )
-        cur.execute(store.q("UPDATE node_kube SET settled_state = 0 WHERE cluster = ?"), (cluster,))
+        cur.execute(
+            store.q(
+                "UPDATE node_kube SET settled_state = 0, touched = touched + 1 WHERE cluster = ?"
+            ),
+            (cluster,),
+        )
     describe(c, True, source, server)
     return c
 
@@ -138,8 +144,8 @@ def set_devices(store: Store, node_id: str, ok: bool) -> None:
     with store.tx() as cur:
         cur.execute(
             store.q(
-                "UPDATE node_kube SET devices_ok = ?, settled_state = 0 WHERE node_id = ? "
-                "AND devices_ok != ?"
+                "UPDATE node_kube SET devices_ok = ?, settled_state = 0, touched = touched + 1 "
+                "WHERE node_id = ? AND devices_ok != ?"
             ),
             (int(ok), node_id, int(ok)),
         )
@@ -148,7 +154,8 @@ def set_devices(store: Store, node_id: str, ok: bool) -> None:
 ROW_SQL = (
     "SELECT n.id, n.hostname, n.state, n.state_reason, n.gpu_count, n.inventory, k.cluster, "
     "k.node_name, k.joined_at, k.ready, k.validated, k.devices_ok, k.cordoned, k.taint, "
-    "k.retire_step, k.remove_job, k.attempts FROM node_kube k JOIN nodes n ON n.id = k.node_id"
+    "k.retire_step, k.remove_job, k.attempts, k.touched "
+    "FROM node_kube k JOIN nodes n ON n.id = k.node_id"
 )
 
 
@@ -175,6 +182,7 @@ def _row(r: Any) -> Row:
         r[14],
         r[15],
         int(r[16]),
+        int(r[17]),
     )
 
 
@@ -228,7 +236,7 @@ def unclaim(store: Store, node_id: str, owner: str) -> None:
 
 def record(
     store: Store,
-    node_id: str,
+    row: Row,
     owner: str,
     changes: dict[str, Any],
     event: str = "",
@@ -238,8 +246,14 @@ def record(
 ) -> bool:
     """Write what was done to the Node (columns of node_kube), its event on the node's
     record and, with `target`, the node's move (through the lifecycle, in the same
-    transaction). `settled`: nothing left to do for the node's current state. Returns
-    False (nothing written) when this replica no longer holds the node's lease."""
+    transaction). Returns False (nothing written) when this replica no longer holds the
+    node's lease.
+
+    `settled`: nothing left to do for the state the row was read in (`row`). The row is
+    settled for that state, never for the node's state now, and only where nothing touched
+    it since it was read: a node quarantined, or an agent's device report, that lands
+    while the reconciler works on the old row leaves it due, not settled and forgotten."""
+    node_id = row.node_id
     with store.tx() as cur:
         cur.execute(
             store.q("SELECT owner FROM cluster_leases WHERE cluster = ?"), (LEASE_PREFIX + node_id,)
@@ -248,25 +262,28 @@ def record(
         if lease is None or lease[0] != owner:
             return False
         cur.execute(store.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
-        row = cur.fetchone()
-        if row is None:
+        found = cur.fetchone()
+        if found is None:
             cur.execute(store.q("DELETE FROM node_kube WHERE node_id = ?"), (node_id,))
             return True
-        state = int(row[0])
+        state, seen = int(found[0]), row.state
         if target:
             try:
                 lifecycle.transition(store, cur, node_id, target, ACTOR, event)
-                state = target
+                state = seen = target
             except lifecycle.TransitionError:
                 pass  # moved by someone else meanwhile: the next round sees the new state
         elif event:
             store.add_event(cur, node_id, ACTOR, state, state, event)
         cols = {k: int(v) if isinstance(v, bool) else v for k, v in changes.items()}
-        cols["settled_state"] = state if settled else 0
         cols["next_try"] = time.time() + retry_in
         sets = ", ".join(f"{k} = ?" for k in cols)
         cur.execute(
-            store.q(f"UPDATE node_kube SET {sets} WHERE node_id = ?"), [*cols.values(), node_id]
+            store.q(
+                f"UPDATE node_kube SET {sets}, settled_state = "
+                "CASE WHEN touched = ? THEN ? ELSE 0 END WHERE node_id = ?"
+            ),
+            [*cols.values(), row.touched, seen if settled else 0, node_id],
         )
         return True
 

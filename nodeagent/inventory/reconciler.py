@@ -85,7 +85,7 @@ class Reconciler:
     # --- one node -------------------------------------------------------------------------
     async def _record(self, row: Row, action: str, **kw: Any) -> bool:
         ok: bool = await self.store.run(
-            lambda: kube_state.record(self.store, row.node_id, self.owner, **kw)
+            lambda: kube_state.record(self.store, row, self.owner, **kw)
         )
         if self.stats is not None and action:
             self.stats.reconciler_action(action, "ok" if not kw.get("retry_in") else "retry")

@@ -286,6 +286,12 @@ def _migrations(serial: str) -> list[str]:
         """
         CREATE INDEX nodes_updated_at ON nodes (updated_at)
         """,
+        # a count of the reasons a node_kube row must be looked at again (the agent's
+        # device report, a new kubeconfig): the reconciler settles a row only when the
+        # count is the one it read, so a report that lands mid-round is not lost
+        """
+        ALTER TABLE node_kube ADD COLUMN touched INTEGER NOT NULL DEFAULT 0
+        """,
     ]
 
 
