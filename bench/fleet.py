@@ -14,10 +14,13 @@ only (every node connected, every stream open), against the beats acknowledged i
 window: the handshakes of a fleet connecting are the connections' cost, not the beats'.
 The bare echo server answers both kinds too, which gives the floor of the ratio that
 gRPC itself sets. Then the scaling curve: the streamed run again at each size of
-BENCH_CURVE (default 10,000, 20,000, 50,000 nodes) on SQLite, with the interval stretched
-so the fleet sends 1,000 beats/s at every size (interval = nodes / 1,000 s): what holding
-more streams costs each beat, which is what "flat" asks, and what two cores can carry
-(at a 10 s interval 50,000 nodes would be 5,000 beats/s, past one server core).
+BENCH_CURVE (default 10,000, 20,000, 50,000 nodes), with the interval stretched so the
+fleet sends 1,000 beats/s at every size (interval = nodes / 1,000 s): what holding more
+streams costs each beat, which is what "flat" asks, and what two cores can carry (at a
+10 s interval 50,000 nodes would be 5,000 beats/s, past one server core). One stream is
+one descriptor in the process that holds it, and a process here may hold 20,000 with no
+raising it, so where the largest size needs it the whole curve runs on PostgreSQL with as
+many replicas as that size needs (the same number at every size); else on SQLite.
 
 BENCH_CONFIGS (default sqlite,postgresql,postgresql-2-replicas) picks the configurations.
 """
@@ -68,6 +71,7 @@ INTERVAL = 10.0
 STORM_IN_FLIGHT = 32  # per agent process
 CURVE = [int(n) for n in os.environ.get("BENCH_CURVE", "10000,20000,50000").split(",") if n]
 CURVE_RATE = 1000.0  # beats/s the curve holds at every size
+CURVE_SPARE = 2000  # descriptors a replica needs besides its streams (database, logs, pipes)
 CONFIGS = os.environ.get("BENCH_CONFIGS", "sqlite,postgresql,postgresql-2-replicas").split(",")
 
 
@@ -353,27 +357,40 @@ def main() -> int:
         echo = _echo_steady(tmp, keys)
         ib.many_files()
         files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        replicas = curve_replicas(CURVE, files)
+        if replicas > 1 and pg is None:
+            print("curve: more streams than one process may hold need PostgreSQL replicas")
+            replicas = 1
         for size in CURVE:
-            if size + 1000 > files:  # one descriptor per stream, in the one server process
+            if -(-size // replicas) + CURVE_SPARE > files:
                 failed[f"curve-{size}"] = (
-                    f"{size} streams need {size} descriptors in the inventory's process; this "
-                    f"machine allows {files} and no raising it (no CAP_SYS_RESOURCE)"
+                    f"{size} streams over {replicas} replica(s) need more than the {files} "
+                    "descriptors a process may hold here (no CAP_SYS_RESOURCE to raise it)"
                 )
                 print(f"curve at {size}: {failed[f'curve-{size}']}", flush=True)
                 continue
-            print(f"scaling curve: {size} nodes on streams (SQLite) ...", flush=True)
+            where = "SQLite" if pg is None else f"PostgreSQL, {replicas} replica(s)"
+            print(f"scaling curve: {size} nodes on streams ({where}) ...", flush=True)
             more = [tlsutil.key_pem(tlsutil.new_key()) for _ in range(max(0, size - NODES))]
             more_invs = [
                 ipb.RegisterRequest(inventory=variant(kinds[n % 3], n)).SerializeToString()
                 for n in range(NODES, size)
             ]
-            server = ib.Server(tmp / f"curve-{size}", f"sqlite:///{tmp / f'curve-{size}.db'}")
-            token = _token(server, size)
+            if pg is None:
+                servers = [ib.Server(tmp / f"curve-{size}", f"sqlite:///{tmp / f'c{size}.db'}")]
+            else:
+                db = pg.new_database()
+                servers = [ib.Server(tmp / f"curve-{size}-0", db)]
+                servers += [
+                    _replica(tmp / f"curve-{size}-{r}", db, tmp / f"curve-{size}-0")
+                    for r in range(1, replicas)
+                ]
+            token = _token(servers[0], size)
             interval = size / CURVE_RATE
             try:
                 curve[size] = run_fleet(
                     f"curve-{size}",
-                    [server],
+                    servers,
                     token,
                     (keys + more)[:size],
                     (invs + more_invs)[:size],
@@ -381,12 +398,13 @@ def main() -> int:
                     interval=interval,
                     seconds=max(STEADY_SECONDS, 1.2 * interval),
                 )
-                curve[size]["interval"] = interval
+                curve[size] |= {"interval": interval, "replicas": len(servers), "where": where}
             except Exception as exc:
                 failed[f"curve-{size}"] = f"{type(exc).__name__}: {exc}"
                 print(f"curve at {size} failed: {failed[f'curve-{size}']}", flush=True)
             finally:
-                server.stop()
+                for s in servers:
+                    s.stop()
             del more, more_invs
     finally:
         if pg is not None:
@@ -394,6 +412,14 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     _report(results, echo, curve, failed)
     return 1 if failed else 0
+
+
+def curve_replicas(sizes: list[int], files: int) -> int:
+    """Replicas the whole curve runs on: as many as the largest size needs for each process
+    to hold its share of the streams (one descriptor each) within the descriptor limit, and
+    the same number at every size, so the curve changes the fleet and nothing else."""
+    per = max(files - CURVE_SPARE, 1)
+    return max([1] + [-(-size // per) for size in sizes])
 
 
 def _token(server: ib.Server, uses: int) -> str:
@@ -543,9 +569,10 @@ def _report(
     out.append(_goal("echo_heartbeat_p99", round(echo["hb_p99"], 2), "ms", None, "lower"))
     out.append(_goal("echo_stream_cpu_over_unary", round(floor, 2), "x", None, "lower"))
     if curve:
+        where = next(iter(curve.values()))["where"]
         print(
-            f"\nscaling curve, streamed heartbeats on SQLite, {CURVE_RATE:.0f} beats/s at "
-            "every size (interval = nodes / 1,000 s):"
+            f"\nscaling curve, streamed heartbeats on {where}, {CURVE_RATE:.0f} beats/s at "
+            "every size (interval = nodes / 1,000 s; CPU and RSS of all replicas):"
         )
         print(
             f"{'nodes':>8}{'interval':>10}{'enrol (s)':>12}{'open (s)':>10}{'p50 ms':>10}"
