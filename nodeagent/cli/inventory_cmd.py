@@ -43,6 +43,7 @@ def _service_config(given: str | None) -> Any:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
+    import gc
 
     from nodeagent.agent import logs
     from nodeagent.inventory.service import InventoryService
@@ -53,6 +54,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     async def run() -> None:
         service = InventoryService(cfg)
         await service.start()
+        # what is loaded by now (modules, the API's descriptors, the warm node cache) lives
+        # as long as the process: out of every full collection from here, which shortens
+        # the collector's pauses that a fleet's heartbeats wait through (issue 20)
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,6 +17,7 @@ was costs no transaction.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -43,10 +44,13 @@ def policy(config: InventoryConfig) -> health.Policy:
     )
 
 
+DRIFTED_SQL = "SELECT id, drift_count FROM nodes WHERE drift_count > 0"  # index nodes_drifting
+
+
 def drifted_nodes(store: Store) -> dict[str, int]:
     """The nodes whose last report counted drift, and how much (the others counted 0)."""
     with store.tx() as cur:
-        cur.execute("SELECT id, drift_count FROM nodes WHERE drift_count > 0")
+        cur.execute(DRIFTED_SQL)
         return {str(node_id): int(count) for node_id, count in cur.fetchall()}
 
 
@@ -81,6 +85,7 @@ class HealthWatch:
         self.mismatches: dict[str, tuple[str, str, list[str]]] = {}
         self.devices: dict[str, bool] = {}
         self.drift: dict[str, int] | None = None  # node -> last drift count; None: not read
+        self._drift_read = asyncio.Lock()  # the first heartbeats of a fleet read it once
 
     def _mismatches(self, node: ipb.Node, inv: pb.HardwareInventory | None) -> list[str] | None:
         """The node's mismatches against its profile; None when they must be read from the
@@ -104,7 +109,12 @@ class HealthWatch:
 
     async def _drift(self, node_id: str, count: int) -> None:
         if self.drift is None:
-            self.drift = await self.store.run(drifted_nodes, self.store)
+            # one read, however many nodes beat before it returns: a fleet's first beats
+            # after a start each made their own, and on SQLite those queued one behind
+            # another (51 reads, 1.1 s, at 10,000 nodes: issue 20)
+            async with self._drift_read:
+                if self.drift is None:
+                    self.drift = await self.store.run(drifted_nodes, self.store)
         if self.drift.get(node_id, 0) == count:
             return
         if await self.store.run(record_drift, self.store, node_id, count):

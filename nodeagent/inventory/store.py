@@ -292,6 +292,12 @@ def _migrations(serial: str) -> list[str]:
         """
         ALTER TABLE node_kube ADD COLUMN touched INTEGER NOT NULL DEFAULT 0
         """,
+        # the nodes whose agents count tuning drift (health_watch.drifted_nodes), a few of a
+        # fleet: without the index the read walks every row, and SQLite every row's
+        # inventory to reach a column added after it
+        """
+        CREATE INDEX nodes_drifting ON nodes (drift_count) WHERE drift_count > 0
+        """,
     ]
 
 
