@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from nodeagent.api import auth
+from nodeagent.api import auth, jsonpb
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.inventory import certificates, identity, kubespray, lifecycle, pki, reports, tokens
@@ -266,7 +266,7 @@ def register(
     now = time.time()
     dmi = identity.dmi_key(inv)
     hw_ids = identity.hardware_ids(inv)
-    inv_json = json_format.MessageToJson(inv, indent=None)
+    inv_json = jsonpb.to_json(inv)
     model, count = _gpu_summary(inv)
     with store.tx() as cur:
         token_id, preset, reenrol_node = check_token(store, cur, token)
@@ -384,7 +384,7 @@ def _store_inventory(
             "gpu_model = ?, gpu_count = ?, hw_ids = ?, updated_at = ? WHERE id = ?"
         ),
         (
-            inv_json or json_format.MessageToJson(inv, indent=None),
+            inv_json or jsonpb.to_json(inv),
             inv_hash,
             inv.system.hostname[:253],
             model,
