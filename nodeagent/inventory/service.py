@@ -80,6 +80,22 @@ ERRORS = [
 ]
 
 
+LOGGED_NODES = 20  # a sweep that flips more logs counts and a few ids, not a line each
+
+
+def log_reachability(changed: list[tuple[str, bool]]) -> None:
+    """A line per node that crossed the deadline, or, when a whole fleet crosses (an
+    outage ending, a network coming back), one line each way: 10,000 lines on the event
+    loop would hold up the very heartbeats that came back."""
+    for up, what in ((False, "unreachable"), (True, "reachable again")):
+        ids = [node_id for node_id, flipped in changed if flipped == up]
+        if len(ids) > LOGGED_NODES:
+            log.info("%d nodes %s, among them %s", len(ids), what, ", ".join(ids[:5]))
+        else:
+            for node_id in ids:
+                log.info("node %s %s", node_id, what)
+
+
 class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer):
     def __init__(self, service: InventoryService) -> None:
         self.service = service
@@ -693,10 +709,8 @@ class InventoryService:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval_seconds)
             with contextlib.suppress(StoreError):
-                for node_id, up in await self.store.run(
-                    self.store.sweep_reachability, self.deadline()
-                ):
-                    log.info("node %s %s", node_id, "reachable again" if up else "unreachable")
+                changed = await self.store.run(self.store.sweep_reachability, self.deadline())
+                log_reachability(changed)
 
     def _credentials(self, require_client_auth: bool) -> grpc.ServerCredentials:
         cert_pem, key_pem = self.ca.issue_server(self.config.server_names)

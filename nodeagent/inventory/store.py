@@ -527,41 +527,43 @@ class Store:
             )
 
     def sweep_reachability(self, deadline: float) -> list[tuple[str, bool]]:
-        """Flip `reachable` for nodes that crossed the deadline either way; one query each way."""
+        """Flip `reachable` for nodes that crossed the deadline either way; one query each
+        way, and their events in batches of EVENT_BATCH: a fleet coming back after an
+        outage crosses all at once, and an event written node by node (two statements
+        each) held a pool thread, and the GIL the heartbeats need, for a second at 10,000
+        nodes (issue 20)."""
         changed: list[tuple[str, bool]] = []
         with self.tx() as cur:
-            cur.execute(
-                self.q(
-                    "UPDATE liveness SET reachable = 0 WHERE reachable = 1 AND "
-                    "last_seen < ? RETURNING node_id"
-                ),
-                (deadline,),
-            )
-            changed += [(r[0], False) for r in cur.fetchall()]
-            cur.execute(
-                self.q(
-                    "UPDATE liveness SET reachable = 1 WHERE reachable = 0 AND "
-                    "last_seen >= ? RETURNING node_id"
-                ),
-                (deadline,),
-            )
-            changed += [(r[0], True) for r in cur.fetchall()]
-            for node_id, up in changed:
-                cur.execute(self.q("SELECT state FROM nodes WHERE id = ?"), (node_id,))
-                row = cur.fetchone()
-                if row:
-                    self.add_event(
-                        cur,
-                        node_id,
-                        "system",
-                        row[0],
-                        row[0],
-                        "reachable again" if up else "unreachable: missed heartbeats",
+            for up, was, where, reason in (
+                (False, 1, "last_seen < ?", "unreachable: missed heartbeats"),
+                (True, 0, "last_seen >= ?", "reachable again"),
+            ):
+                cur.execute(
+                    self.q(
+                        f"UPDATE liveness SET reachable = {int(up)} WHERE reachable = {was} "
+                        f"AND {where} RETURNING node_id"
+                    ),
+                    (deadline,),
+                )
+                ids = [str(r[0]) for r in cur.fetchall()]
+                changed += [(node_id, up) for node_id in ids]
+                now = time.time()
+                for start in range(0, len(ids), EVENT_BATCH):
+                    batch = ids[start : start + EVENT_BATCH]
+                    cur.execute(
+                        self.q(
+                            "INSERT INTO node_events (node_id, time, actor, from_state, "
+                            "to_state, reason) SELECT id, ?, 'system', state, state, ? "
+                            f"FROM nodes WHERE id IN ({', '.join('?' for _ in batch)}) "
+                            "ORDER BY id"
+                        ),
+                        (now, reason, *batch),
                     )
         return changed
 
 
 TIMESTAMP = "google.protobuf.Timestamp"
+EVENT_BATCH = 500  # node ids per statement: SQLite's limit on parameters is 32,766
 
 
 def dumps(value: Any) -> str:
