@@ -580,7 +580,7 @@ def _report(
         )
         print(
             f"{'nodes':>8}{'interval':>10}{'enrol (s)':>12}{'open (s)':>10}{'p50 ms':>10}"
-            f"{'p99 ms':>10}{'missed':>8}{'CPU s/1,000':>14}{'RSS MB':>9}{'streams/replica':>17}"
+            f"{'p99 ms':>10}{'missed':>8}{'CPU s/1,000':>14}{'RSS MB':>9} {'streams/replica':>17}"
         )
         first = None
         for size, r in curve.items():
@@ -588,7 +588,7 @@ def _report(
             print(
                 f"{size:>8}{r['interval']:>9.0f}s{r['enrol_s']:>12.1f}{r['st_open_s']:>10.1f}"
                 f"{r['st_p50']:>10.2f}{r['st_p99']:>10.2f}{r['st_missed']:>8}"
-                f"{r['st_cpu_per_1000']:>14.3f}{r['server_rss_mb']:>9.0f}"
+                f"{r['st_cpu_per_1000']:>14.3f}{r['server_rss_mb']:>9.0f} "
                 f"{'/'.join(str(n) for n in r['st_per_replica']):>17}"
             )
             out.append(
