@@ -654,10 +654,10 @@ class InventoryService:
             sessions.changed_since, self.store, self.changes_since or time.time()
         )
         now = time.monotonic()
-        for node in changed:
+        for node, phase in changed:
             cached = self.nodes.get(node.id)
-            self.nodes[node.id] = (node, cached[1] if cached else "", now)
-        wanted = {n.id for n in changed} | set(self.reports.hooks) | set(self.validations)
+            self.nodes[node.id] = (node, cached[1] if cached else phase, now)
+        wanted = {n.id for n, _ in changed} | set(self.reports.hooks) | set(self.validations)
         writes = []
         for session in self.sessions.held(wanted):
             entry = self.nodes.get(session.node_id)

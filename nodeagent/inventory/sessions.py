@@ -114,17 +114,27 @@ class Sessions:
         return len(self.by_node)
 
 
-def changed_since(store: Store, since: float) -> tuple[list[ipb.Node], float]:
-    """Nodes whose record changed after `since` (any replica's write), and the next mark.
+def changed_since(store: Store, since: float) -> tuple[list[tuple[ipb.Node, str]], float]:
+    """Nodes whose record changed after `since` (any replica's write), each with the phase
+    its agent last reported, and the next mark.
+
+    The phase is what a replica that never heard from the node compares its first beat
+    with: without it that beat ran a transaction for every node (after a failover, or
+    nodes enrolled on another replica: 5,000 at once in the 2-replica bench, issue 20).
 
     The mark is this read's start less OVERLAP_SECONDS, so a change committed while the
     query ran, or stamped by a replica whose clock is a little behind, is read again next
     time rather than missed; a push is sent only when the node was not told it already.
     """
     started = time.time()
+    columns = ", ".join(f"n.{c.strip()}" for c in nodes.NODE_COLUMNS.split(","))
     with store.tx() as cur:
         cur.execute(
-            store.q(f"SELECT {nodes.NODE_COLUMNS} FROM nodes WHERE updated_at > ?"), (since,)
+            store.q(
+                f"SELECT {columns}, l.phase FROM nodes n LEFT JOIN liveness l "
+                "ON l.node_id = n.id WHERE n.updated_at > ?"
+            ),
+            (since,),
         )
-        changed = [nodes.node_from_row(row) for row in cur.fetchall()]
+        changed = [(nodes.node_from_row(row[:-1]), row[-1] or "") for row in cur.fetchall()]
     return changed, started - OVERLAP_SECONDS
