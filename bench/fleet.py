@@ -61,7 +61,7 @@ from nodeagent.host import HostRoot  # noqa: E402
 from testbed.agent_process import free_port  # noqa: E402
 from testbed.machines import build_machine  # noqa: E402
 from testbed.postgres import Postgres  # noqa: E402
-from testbed.stream_fleet import SimNode, StreamStats, stream_fleet  # noqa: E402
+from testbed.stream_fleet import HASH, SimNode, StreamStats, stream_fleet  # noqa: E402
 from testbed.variants import variant  # noqa: E402
 
 NODES = int(os.environ.get("BENCH_NODES", "10000"))
@@ -210,7 +210,7 @@ async def beat(
     end = begin + seconds
 
     async def node(stub: Any, node_id: str) -> None:
-        req = ipb.HeartbeatRequest(node_id=node_id, phase="DISCOVERED", inventory_hash="h")
+        req = ipb.HeartbeatRequest(node_id=node_id, phase="DISCOVERED", inventory_hash=HASH)
         await asyncio.sleep(begin + random.uniform(0, INTERVAL) - time.perf_counter())
         while time.perf_counter() < end:
             t = time.perf_counter()

@@ -50,9 +50,10 @@ key, cert, ca = (open(p, "rb").read() for p in sys.argv[1:4])
 port = sys.argv[4]
 async def beat(request, context):
     return ipb.HeartbeatResponse(next_interval_seconds=10)
-async def session(requests, context):  # each beat acknowledged, bare (as the service's)
+async def session(requests, context):  # acknowledged bare, quiet beats not (as the service's)
     while (req := await context.read()) is not grpc.aio.EOF:
-        await context.write(ipb.SessionResponse(acknowledged=req.sequence))
+        if not req.quiet:
+            await context.write(ipb.SessionResponse(acknowledged=req.sequence))
 async def main():
     # the service's own transport settings: no BDP probing, a deep queue of new calls
     server = grpc.aio.server(options=[("grpc.http2.bdp_probe", 0),

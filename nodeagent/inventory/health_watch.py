@@ -124,6 +124,23 @@ class HealthWatch:
         else:
             self.drift.pop(node_id, None)
 
+    def repeat(self, node: ipb.Node, req: ipb.HeartbeatRequest) -> bool:
+        """A beat that repeats the node's last, which on_heartbeat judged (state alone,
+        heartbeat.py, so its drift count and devices are stored already): its streak steps
+        on when the verdict is nothing, as on_heartbeat would; False, with nothing changed,
+        when on_heartbeat must judge it (the verdict moves the node)."""
+        found = self._mismatches(node, None)
+        if found is None:  # known since that beat (same inventory and profile): never
+            return False
+        streak = self.streaks.get(node.id, health.Streak())
+        verdict, after = health.evaluate(
+            node.state, node.state_reason, health.signals(req), found, self.policy, streak
+        )
+        if verdict.quarantine or verdict.release:
+            return False
+        self.streaks[node.id] = after
+        return True
+
     async def on_heartbeat(
         self, node: ipb.Node, req: ipb.HeartbeatRequest, inv: pb.HardwareInventory | None
     ) -> ipb.Node | None:

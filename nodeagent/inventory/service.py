@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from nodeagent import __version__
 from nodeagent import label_syntax as syntax
-from nodeagent.api import auth
+from nodeagent.api import auth, heartbeat
 from nodeagent.api.handlers import StreamReader, service_handler
 from nodeagent.api.v1 import fleet_pb2, inventory_pb2_grpc
 from nodeagent.api.v1 import inventory_pb2 as ipb
@@ -174,7 +174,12 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         This task reads and answers beats in order; a push is written from the poll's
         task, and the session's lock keeps the two writes apart. An answer that is exactly
         what the node was last told goes as a bare acknowledgement. The certificate is
-        checked against the revocation list on every beat, as a new call would be."""
+        checked against the revocation list on every beat, as a new call would be.
+
+        A beat that repeats the stream's last one (state alone, heartbeat.py), for a node
+        whose record has not changed since, takes the repeat path: liveness and the health
+        streak, not the checks and reports of a beat that says something. A quiet beat
+        (the agent waits for no answer) is answered only when the answer changed."""
         s, me = self.service, auth.caller()
         session = sessions.Session(me.name, context)
         s.sessions.attach(session)
@@ -184,15 +189,49 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                     raise tokens.TokenError(
                         f"certificate {me.serial:x} of {me.actor} has been revoked"
                     )
-                resp = await self._beat(req.heartbeat, context)
-                await session.answer(req.sequence, resp, req.heartbeat.fleet_tiers_hash)
+                beat = req.heartbeat
+                node = None
+                if session.beat is not None and beat == session.beat:
+                    node = self._repeat(beat, session)
+                if node is None:
+                    node = await self._apply(beat, context)
+                    session.beat = heartbeat.repeatable(beat)
+                    session.entry = s.nodes.get(me.name)
+                resp = self._respond(node, beat)
+                await session.answer(req.sequence, resp, beat.fleet_tiers_hash, req.quiet)
         finally:
             s.sessions.detach(session)
+
+    def _repeat(self, request: ipb.HeartbeatRequest, session: sessions.Session) -> ipb.Node | None:
+        """The node, when this beat repeats the session's last (checked and stored then)
+        and neither the node's record nor its health verdict moved since: then the beat is
+        liveness and a step of the health streak. None: the full path."""
+        s = self.service
+        entry = s.nodes.get(session.node_id)
+        if (
+            entry is None
+            or entry is not session.entry
+            or entry[1] != request.phase
+            or time.monotonic() - entry[2] > s.cache_seconds
+        ):
+            return None  # changed since (poll, move, expiry), or the phase to apply again
+        if not s.health.repeat(entry[0], request):
+            return None
+        s.stats.heartbeat()
+        s.seen(session.node_id, request.phase)
+        session.repeats += 1
+        return entry[0]
 
     async def _beat(
         self, request: ipb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> ipb.HeartbeatResponse:
-        """One heartbeat, unary or on a stream: every field is handled here, once."""
+        """One unary heartbeat: every field is handled in _apply, once, as on a stream."""
+        return self._respond(await self._apply(request, context), request)
+
+    async def _apply(
+        self, request: ipb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.Node:
+        """What a heartbeat says, checked and stored; the node's record after it."""
         s, me = self.service, auth.caller()
         s.stats.heartbeat()
         if request.node_id and request.node_id != me.name:
@@ -230,8 +269,13 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             # no phase cached: the next heartbeat applies the agent's phase again (a node
             # released to DISCOVERED goes on to the READY its agent reports)
             s.nodes[me.name] = (node, "", time.monotonic())
-        wants = bool(request.inventory_hash) and request.inventory_hash != node.inventory_hash
         s.seen(me.name, request.phase)
+        return node
+
+    def _respond(self, node: ipb.Node, request: ipb.HeartbeatRequest) -> ipb.HeartbeatResponse:
+        """The answer to a heartbeat from `node` (its record after the beat)."""
+        s = self.service
+        wants = bool(request.inventory_hash) and request.inventory_hash != node.inventory_hash
         actions = ["send-inventory"] if wants else []
         if node.certificate_expires.seconds and node.certificate_expires.seconds - time.time() < (
             s.config.node_cert_days * 86400 / 3
@@ -243,8 +287,8 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
             actions=actions,
             next_interval_seconds=s.config.heartbeat_interval_seconds,
         )
-        s.reports.fill(resp, me.name, request.fleet_tiers_hash)
-        resp.validations.extend(s.validations.get(me.name, []))
+        s.reports.fill(resp, node.id, request.fleet_tiers_hash)
+        resp.validations.extend(s.validations.get(node.id, []))
         return resp
 
     async def _store_acceptance(self, request: ipb.HeartbeatRequest, node: ipb.Node) -> ipb.Node:

@@ -10,6 +10,11 @@ streams it holds. The poll replaces the per-node re-read of the cache as well: w
 cache stays fresh across replicas, and a heartbeat that changes nothing never waits on
 the database.
 
+Most beats of a quiet fleet repeat the one before (state alone: nodeagent/api/heartbeat.py).
+Such a beat takes the repeat path (liveness and a step of the health streak, service.py),
+and when the agent sent it quiet it is answered only if the answer changed: a message up
+and none down. The agent asks for an answer at least every third beat.
+
 A closed stream means nothing by itself: reachability stays a matter of `last_seen`
 against the deadline (the sweep), so an agent that reconnects to another replica after a
 replica died is never marked unreachable in between.
@@ -35,7 +40,18 @@ class Session:
     """One node's stream on this replica. Answers and pushes are written from different
     tasks (the stream's, the poll's); grpc allows one write at a time, hence the lock."""
 
-    __slots__ = ("context", "last", "lock", "node_id", "pushes", "task", "tiers_hash")
+    __slots__ = (
+        "beat",
+        "context",
+        "entry",
+        "last",
+        "lock",
+        "node_id",
+        "pushes",
+        "repeats",
+        "task",
+        "tiers_hash",
+    )
 
     def __init__(self, node_id: str, context: Any) -> None:
         self.node_id = node_id
@@ -45,14 +61,25 @@ class Session:
         self.tiers_hash = ""  # of the fleet tiers the node last said it holds
         self.last = b""  # the last desired state the node was told (answer or push)
         self.pushes = 0
+        # the last beat that took the full path (None: none yet, or it carried news) and
+        # the node's cache entry after it: a beat equal to it, while the entry is still
+        # the same object, takes the repeat path (service.py)
+        self.beat: ipb.HeartbeatRequest | None = None
+        self.entry: Any = None
+        self.repeats = 0  # beats that took the repeat path
 
-    async def answer(self, sequence: int, resp: ipb.HeartbeatResponse, tiers_hash: str) -> None:
+    async def answer(
+        self, sequence: int, resp: ipb.HeartbeatResponse, tiers_hash: str, quiet: bool = False
+    ) -> None:
         """Acknowledge beat `sequence`: with the answer, or bare when the answer is
         exactly what the node was last told and carries no actions (the node keeps what it
-        has; most beats on a quiet fleet are these, a few bytes each)."""
+        has; most beats on a quiet fleet are these, a few bytes each). A quiet beat (the
+        agent waits for nothing) gets no bare acknowledgement: nothing at all."""
         self.tiers_hash = tiers_hash
         seen = fingerprint(resp)
         if seen == self.last and not resp.actions:
+            if quiet:
+                return
             out = ipb.SessionResponse(acknowledged=sequence)
         else:
             self.last = seen

@@ -26,6 +26,9 @@ from testbed.agent_process import free_port
 from testbed.variants import variant
 from testbed.wait import wait_for
 from tests.inventory.conftest import EnrolledNode, ServiceThread, enrol
+from tests.inventory.test_health_policy import RAILS, events, node_state, ready_node
+
+S = ipb.NodeState
 
 Factory = Callable[..., ServiceThread]
 
@@ -40,8 +43,8 @@ class Stream:
             iter(self.requests.get, None)
         )
 
-    def send(self, seq: int, req: ipb.HeartbeatRequest) -> None:
-        self.requests.put(ipb.SessionRequest(sequence=seq, heartbeat=req))
+    def send(self, seq: int, req: ipb.HeartbeatRequest, quiet: bool = False) -> None:
+        self.requests.put(ipb.SessionRequest(sequence=seq, heartbeat=req, quiet=quiet))
 
     def read(self) -> ipb.SessionResponse:
         return next(self.responses)  # type: ignore[no-any-return]
@@ -103,6 +106,115 @@ def test_beats_are_acknowledged_in_order_and_answered_as_unary_ones(
         "READY",
     )
     assert svc.svc.sessions.by_node.keys() == {node.id}
+
+
+class Told:
+    """What the node was last told on a stream: a bare acknowledgement repeats it."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream, self.seq, self.last = stream, 0, ipb.HeartbeatResponse()
+
+    def beat(self, req: ipb.HeartbeatRequest) -> ipb.HeartbeatResponse:
+        self.seq += 1
+        self.stream.send(self.seq, req)
+        answer = self.stream.read()
+        assert answer.acknowledged == self.seq
+        if answer.HasField("heartbeat"):
+            self.last = answer.heartbeat
+        return self.last
+
+
+def test_repeated_beats_take_the_repeat_path_and_keep_the_health_policy(
+    database: str,
+    service_factory: Factory,
+    dgx_inventory: pb.HardwareInventory,
+    streams: Callable[[str, bytes, EnrolledNode], Stream],
+) -> None:
+    """A beat that repeats the last is liveness and a step of the health streak: the
+    policy quarantines and releases on the same beats as unary ones would
+    (test_health_policy.py), and anything new in a beat takes the full path."""
+    svc = service_factory(database, health_release_after=4, health_auto_release=["rails"])
+    admin = svc.admin()
+    node = ready_node(svc, admin, variant(dgx_inventory, 11))
+    told = Told(streams(svc.address, svc.ca_pem, node))
+
+    def beat(**kw: Any) -> int:
+        return int(told.beat(ipb.HeartbeatRequest(node_id=node.id, phase="READY", **kw)).state)
+
+    assert [beat(rails_down=1) for _ in range(3)] == [S.READY, S.READY, S.QUARANTINED]
+    session = svc.svc.sessions.by_node[node.id]
+    assert session.repeats == 1  # the second; the third's verdict moved the node
+    assert node_state(admin, node.id) == (S.QUARANTINED, RAILS)
+    # the first clear beat is new, the next are repeats: released on the fourth
+    assert [beat() for _ in range(4)] == [S.QUARANTINED] * 3 + [S.DISCOVERED]
+    assert session.repeats == 1 + 2  # the second and third; the fourth's verdict moved it
+    assert node_state(admin, node.id) == (S.DISCOVERED, f"clear for 4 heartbeats: {RAILS}")
+    assert beat() == S.READY  # the agent's phase, applied again after the move
+    before = session.repeats
+    assert [beat() for _ in range(3)] == [S.READY] * 3
+    assert session.repeats == before + 3
+    # a new drift count is not a repeat: stored, with its event
+    beat(drift_count=2)
+    assert session.repeats == before + 3
+    assert events(admin, node.id)[-1].reason == (
+        "tuning drift: 2 setting(s) differ from the profile"
+    )
+    # liveness moves on with repeats
+    beat(drift_count=2)
+    svc._do(svc.svc.flush())
+    seen = admin.GetNode(ipb.GetNodeRequest(node_id=node.id)).last_seen.ToNanoseconds()
+    time.sleep(0.05)
+    beat(drift_count=2)
+    assert session.repeats == before + 5
+    svc._do(svc.svc.flush())
+    assert admin.GetNode(ipb.GetNodeRequest(node_id=node.id)).last_seen.ToNanoseconds() > seen
+    # news (XIDs) is never a repeat, though the beat before carried the same
+    for _ in range(2):
+        beat(drift_count=2, xids=[ipb.XidCount(gpu="0", code=13, count=1)])
+    assert session.repeats == before + 5
+
+
+def test_quiet_beats_are_answered_only_when_the_answer_changed(
+    service_factory: Factory,
+    dgx_inventory: pb.HardwareInventory,
+    streams: Callable[[str, bytes, EnrolledNode], Stream],
+    scratch: Path,
+) -> None:
+    svc = service_factory(f"sqlite:///{scratch / 's.db'}", report_poll_seconds=3600.0)
+    admin = svc.admin()
+    node = enrol(svc, admin, variant(dgx_inventory, 12))
+    stream = streams(svc.address, svc.ca_pem, node)
+    req = ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED")
+    stream.send(1, req)
+    assert stream.read().acknowledged == 1
+    stream.send(2, req, quiet=True)
+    stream.send(3, req, quiet=True)
+    stream.send(4, req)
+    assert stream.read() == ipb.SessionResponse(acknowledged=4)  # nothing for 2 and 3
+    session = svc.svc.sessions.by_node[node.id]
+    assert session.repeats == 3
+    svc._do(svc.svc.flush())
+    assert admin.GetNode(ipb.GetNodeRequest(node_id=node.id)).reported_phase == "DISCOVERED"
+    # an admin's change, not pushed yet (no poll): the next quiet beat gets it, in full
+    admin.UpdateAssignment(
+        ipb.UpdateAssignmentRequest(
+            node_id=node.id, assignment=ipb.Assignment(pool="train"), fields=["pool"]
+        )
+    )
+    stream.send(5, req, quiet=True)
+    answer = stream.read()
+    assert (answer.acknowledged, answer.heartbeat.desired.pool) == (5, "train")
+    stream.send(6, req, quiet=True)
+    stream.send(7, req)
+    assert stream.read() == ipb.SessionResponse(acknowledged=7)
+    # an answer with an action goes to a quiet beat too (the stored hash differs)
+    stream.send(8, ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED", inventory_hash="x"))
+    assert list(stream.read().heartbeat.actions) == ["send-inventory"]
+    stream.send(
+        9, ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED", inventory_hash="x"), True
+    )
+    answer = stream.read()
+    assert (answer.acknowledged, list(answer.heartbeat.actions)) == (9, ["send-inventory"])
 
 
 def test_a_stream_may_speak_only_for_its_own_node_and_only_while_not_revoked(
@@ -254,6 +366,74 @@ def test_an_admin_change_on_one_replica_reaches_the_stream_on_another_at_once(
         assert b.svc.sessions.by_node[node.id].pushes == 2
     finally:
         agent.close()
+
+
+def test_the_agent_beats_quiet_between_answered_beats_and_takes_a_changed_answer(
+    service_factory: Factory, dgx_inventory: pb.HardwareInventory, scratch: Path
+) -> None:
+    """The agent's own stream: a beat that repeats the last acknowledged one goes quiet,
+    at most QUIET_RUN in a row; a quiet beat's changed answer is applied as a push (no
+    poll runs here to push it)."""
+    svc = service_factory(
+        f"sqlite:///{scratch / 's.db'}", report_poll_seconds=3600.0, heartbeat_interval_seconds=60
+    )
+    admin = svc.admin()
+    node = enrol(svc, admin, variant(dgx_inventory, 13))
+    agent = AgentClient(
+        scratch / "agent", InventoryClientConfig(address=svc.address), node, svc.ca_pem
+    )
+    try:
+        wait_for(lambda: agent.client.state == "connected", 10, "the agent's first beat")
+        session = agent.client._session
+
+        def beat() -> int:
+            asyncio.run_coroutine_threadsafe(agent.client.heartbeat(), agent.loop).result(10)
+            return session.quiet_run
+
+        assert session.QUIET_RUN == 2
+        assert [beat() for _ in range(6)] == [1, 2, 0, 1, 2, 0]
+        held = svc.svc.sessions.by_node[node.id]
+        assert held.repeats == 6  # the first beat took the full path
+        admin.UpdateAssignment(
+            ipb.UpdateAssignmentRequest(
+                node_id=node.id, assignment=ipb.Assignment(pool="train"), fields=["pool"]
+            )
+        )
+        assert beat() == 1  # quiet: its answer comes after it, from the reader
+        wait_for(lambda: agent.client.desired.pool == "train", 5, "the changed answer")
+        assert session.pushes == 1 and held.pushes == 0
+        # a beat that differs (the drift count changed) is answered; the quiet run starts again
+        agent.snapshot = Snapshot(
+            phase="DISCOVERED",
+            inventory=pb.HardwareInventory(),
+            inventory_hash="",
+            drift_count=1,
+            health=[],
+        )
+        assert [beat() for _ in range(3)] == [0, 1, 2]
+    finally:
+        agent.close()
+
+
+def test_actions_in_a_quiet_beats_answer_are_taken_at_the_next_beat(scratch: Path) -> None:
+    """A quiet beat's answer reaches the agent through its reader, as a push does; the
+    actions in it are for the next beat (it carries the inventory; it renews first)."""
+    client = InventoryClient(
+        InventoryClientConfig(address="127.0.0.1:1"),
+        str(scratch / "agent"),
+        lambda: Snapshot(
+            phase="READY",
+            inventory=pb.HardwareInventory(),
+            inventory_hash="",
+            drift_count=0,
+            health=[],
+        ),
+    )
+    client._sent_hash = "abc"
+    client.pushed(ipb.HeartbeatResponse(actions=["send-inventory"], state=ipb.READY))
+    assert (client._sent_hash, client._renew_due, client.node_state) == ("", False, ipb.READY)
+    client.pushed(ipb.HeartbeatResponse(actions=["renew-certificate"]))
+    assert client._renew_due
 
 
 def test_a_replica_that_learns_of_a_node_from_the_poll_knows_its_phase(

@@ -857,12 +857,14 @@ class RevokeCertificateRequest(_message.Message):
     def __init__(self, serial: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("sequence", "heartbeat")
+    __slots__ = ("sequence", "heartbeat", "quiet")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    QUIET_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     heartbeat: HeartbeatRequest
-    def __init__(self, sequence: _Optional[int] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ...) -> None: ...
+    quiet: bool
+    def __init__(self, sequence: _Optional[int] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., quiet: _Optional[bool] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
     __slots__ = ("acknowledged", "heartbeat")
