@@ -333,14 +333,19 @@ class InventoryClient:
         resp: ipb.HeartbeatResponse = await self._stub().Heartbeat(req, timeout=5)
         return resp
 
+    def _take_actions(self, resp: ipb.HeartbeatResponse) -> None:
+        """What an answer asks of the node: the inventory goes with the next beat, and a
+        renewal before it (heartbeat)."""
+        if "send-inventory" in resp.actions:
+            self._sent_hash = ""
+        if "renew-certificate" in resp.actions:
+            self._renew_due = True
+
     def pushed(self, resp: ipb.HeartbeatResponse) -> None:
         """What the inventory wrote down the stream between answers (a push, or the answer
         to a quiet beat, which carries actions too): applied at once, a renewal at the
         next beat."""
-        if "send-inventory" in resp.actions:
-            self._sent_hash = ""  # the next beat carries it
-        if "renew-certificate" in resp.actions:
-            self._renew_due = True
+        self._take_actions(resp)
         if resp.validations and self._on_validations is not None:
             self._on_validations(list(resp.validations))
         if resp.HasField("fleet_tiers") and self._on_tiers is not None:
@@ -415,9 +420,8 @@ class InventoryClient:
         if req.blocking_set:
             self._sent_blocking = list(snap.blocking or [])
         self._sent_xids = dict(snap.xids)  # acknowledged: the next beat sends only new ones
-        if "send-inventory" in resp.actions:
-            self._sent_hash = ""  # the next beat carries it
-        if "renew-certificate" in resp.actions or self._renew_due:
+        self._take_actions(resp)
+        if self._renew_due:
             self._renew_due = False
             await self.renew()
         await self._report_fabric(snap)

@@ -26,6 +26,7 @@ NODE_COLUMNS = (
     "id, hostname, state, held_from, state_reason, pool, role, cluster, profile, "
     "labels, taints, gpu_model, gpu_count, inventory_hash, cert_not_after, created_at, blocking"
 )
+N_COLUMNS = ", ".join(f"n.{c.strip()}" for c in NODE_COLUMNS.split(","))  # of `nodes n`
 ASSIGNMENT_FIELDS = ("pool", "role", "cluster", "profile", "labels", "taints")
 # What a profile check says about a node's hardware: one warning per line, none if it fits.
 # The service's ProfileCatalogue.fit; a warning is recorded, never a refusal (an admin may
@@ -483,12 +484,18 @@ def renew(store: Store, node_id: str, issue: Any) -> bytes:
     return bytes(cert_pem)
 
 
-def all_nodes(store: Store) -> list[tuple[ipb.Node, str]]:
-    """Every node with the phase its agent last reported (the service's heartbeat cache)."""
-    columns = ", ".join(f"n.{c.strip()}" for c in NODE_COLUMNS.split(","))
+def with_phase(
+    store: Store, where: str = "", args: tuple[Any, ...] = ()
+) -> list[tuple[ipb.Node, str]]:
+    """Nodes (every one, or those `where` picks from `nodes n`), each with the phase its
+    agent last reported: what the service's heartbeat cache holds."""
     with store.tx() as cur:
         cur.execute(
-            f"SELECT {columns}, l.phase FROM nodes n LEFT JOIN liveness l ON l.node_id = n.id"
+            store.q(
+                f"SELECT {N_COLUMNS}, l.phase FROM nodes n LEFT JOIN liveness l "
+                f"ON l.node_id = n.id {where}"
+            ),
+            args,
         )
         return [(node_from_row(row[:-1]), row[-1] or "") for row in cur.fetchall()]
 
@@ -542,10 +549,9 @@ def list_nodes(
         total = cur.fetchone()[0]
         after = req.page_token
         page_clause = (" AND " if where else " WHERE ") + "n.id > ?" if after else ""
-        columns = ", ".join(f"n.{c.strip()}" for c in NODE_COLUMNS.split(","))
         cur.execute(
             store.q(
-                f"SELECT {columns}, l.last_seen, l.phase FROM nodes n LEFT JOIN "
+                f"SELECT {N_COLUMNS}, l.last_seen, l.phase FROM nodes n LEFT JOIN "
                 f"liveness l ON l.node_id = n.id {clause}{page_clause} "
                 "ORDER BY n.id LIMIT ?"
             ),

@@ -207,13 +207,8 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         and neither the node's record nor its health verdict moved since: then the beat is
         liveness and a step of the health streak. None: the full path."""
         s = self.service
-        entry = s.nodes.get(session.node_id)
-        if (
-            entry is None
-            or entry is not session.entry
-            or entry[1] != request.phase
-            or time.monotonic() - entry[2] > s.cache_seconds
-        ):
+        entry = s.cached(session.node_id)
+        if entry is None or entry is not session.entry or entry[1] != request.phase:
             return None  # changed since (poll, move, expiry), or the phase to apply again
         if not s.health.repeat(entry[0], request):
             return None
@@ -671,7 +666,7 @@ class InventoryService:
         """Load every node once at start: a fleet reconnecting after a restart then costs
         no transaction per node."""
         now = time.monotonic()
-        rows = await self.store.run(nodes.all_nodes, self.store)
+        rows = await self.store.run(nodes.with_phase, self.store)
         self.nodes = {node.id: (node, phase, now) for node, phase in rows}
 
     async def _poll_reports(self) -> None:

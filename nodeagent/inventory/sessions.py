@@ -154,14 +154,5 @@ def changed_since(store: Store, since: float) -> tuple[list[tuple[ipb.Node, str]
     time rather than missed; a push is sent only when the node was not told it already.
     """
     started = time.time()
-    columns = ", ".join(f"n.{c.strip()}" for c in nodes.NODE_COLUMNS.split(","))
-    with store.tx() as cur:
-        cur.execute(
-            store.q(
-                f"SELECT {columns}, l.phase FROM nodes n LEFT JOIN liveness l "
-                "ON l.node_id = n.id WHERE n.updated_at > ?"
-            ),
-            (since,),
-        )
-        changed = [(nodes.node_from_row(row[:-1]), row[-1] or "") for row in cur.fetchall()]
+    changed = nodes.with_phase(store, "WHERE n.updated_at > ?", (since,))
     return changed, started - OVERLAP_SECONDS

@@ -284,6 +284,17 @@ def test_a_closed_stream_leaves_reachability_to_time(
     assert time.monotonic() - closed >= 1.5  # two intervals of 1 s, less the beat's age
 
 
+def snapshot(phase: str, drift_count: int = 0) -> Snapshot:
+    """What a bare agent reports: no inventory hash, no health."""
+    return Snapshot(
+        phase=phase,
+        inventory=pb.HardwareInventory(),
+        inventory_hash="",
+        drift_count=drift_count,
+        health=[],
+    )
+
+
 class AgentClient:
     """The agent's own InventoryClient on its event loop in a thread, with a fixed snapshot."""
 
@@ -298,13 +309,7 @@ class AgentClient:
         ):
             tlsutil.write_private(ident / name, data)
         self.desired: list[ipb.Assignment] = []
-        self.snapshot = Snapshot(
-            phase="DISCOVERED",
-            inventory=pb.HardwareInventory(),
-            inventory_hash="",
-            drift_count=0,
-            health=[],
-        )
+        self.snapshot = snapshot("DISCOVERED")
         self.client = InventoryClient(
             cfg, str(state), lambda: self.snapshot, on_desired=self.desired.append
         )
@@ -403,13 +408,7 @@ def test_the_agent_beats_quiet_between_answered_beats_and_takes_a_changed_answer
         wait_for(lambda: agent.client.desired.pool == "train", 5, "the changed answer")
         assert session.pushes == 1 and held.pushes == 0
         # a beat that differs (the drift count changed) is answered; the quiet run starts again
-        agent.snapshot = Snapshot(
-            phase="DISCOVERED",
-            inventory=pb.HardwareInventory(),
-            inventory_hash="",
-            drift_count=1,
-            health=[],
-        )
+        agent.snapshot = snapshot("DISCOVERED", drift_count=1)
         assert [beat() for _ in range(3)] == [0, 1, 2]
     finally:
         agent.close()
@@ -421,13 +420,7 @@ def test_actions_in_a_quiet_beats_answer_are_taken_at_the_next_beat(scratch: Pat
     client = InventoryClient(
         InventoryClientConfig(address="127.0.0.1:1"),
         str(scratch / "agent"),
-        lambda: Snapshot(
-            phase="READY",
-            inventory=pb.HardwareInventory(),
-            inventory_hash="",
-            drift_count=0,
-            health=[],
-        ),
+        lambda: snapshot("READY"),
     )
     client._sent_hash = "abc"
     client.pushed(ipb.HeartbeatResponse(actions=["send-inventory"], state=ipb.READY))
