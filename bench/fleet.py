@@ -380,17 +380,22 @@ def main() -> int:
                 ipb.RegisterRequest(inventory=variant(kinds[n % 3], n)).SerializeToString()
                 for n in range(NODES, size)
             ]
+            # the inventory is told the interval its nodes keep, as an operator would set
+            # it (it answers every beat with it): with the default 10 s it took nodes
+            # beating every 50 s for unreachable, and back, on every sweep
+            interval = size / CURVE_RATE
+            told = f"heartbeat_interval_seconds = {round(interval)}\n"
             if pg is None:
-                servers = [ib.Server(tmp / f"curve-{size}", f"sqlite:///{tmp / f'c{size}.db'}")]
+                db = f"sqlite:///{tmp / f'c{size}.db'}"
+                servers = [ib.Server(tmp / f"curve-{size}", db, told)]
             else:
                 db = pg.new_database()
-                servers = [ib.Server(tmp / f"curve-{size}-0", db)]
+                servers = [ib.Server(tmp / f"curve-{size}-0", db, told)]
                 servers += [
-                    _replica(tmp / f"curve-{size}-{r}", db, tmp / f"curve-{size}-0")
+                    _replica(tmp / f"curve-{size}-{r}", db, tmp / f"curve-{size}-0", told)
                     for r in range(1, replicas)
                 ]
             token = _token(servers[0], size)
-            interval = size / CURVE_RATE
             try:
                 curve[size] = run_fleet(
                     f"curve-{size}",
@@ -436,14 +441,14 @@ def _token(server: ib.Server, uses: int) -> str:
         )
 
 
-def _replica(workdir: Path, database: str, first: Path) -> ib.Server:
+def _replica(workdir: Path, database: str, first: Path, extra: str = "") -> ib.Server:
     """A second replica over the same database and CA (bench/inventory.Server, CA shared)."""
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
     data.mkdir(exist_ok=True)
     for name in ("ca.crt", "ca.key"):
         shutil.copy2(first / "data" / name, data / name)
-    return ib.Server(workdir, database)
+    return ib.Server(workdir, database, extra)
 
 
 def _echo_steady(tmp: Path, keys: list[bytes]) -> dict[str, float]:

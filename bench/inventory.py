@@ -55,8 +55,10 @@ async def session(requests, context):  # acknowledged bare, quiet beats not (as 
         if not req.quiet:
             await context.write(ipb.SessionResponse(acknowledged=req.sequence))
 async def main():
-    # the service's own transport settings: no BDP probing, a deep queue of new calls
+    # the service's own transport settings: no BDP probing, no keepalive pings of its own
+    # (a timer per connection), a deep queue of new calls
     server = grpc.aio.server(options=[("grpc.http2.bdp_probe", 0),
+        ("grpc.keepalive_time_ms", 2**31 - 1),
         ("grpc.server.max_pending_requests", 100000),
         ("grpc.server.max_pending_requests_hard_limit", 100000)])
     handler = grpc.method_handlers_generic_handler("nodeagent.v1.InventoryService", {
@@ -104,7 +106,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, workdir: Path, database: str) -> None:
+    def __init__(self, workdir: Path, database: str, extra: str = "") -> None:
+        """`extra`: more lines of inventory.toml."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.boot = free_port(), free_port()
         config = workdir / "inventory.toml"
@@ -112,7 +115,7 @@ class Server:
             f'listen = "127.0.0.1:{self.port}"\n'
             f'bootstrap_listen = "127.0.0.1:{self.boot}"\n'
             f'data_dir = "{workdir / "data"}"\ndatabase = "{database}"\n'
-            'log_level = "warning"\nmetrics_listen = ""\n'
+            'log_level = "warning"\nmetrics_listen = ""\n' + extra
         )
         self.log = open(workdir / "log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -69,24 +69,31 @@ async def stream_node(
     end: float,
     stats: StreamStats,
     first_beat: float | None = None,
-    opened: tuple[int, Any, Any, int] | None = None,
+    opened: tuple[int, Any, Any, int, ipb.HeartbeatRequest] | None = None,
 ) -> None:
     """Heartbeat `node` every `interval` (+-20 %) until `end` (monotonic) on a stream;
-    `opened`: (replica index, channel, call, last sequence) of a stream opened already."""
+    `opened`: (replica index, channel, call, last sequence, last beat) of a stream opened
+    already, its last beat acknowledged. A node on such a stream goes on as the agent
+    would after that beat, quiet while it repeats it, from a random point of its run of
+    quiet beats: a benchmark's window then holds what a fleet long on its streams sends,
+    a third of its beats answered, at every size. (From the top of the run a node that
+    beats once in the window, as at 50,000 nodes, sent only answered beats.)"""
     index = random.randrange(len(targets)) if opened is None else opened[0]
     failures = 0
     seq = 0 if opened is None else opened[3]
     beat_at = time.monotonic() + (random.uniform(0, interval) if first_beat is None else first_beat)
     req = ipb.HeartbeatRequest(node_id=node.node_id, inventory_hash=HASH)
     while time.monotonic() < end:
-        if opened is not None:
-            channel, call, opened = opened[1], opened[2], None
-        else:
-            channel = channels.secure_aio_channel(targets[index], ca, node.cert, node.key)
-            call = inventory_pb2_grpc.InventoryServiceStub(channel).Session()
         # a new stream: its first beat answered
         acked: ipb.HeartbeatRequest | None = None
         quiet_run, unconfirmed = 0, []
+        if opened is not None:
+            channel, call = opened[1], opened[2]
+            acked, quiet_run = opened[4], random.randrange(QUIET_RUN + 1)
+            opened = None
+        else:
+            channel = channels.secure_aio_channel(targets[index], ca, node.cert, node.key)
+            call = inventory_pb2_grpc.InventoryServiceStub(channel).Session()
         try:
             # the TLS handshake is the connection's cost, not a heartbeat's latency
             await asyncio.wait_for(channel.channel_ready(), ACK_SECONDS)
@@ -158,7 +165,7 @@ async def acknowledged(call: Any, seq: int, stats: StreamStats) -> None:
 
 async def open_stream(
     node: SimNode, targets: list[str], ca: bytes, gate: asyncio.Semaphore
-) -> tuple[int, Any, Any, int]:
+) -> tuple[int, Any, Any, int, ipb.HeartbeatRequest]:
     """Connect `node` and open its stream with a first beat (fleet start-up: at most
     `gate` handshakes at a time, as agents starting together would be spread)."""
     index = random.randrange(len(targets))
@@ -170,7 +177,7 @@ async def open_stream(
         await call.write(ipb.SessionRequest(sequence=1, heartbeat=req))
         while (await call.read()).acknowledged != 1:
             pass
-    return index, channel, call, 1
+    return index, channel, call, 1, req
 
 
 async def stream_fleet(

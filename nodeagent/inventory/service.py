@@ -68,6 +68,7 @@ log = logging.getLogger("nodeagent.inventory")
 MAX_BLOCKING = 50  # failing preflight checks a heartbeat may carry
 PUSH_SECONDS = 5.0  # a push not written by then is given up (the next beat answers it)
 MAX_PENDING_CALLS = 100_000  # calls core queues for the event loop before refusing more
+KEEPALIVE_OFF = 2**31 - 1  # gRPC reads INT_MAX ms as "never"
 ERRORS = [
     (tokens.TokenError, grpc.StatusCode.UNAUTHENTICATED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -185,6 +186,7 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         s.sessions.attach(session)
         try:
             while (req := await requests.read()) is not None:
+                session.heard = time.monotonic()
                 if s.revocations.is_revoked(me.serial):
                     raise tokens.TokenError(
                         f"certificate {me.serial:x} of {me.actor} has been revoked"
@@ -199,6 +201,13 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                     session.entry = s.nodes.get(me.name)
                 resp = self._respond(node, beat)
                 await session.answer(req.sequence, resp, beat.fleet_tiers_hash, req.quiet)
+        except asyncio.CancelledError:
+            if session.ended is None:  # the server stopping
+                raise
+            # ended here (sessions.py): a status goes down, so the call ends in core and
+            # the connection's next write finds out whether anyone is still there
+            context.set_code(grpc.StatusCode.UNAVAILABLE)
+            context.set_details(session.ended)
         finally:
             s.sessions.detach(session)
 
@@ -745,8 +754,16 @@ class InventoryService:
                 self._liveness.setdefault(node_id, value)
 
     async def _sweep(self) -> None:
+        c = self.config
         while True:
-            await asyncio.sleep(self.config.heartbeat_interval_seconds)
+            await asyncio.sleep(c.heartbeat_interval_seconds)
+            # a node that beats no more on an open stream (a host that lost power leaves
+            # its connection open here; the inventory sends no keepalive pings of its own)
+            # has its stream ended one interval after it could be marked unreachable
+            silent = c.heartbeat_interval_seconds * (c.unreachable_after_missed + 1)
+            ended = self.sessions.end_silent(time.monotonic() - silent)
+            if ended:
+                log.info("ended %d streams silent for %d s", ended, silent)
             with contextlib.suppress(StoreError):
                 changed = await self.store.run(self.store.sweep_reachability, self.deadline())
                 log_reachability(changed)
@@ -775,6 +792,10 @@ class InventoryService:
                 ("grpc.max_receive_message_length", c.max_message_bytes),
                 ("grpc.max_send_message_length", c.max_message_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # none of the inventory's own unless asked (config.py: a timer per
+                # connection that core walks again and again; gRPC's default is 2 h)
+                ("grpc.keepalive_time_ms", c.keepalive_seconds * 1000 or KEEPALIVE_OFF),
+                ("grpc.keepalive_timeout_ms", 20000),
                 # no bandwidth-delay probing: a ping after each heartbeat's few hundred
                 # bytes would cost the server as much again as the beat (bench/fleet.py)
                 ("grpc.http2.bdp_probe", 0),

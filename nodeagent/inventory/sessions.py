@@ -43,7 +43,9 @@ class Session:
     __slots__ = (
         "beat",
         "context",
+        "ended",
         "entry",
+        "heard",
         "last",
         "lock",
         "node_id",
@@ -57,6 +59,8 @@ class Session:
         self.node_id = node_id
         self.context = context
         self.task = asyncio.current_task()  # cancelled when the node opens another stream
+        self.heard = time.monotonic()  # when the node last sent a beat on it
+        self.ended: str | None = None  # why this replica ends the stream (end())
         self.lock = asyncio.Lock()
         self.tiers_hash = ""  # of the fleet tiers the node last said it holds
         self.last = b""  # the last desired state the node was told (answer or push)
@@ -67,6 +71,13 @@ class Session:
         self.beat: ipb.HeartbeatRequest | None = None
         self.entry: Any = None
         self.repeats = 0  # beats that took the repeat path
+
+    def end(self, why: str) -> None:
+        """End the stream from this replica: its task stops where it waits and sends
+        UNAVAILABLE with `why` (service.py), which the agent answers by reconnecting."""
+        self.ended = why
+        if self.task is not None:
+            self.task.cancel()
 
     async def answer(
         self, sequence: int, resp: ipb.HeartbeatResponse, tiers_hash: str, quiet: bool = False
@@ -127,12 +138,21 @@ class Sessions:
         old = self.by_node.get(session.node_id)
         self.by_node[session.node_id] = session
         self.opened += 1
-        if old is not None and old.task is not None:  # the old stream ends (CANCELLED)
-            old.task.cancel()
+        if old is not None:
+            old.end(f"node {old.node_id} opened another stream")
 
     def detach(self, session: Session) -> None:
         if self.by_node.get(session.node_id) is session:
             del self.by_node[session.node_id]
+
+    def end_silent(self, before: float) -> int:
+        """End the streams whose node sent nothing since `before` (monotonic): a node gone
+        without closing its connection (power lost, cable pulled) would otherwise hold
+        its stream here for good. The agent, if it lives, opens another. How many ended."""
+        silent = [s for s in self.by_node.values() if s.heard < before and s.ended is None]
+        for session in silent:
+            session.end(f"no heartbeat for {time.monotonic() - session.heard:.0f} s")
+        return len(silent)
 
     def held(self, node_ids: Iterable[str]) -> list[Session]:
         return [s for n in node_ids if (s := self.by_node.get(n)) is not None]

@@ -22,6 +22,7 @@ from nodeagent.api import channels
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.api.v1 import inventory_pb2_grpc
+from nodeagent.inventory import config as inventory_config
 from testbed.agent_process import free_port
 from testbed.variants import variant
 from testbed.wait import wait_for
@@ -282,6 +283,140 @@ def test_a_closed_stream_leaves_reachability_to_time(
         "the node to become unreachable",
     )
     assert time.monotonic() - closed >= 1.5  # two intervals of 1 s, less the beat's age
+
+
+def test_a_stream_whose_node_falls_silent_is_ended_and_a_beating_one_kept(
+    service_factory: Factory,
+    dgx_inventory: pb.HardwareInventory,
+    streams: Callable[[str, bytes, EnrolledNode], Stream],
+    scratch: Path,
+) -> None:
+    """The inventory pings no connection of its own (keepalive_seconds = 0): a node that
+    stops beating on an open stream, as a host that lost power does, has its stream ended
+    one interval after the unreachable window (here 1 s x (1 + 1))."""
+    svc = service_factory(
+        f"sqlite:///{scratch / 's.db'}", heartbeat_interval_seconds=1, unreachable_after_missed=1
+    )
+    admin = svc.admin()
+    silent_node = enrol(svc, admin, variant(dgx_inventory, 5))
+    beating_node = enrol(svc, admin, variant(dgx_inventory, 6))
+    silent = streams(svc.address, svc.ca_pem, silent_node)
+    beating = streams(svc.address, svc.ca_pem, beating_node)
+    for stream, node in ((silent, silent_node), (beating, beating_node)):
+        stream.send(1, ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED"))
+        assert stream.read().acknowledged == 1
+    last = time.monotonic()
+    ended: list[grpc.RpcError] = []
+
+    def read_silent() -> None:
+        try:
+            silent.read()
+        except grpc.RpcError as exc:
+            ended.append(exc)
+
+    reader = threading.Thread(target=read_silent, daemon=True)
+    reader.start()
+    seq = 1
+    while not ended and time.monotonic() - last < 8:
+        time.sleep(0.3)
+        seq += 1
+        beating.send(seq, ipb.HeartbeatRequest(node_id=beating_node.id, phase="DISCOVERED"))
+        assert beating.read().acknowledged == seq
+    reader.join(1)
+    assert ended and ended[0].code() == grpc.StatusCode.UNAVAILABLE
+    assert "no heartbeat for" in (ended[0].details() or "")
+    assert time.monotonic() - last >= 2  # not before two intervals of silence
+    assert set(svc.svc.sessions.by_node) == {beating_node.id}
+    for _ in range(8):  # the beating node's stream lives on past the silent one's end
+        time.sleep(0.3)
+        seq += 1
+        beating.send(seq, ipb.HeartbeatRequest(node_id=beating_node.id, phase="DISCOVERED"))
+        assert beating.read().acknowledged == seq
+
+
+def test_a_node_that_opens_another_stream_ends_its_old_one(
+    service_factory: Factory,
+    dgx_inventory: pb.HardwareInventory,
+    streams: Callable[[str, bytes, EnrolledNode], Stream],
+    scratch: Path,
+) -> None:
+    svc = service_factory(f"sqlite:///{scratch / 's.db'}")
+    node = enrol(svc, svc.admin(), variant(dgx_inventory, 7))
+    beat = ipb.HeartbeatRequest(node_id=node.id, phase="DISCOVERED")
+    old = streams(svc.address, svc.ca_pem, node)
+    old.send(1, beat)
+    assert old.read().acknowledged == 1
+    new = streams(svc.address, svc.ca_pem, node)  # its call opens now: it comes second
+    new.send(1, beat)
+    assert new.read().acknowledged == 1
+    with pytest.raises(grpc.RpcError) as ended:
+        old.read()
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert ended.value.details() == f"node {node.id} opened another stream"
+    assert list(svc.svc.sessions.by_node) == [node.id]
+    new.send(2, beat)
+    assert new.read().acknowledged == 2
+
+
+@pytest.mark.parametrize("keepalive", [0, 1])
+def test_the_inventory_pings_connections_only_when_keepalive_is_set(
+    service_factory: Factory, scratch: Path, keepalive: int
+) -> None:
+    """An HTTP/2 connection held open with no call: the inventory sends a keepalive PING
+    within 3 s with keepalive_seconds = 1, and none in 3 s with the default 0."""
+    import socket
+    import ssl
+    import struct
+
+    svc = service_factory(f"sqlite:///{scratch / 's.db'}", keepalive_seconds=keepalive)
+    ctx = ssl.create_default_context(cadata=svc.ca_pem.decode())
+    ctx.set_alpn_protocols(["h2"])
+    host, port = svc.bootstrap.rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)), timeout=5)
+    tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+    def frame(kind: int, flags: int, payload: bytes = b"") -> bytes:
+        return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + b"\0\0\0\0" + payload
+
+    def read_exact(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = tls.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    PING, SETTINGS, ACK = 6, 4, 1
+    tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0))
+    pings = 0
+    end = time.monotonic() + 3
+    try:
+        while time.monotonic() < end:
+            tls.settimeout(max(0.05, end - time.monotonic()))
+            head = read_exact(9)
+            length, kind, flags = int.from_bytes(head[:3], "big"), head[3], head[4]
+            payload = read_exact(length)
+            if kind == SETTINGS and not flags & ACK:
+                tls.sendall(frame(SETTINGS, ACK))
+            elif kind == PING and not flags & ACK:
+                pings += 1
+                tls.sendall(frame(PING, ACK, payload))
+    except TimeoutError:
+        pass
+    finally:
+        tls.close()
+    assert (pings > 0) == bool(keepalive), f"{pings} pings with keepalive_seconds={keepalive}"
+
+
+def test_keepalive_setting_read_and_checked(scratch: Path) -> None:
+    path = scratch / "inventory.toml"
+    path.write_text("keepalive_seconds = 7200\n")
+    assert inventory_config.load(str(path)).keepalive_seconds == 7200
+    assert inventory_config.load(None).keepalive_seconds == 0
+    path.write_text("keepalive_seconds = -1\n")
+    with pytest.raises(inventory_config.ConfigError, match="'keepalive_seconds' must not be"):
+        inventory_config.load(str(path))
 
 
 def snapshot(phase: str, drift_count: int = 0) -> Snapshot:
