@@ -90,6 +90,7 @@ async def stream_node(
         if opened is not None:
             channel, call = opened[1], opened[2]
             acked, quiet_run = opened[4], random.randrange(QUIET_RUN + 1)
+            stats.replica.setdefault(node.node_id, index)  # its opening beat's replica
             opened = None
         else:
             channel = channels.secure_aio_channel(targets[index], ca, node.cert, node.key)

@@ -77,6 +77,10 @@ def summary(report: Any) -> str:
 
 def _finish(client: AdminClient, node: Any, report: Any) -> int:
     if client.output == "table":
+        # read again: GetNode reads the node and its report in two transactions, and the
+        # heartbeat that stored the report moved the node in the same one as the report,
+        # so a read that saw the report may have seen the state from before it
+        node = client.call("GetNode", ipb.GetNodeRequest(node_id=node.id))
         outcome = OUTCOMES.get(report.outcome, "?")
         why = f" ({report.reason})" if report.reason else ""
         print(f"acceptance {report.level}: {outcome}{why}")

@@ -93,6 +93,15 @@ def test_the_table_filters_and_sorts_in_place(live: Live, driver: Any) -> None:
     )
     _click(driver, "a[data-sort=hostname]")
     wait_for(lambda: "sort=hostname" in driver.current_url, 10, "ascending order")
+    # the header is drawn again with the page; until then its link still says ascending
+    wait_for(
+        lambda: (
+            "dir=desc"
+            in driver.execute_script("return document.querySelector('a[data-sort=hostname]').href")
+        ),
+        10,
+        "the header to offer descending order",
+    )
     _click(driver, "a[data-sort=hostname]")  # now descending
     wait_for(
         lambda: (
