@@ -58,7 +58,7 @@ class Session:
     def __init__(self, node_id: str, context: Any) -> None:
         self.node_id = node_id
         self.context = context
-        self.task = asyncio.current_task()  # cancelled when the node opens another stream
+        self.task = asyncio.current_task()  # cancelled by end()
         self.heard = time.monotonic()  # when the node last sent a beat on it
         self.ended: str | None = None  # why this replica ends the stream (end())
         self.lock = asyncio.Lock()

@@ -318,24 +318,26 @@ def test_a_stream_whose_node_falls_silent_is_ended_and_a_beating_one_kept(
             ended_at = time.monotonic()
             ended.append(exc)
 
-    reader = threading.Thread(target=read_silent, daemon=True)
-    reader.start()
     seq = 1
-    while not ended and time.monotonic() - last < 8:
+
+    def beat_again() -> None:
+        nonlocal seq
         time.sleep(0.3)
         seq += 1
         beating.send(seq, ipb.HeartbeatRequest(node_id=beating_node.id, phase="DISCOVERED"))
         assert beating.read().acknowledged == seq
+
+    reader = threading.Thread(target=read_silent, daemon=True)
+    reader.start()
+    while not ended and time.monotonic() - last < 8:
+        beat_again()
     reader.join(1)
     assert ended and ended[0].code() == grpc.StatusCode.UNAVAILABLE
     assert "no heartbeat for" in (ended[0].details() or "")
     assert ended_at - sent >= 2  # not before two intervals of silence
     assert set(svc.svc.sessions.by_node) == {beating_node.id}
     for _ in range(8):  # the beating node's stream lives on past the silent one's end
-        time.sleep(0.3)
-        seq += 1
-        beating.send(seq, ipb.HeartbeatRequest(node_id=beating_node.id, phase="DISCOVERED"))
-        assert beating.read().acknowledged == seq
+        beat_again()
 
 
 def test_a_node_that_opens_another_stream_ends_its_old_one(
