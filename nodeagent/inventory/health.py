@@ -40,6 +40,7 @@ XID_NAMES = {
 KINDS = ("hardware", "xid", "rails", "manual")
 # States a health verdict may quarantine from (the lifecycle allows it from these).
 QUARANTINABLE = (S.DISCOVERED, S.TUNING, S.READY, S.JOINED)
+QUARANTINED = S.QUARANTINED  # read once: each S.X is a Python-level lookup in protobuf
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,20 @@ def slug(reason: str) -> str:
     return text[:63].rstrip("-") or "quarantined"
 
 
+def at_rest(state: int, req: ipb.HeartbeatRequest, mismatches: list[str], policy: Policy) -> bool:
+    """True when `evaluate` can only find nothing and count one more clean heartbeat: no
+    XID or remap failure, rails within the limit, no mismatch it counts, and a node that is
+    not quarantined (only a quarantined node's clean count can move it). The repeat path
+    takes this shortcut (health_watch.py): most beats of a healthy fleet are such."""
+    return (
+        state != QUARANTINED
+        and not req.xids
+        and not req.row_remap_failure
+        and req.rails_down + req.rails_degraded <= policy.rails_limit
+        and not (mismatches and policy.hardware_mismatch)
+    )
+
+
 def evaluate(
     state: int,
     reason: str,
@@ -129,7 +144,7 @@ def evaluate(
                 f"{after.bad} heartbeats"
             ), after
     if (
-        state == S.QUARANTINED
+        state == QUARANTINED
         and kind_of(reason) in policy.auto_release
         and after.good >= policy.release_after
     ):

@@ -132,7 +132,11 @@ class HealthWatch:
         found = self._mismatches(node, None)
         if found is None:  # known since that beat (same inventory and profile): never
             return False
-        streak = self.streaks.get(node.id, health.Streak())
+        streak = self.streaks.get(node.id)
+        if health.at_rest(node.state, req, found, self.policy):  # evaluate's answer, cheaply
+            self.streaks[node.id] = health.Streak(0, streak.good + 1 if streak else 1)
+            return True
+        streak = streak or health.Streak()
         verdict, after = health.evaluate(
             node.state, node.state_reason, health.signals(req), found, self.policy, streak
         )

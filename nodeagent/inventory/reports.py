@@ -223,6 +223,11 @@ class ReportCache:
             resp.fleet_tiers.CopyFrom(entry[1])
         resp.hooks.extend(self.hooks.get(node_id, []))
 
+    def adds(self, node_id: str, held_hash: str) -> bool:
+        """Whether fill would add anything for this node (a quiet beat's shortcut)."""
+        entry = self.tiers.get(node_id)
+        return (entry is not None and entry[0] != held_hash) or bool(self.hooks.get(node_id))
+
 
 def poll(store: Store, since: float) -> tuple[dict[str, list[ipb.HookRequest]], list[Any], float]:
     """(hooks asked, tiers rows changed since `since`, the new mark)."""

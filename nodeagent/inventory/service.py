@@ -180,14 +180,17 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         A beat that repeats the stream's last one (state alone, heartbeat.py), for a node
         whose record has not changed since, takes the repeat path: liveness and the health
         streak, not the checks and reports of a beat that says something. A quiet beat
-        (the agent waits for no answer) is answered only when the answer changed."""
+        (the agent waits for no answer) is answered only when the answer changed. A repeat
+        whose answer would be the record the node was last told, and nothing besides, is
+        not even built: a bare acknowledgement, or nothing for a quiet beat (_bare)."""
         s, me = self.service, auth.caller()
         session = sessions.Session(me.name, context)
+        serial = format(me.serial, "x")  # as the revocation list holds it, once per stream
         s.sessions.attach(session)
         try:
             while (req := await requests.read()) is not None:
                 session.heard = time.monotonic()
-                if s.revocations.is_revoked(me.serial):
+                if serial in s.revocations.serials:
                     raise tokens.TokenError(
                         f"certificate {me.serial:x} of {me.actor} has been revoked"
                     )
@@ -195,12 +198,18 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
                 node = None
                 if session.beat is not None and beat == session.beat:
                     node = self._repeat(beat, session)
+                    if node is not None and node is session.told and self._bare(node, beat):
+                        # its answer is what the node was last told: not built, and only
+                        # acknowledged (a quiet beat: not even that)
+                        if not req.quiet:
+                            await session.acknowledge(req.sequence)
+                        continue
                 if node is None:
                     node = await self._apply(beat, context)
                     session.beat = heartbeat.repeatable(beat)
                     session.entry = s.nodes.get(me.name)
                 resp = self._respond(node, beat)
-                await session.answer(req.sequence, resp, beat.fleet_tiers_hash, req.quiet)
+                await session.answer(req.sequence, resp, beat.fleet_tiers_hash, req.quiet, node)
         except asyncio.CancelledError:
             if session.ended is None:  # the server stopping
                 raise
@@ -276,19 +285,34 @@ class InventoryServicer(ClusterRpcs, inventory_pb2_grpc.InventoryServiceServicer
         s.seen(me.name, request.phase)
         return node
 
-    def _respond(self, node: ipb.Node, request: ipb.HeartbeatRequest) -> ipb.HeartbeatResponse:
-        """The answer to a heartbeat from `node` (its record after the beat)."""
-        s = self.service
+    def _actions(self, node: ipb.Node, request: ipb.HeartbeatRequest) -> list[str]:
         wants = bool(request.inventory_hash) and request.inventory_hash != node.inventory_hash
         actions = ["send-inventory"] if wants else []
         if node.certificate_expires.seconds and node.certificate_expires.seconds - time.time() < (
-            s.config.node_cert_days * 86400 / 3
+            self.service.config.node_cert_days * 86400 / 3
         ):
             actions.append("renew-certificate")
+        return actions
+
+    def _bare(self, node: ipb.Node, request: ipb.HeartbeatRequest) -> bool:
+        """Whether the answer to `request` would be `node`'s record alone: no actions, tiers,
+        hooks or validations. A repeat whose node was last told that record then needs no
+        answer built to find out that it changes nothing (most beats of a quiet fleet:
+        issue 20)."""
+        s = self.service
+        return (
+            not self._actions(node, request)
+            and not s.reports.adds(node.id, request.fleet_tiers_hash)
+            and not s.validations.get(node.id)
+        )
+
+    def _respond(self, node: ipb.Node, request: ipb.HeartbeatRequest) -> ipb.HeartbeatResponse:
+        """The answer to a heartbeat from `node` (its record after the beat)."""
+        s = self.service
         resp = ipb.HeartbeatResponse(
             desired=node.assignment,
             state=node.state,
-            actions=actions,
+            actions=self._actions(node, request),
             next_interval_seconds=s.config.heartbeat_interval_seconds,
         )
         s.reports.fill(resp, node.id, request.fleet_tiers_hash)

@@ -53,6 +53,7 @@ class Session:
         "repeats",
         "task",
         "tiers_hash",
+        "told",
     )
 
     def __init__(self, node_id: str, context: Any) -> None:
@@ -64,6 +65,9 @@ class Session:
         self.lock = asyncio.Lock()
         self.tiers_hash = ""  # of the fleet tiers the node last said it holds
         self.last = b""  # the last desired state the node was told (answer or push)
+        # the node record whose bare answer (no actions, tiers, hooks, validations) `last`
+        # holds; None: something else, or not known
+        self.told: Any = None
         self.pushes = 0
         # the last beat that took the full path (None: none yet, or it carried news) and
         # the node's cache entry after it: a beat equal to it, while the entry is still
@@ -80,29 +84,41 @@ class Session:
             self.task.cancel()
 
     async def answer(
-        self, sequence: int, resp: ipb.HeartbeatResponse, tiers_hash: str, quiet: bool = False
+        self,
+        sequence: int,
+        resp: ipb.HeartbeatResponse,
+        tiers_hash: str,
+        quiet: bool = False,
+        record: Any = None,
     ) -> None:
         """Acknowledge beat `sequence`: with the answer, or bare when the answer is
         exactly what the node was last told and carries no actions (the node keeps what it
         has; most beats on a quiet fleet are these, a few bytes each). A quiet beat (the
-        agent waits for nothing) gets no bare acknowledgement: nothing at all."""
+        agent waits for nothing) gets no bare acknowledgement: nothing at all. `record`:
+        the node record `resp` was built from."""
         self.tiers_hash = tiers_hash
         seen = fingerprint(resp)
+        bare = not (resp.actions or resp.hooks or resp.validations or resp.HasField("fleet_tiers"))
         if seen == self.last and not resp.actions:
+            self.told = record if bare else None
             if quiet:
                 return
             out = ipb.SessionResponse(acknowledged=sequence)
         else:
-            self.last = seen
+            self.last, self.told = seen, record if bare else None
             out = ipb.SessionResponse(acknowledged=sequence, heartbeat=resp)
         await self._write(out)
+
+    async def acknowledge(self, sequence: int) -> None:
+        """A bare acknowledgement, for a beat whose answer is what `last` holds."""
+        await self._write(ipb.SessionResponse(acknowledged=sequence))
 
     async def push(self, resp: ipb.HeartbeatResponse) -> bool:
         """Write `resp` down the stream unless the node was already told exactly this."""
         seen = fingerprint(resp)
         if seen == self.last:
             return False
-        self.last = seen
+        self.last, self.told = seen, None
         self.pushes += 1
         await self._write(ipb.SessionResponse(acknowledged=0, heartbeat=resp))
         return True
@@ -113,7 +129,7 @@ class Session:
             async with self.lock:
                 await self.context.write(out)
         except BaseException:  # given up or failed: not known to be told, so the next
-            self.last = b""  # answer goes in full rather than as a bare acknowledgement
+            self.last, self.told = b"", None  # answer goes in full, not as a bare one
             raise
 
 

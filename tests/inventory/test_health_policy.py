@@ -196,6 +196,48 @@ def test_kinds_slugs_signals_and_the_configured_policy() -> None:
     assert health_watch.policy(InventoryConfig()) == health.Policy()
 
 
+def test_at_rest_is_exactly_where_evaluate_finds_nothing_whatever_the_streak() -> None:
+    """The repeat path's shortcut: wherever at_rest holds, evaluate says nothing and counts
+    one more clean beat, for any streak; each thing that can move a node turns it off."""
+    quiet = ipb.HeartbeatRequest()
+    beats = {
+        "quiet": quiet,
+        "xid": ipb.HeartbeatRequest(xids=[ipb.XidCount(gpu="0", code=79, count=1)]),
+        "remap": ipb.HeartbeatRequest(row_remap_failure=True),
+        "rail down": ipb.HeartbeatRequest(rails_down=1),
+        "rail degraded": ipb.HeartbeatRequest(rails_degraded=1),
+    }
+    policies = [health.Policy(), health.Policy(rails_limit=1, hardware_mismatch=False)]
+    rest = 0
+    for state in (S.DISCOVERED, S.READY, JOINED, S.QUARANTINED, S.RETIRED):
+        for name, req in beats.items():
+            for found in ([], ["rail mlx5_0 missing"]):
+                for policy in policies:
+                    if not health.at_rest(state, req, found, policy):
+                        continue
+                    rest += 1
+                    for streak in (health.Streak(), health.Streak(2, 9), health.Streak(0, 40)):
+                        got = health.evaluate(
+                            state, RAILS, health.signals(req), found, policy, streak
+                        )
+                        assert got == (health.Verdict(), health.Streak(0, streak.good + 1)), (
+                            state,
+                            name,
+                            found,
+                            policy,
+                        )
+    # in each state but QUARANTINED: the quiet beat with no mismatch under either policy;
+    # under the second, with the mismatch it ignores, and each rail beat (within its limit)
+    assert rest == 4 * (1 + 6)
+    assert health.at_rest(JOINED, quiet, [], health.Policy())
+    assert not health.at_rest(S.QUARANTINED, quiet, [], health.Policy())
+    assert not health.at_rest(JOINED, beats["xid"], [], health.Policy(fatal_xids=()))
+    assert not health.at_rest(JOINED, beats["remap"], [], health.Policy())
+    assert not health.at_rest(JOINED, beats["rail down"], [], health.Policy())
+    assert not health.at_rest(JOINED, beats["rail degraded"], [], health.Policy())
+    assert not health.at_rest(JOINED, quiet, ["gone"], health.Policy())
+
+
 # --- through a live inventory ---------------------------------------------------------------
 
 

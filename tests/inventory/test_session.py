@@ -5,6 +5,7 @@ replica list, fallback to unary), and what a stream may not do."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import queue
 import threading
 import time
@@ -19,6 +20,7 @@ from nodeagent import tlsutil
 from nodeagent.agent.config import InventoryClientConfig
 from nodeagent.agent.enrol import InventoryClient, Snapshot, replica_targets
 from nodeagent.api import channels
+from nodeagent.api.v1 import fabric_pb2 as fpb
 from nodeagent.api.v1 import hardware_pb2 as pb
 from nodeagent.api.v1 import inventory_pb2 as ipb
 from nodeagent.api.v1 import inventory_pb2_grpc
@@ -216,6 +218,44 @@ def test_quiet_beats_are_answered_only_when_the_answer_changed(
     )
     answer = stream.read()
     assert (answer.acknowledged, list(answer.heartbeat.actions)) == (9, ["send-inventory"])
+
+    # a quiet repeat goes unanswered, unbuilt, only while its answer would be the node's
+    # record alone: each thing an answer carries besides the record gets one. The
+    # replica's caches stand in for its poll (off here), and a config with longer-lived
+    # certificates for the weeks that bring a renewal due
+    inner, numbers = svc.svc, iter(range(10, 100))
+
+    def told_the_record() -> None:
+        stream.send(n := next(numbers), req)
+        assert stream.read().acknowledged == n  # in full when what it was told changed
+        stream.send(next(numbers), req, quiet=True)
+        stream.send(n := next(numbers), req)
+        assert stream.read() == ipb.SessionResponse(acknowledged=n)  # none for the quiet one
+
+    def quiet_answer() -> ipb.HeartbeatResponse:
+        stream.send(n := next(numbers), req, quiet=True)
+        answer = stream.read()
+        assert answer.acknowledged == n
+        return answer.heartbeat
+
+    told_the_record()
+    ask = admin.StartValidation(ipb.StartValidationRequest(node_id=node.id, level="quick"))
+    assert [v.request_id for v in quiet_answer().validations] == [ask.request_id]
+    inner.validations = {}
+    told_the_record()
+    inner.reports.hooks = {node.id: [ipb.HookRequest(phase="pre-join", request_id="h1")]}
+    assert [h.request_id for h in quiet_answer().hooks] == ["h1"]
+    inner.reports.hooks = {}
+    told_the_record()
+    inner.reports.tiers = {node.id: ("t1", fpb.FabricTiers(fabric="f1", tier_0="leaf-a"))}
+    assert quiet_answer().fleet_tiers.tier_0 == "leaf-a"
+    inner.reports.tiers = {}
+    told_the_record()
+    config = inner.config
+    inner.config = dataclasses.replace(config, node_cert_days=3000.0)
+    assert list(quiet_answer().actions) == ["renew-certificate"]
+    inner.config = config
+    told_the_record()
 
 
 def test_a_stream_may_speak_only_for_its_own_node_and_only_while_not_revoked(
